@@ -1,0 +1,34 @@
+"""Errors and warnings raised by bayesfuse.
+
+Every error message names the problem *and* what to do next (lifelines style).
+"""
+
+from __future__ import annotations
+
+
+class BayesFuseError(Exception):
+    """Base class of every bayesfuse error."""
+
+
+class DataError(BayesFuseError, ValueError):
+    """Input data are malformed, misaligned or inconsistent with a fitted model."""
+
+
+class NotFittedError(BayesFuseError, RuntimeError):
+    """A method that needs a fitted model was called before ``fit``."""
+
+
+class ModelFormatError(BayesFuseError, ValueError):
+    """A saved model directory is missing files or has an unsupported format version."""
+
+
+class BayesFuseWarning(UserWarning):
+    """Base class of bayesfuse warnings."""
+
+
+class NoModalityWarning(BayesFuseWarning):
+    """Some patients have no modality at all; they are scored from the prior and flagged."""
+
+
+class ConvergenceWarning(BayesFuseWarning):
+    """Training stopped without the validation loss settling, or produced a non-finite loss."""

@@ -1,0 +1,140 @@
+"""User-facing head specifications.
+
+A head is a supervised likelihood on the shared latent ``z``, keyed by a target column.
+These classes are plain configuration (no torch): :mod:`bayesfuse.module.heads` builds the
+torch modules from them, and :class:`bayesfuse.Posterior` uses them to name outputs.
+
+>>> bf.FusionModel(data, heads={"subtype": "categorical",
+...                             "survival": bf.heads.Survival(time="time", event="event")})
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+__all__ = ["Head", "Categorical", "Survival", "make_head", "head_from_config"]
+
+
+class Head(ABC):
+    """Abstract base of head specifications.
+
+    Attributes
+    ----------
+    kind : str
+        Registry name (``"categorical"``, ``"survival"``).
+    column : str or None
+        Target column the head reads; ``None`` means "the key under which it was given".
+    """
+
+    kind: ClassVar[str]
+    column: str | None
+
+    @abstractmethod
+    def target_columns(self) -> list[str]:
+        """Target columns this head reads from ``MultiModalData.targets``."""
+
+    def to_config(self) -> dict[str, Any]:
+        cfg = asdict(self)  # type: ignore[call-overload]
+        cfg["kind"] = self.kind
+        return cfg
+
+
+@dataclass
+class Categorical(Head):
+    """Categorical head: ``y | z ~ Categorical(softmax(f(z)))``.
+
+    Parameters
+    ----------
+    column : str, optional
+        Target column with class labels (unknown label = NaN / empty cell). Defaults to the
+        key the head is registered under (e.g. ``"subtype"`` or ``"origin"``).
+    hidden : int
+        Width of the hidden layer of ``f``; ``0`` (default) makes ``f`` linear in ``z``.
+    weight : float
+        Multiplier of this head's log-likelihood in the ELBO (1.0 = the plain Bayesian
+        model). Values > 1 up-weight the scarce labels as in semi-supervised VAEs.
+    classes : list, optional
+        Class labels in column order. Learned from the training data when omitted; set it to
+        fix the order or to include classes absent from the training data.
+    """
+
+    column: str | None = None
+    hidden: int = 0
+    weight: float = 1.0
+    classes: list | None = None
+    kind: ClassVar[str] = "categorical"
+
+    def target_columns(self) -> list[str]:
+        return [self.column] if self.column else []
+
+
+@dataclass
+class Survival(Head):
+    """Right-censored survival head (piecewise-constant hazard on a data-driven time grid).
+
+    Parameters
+    ----------
+    time, event : str
+        Target columns with follow-up time (> 0) and event indicator (1 = event, 0 = censored).
+    n_intervals : int
+        Number of pieces of the hazard; the cut points are quantiles of the training event times.
+    hidden : int
+        Width of the hidden layer of the log-hazard network (0 = linear in ``z``).
+    smoothness : float
+        Prior scale of the random walk on the baseline log-hazard across pieces.
+    weight : float
+        Multiplier of this head's log-likelihood in the ELBO.
+    nonpositive_times : {"error", "shift", "drop"}
+        What to do with times <= 0 at input. ``"error"`` (default) refuses them; ``"shift"``
+        replaces them by half the smallest positive time; ``"drop"`` treats their survival
+        label as unknown (the patient still trains the rest of the model).
+    """
+
+    time: str = "time"
+    event: str = "event"
+    n_intervals: int = 12
+    hidden: int = 0
+    smoothness: float = 0.5
+    weight: float = 1.0
+    nonpositive_times: str = "error"
+    column: str | None = None
+    cuts: list | None = field(default=None, repr=False)
+    kind: ClassVar[str] = "survival"
+
+    def __post_init__(self) -> None:
+        if self.nonpositive_times not in ("error", "shift", "drop"):
+            raise ValueError(
+                f"nonpositive_times={self.nonpositive_times!r}; use 'error', 'shift' or 'drop'."
+            )
+
+    def target_columns(self) -> list[str]:
+        return [self.time, self.event]
+
+
+_REGISTRY: dict[str, type[Head]] = {"categorical": Categorical, "survival": Survival}
+
+
+def make_head(key: str, spec: str | Head) -> Head:
+    """Normalise a user head argument (a string or a :class:`Head`) keyed by ``key``."""
+    if isinstance(spec, str):
+        if spec not in _REGISTRY:
+            raise ValueError(
+                f"Unknown head type {spec!r} for {key!r}; use one of {sorted(_REGISTRY)} "
+                f"or a head object such as bf.heads.Categorical()."
+            )
+        spec = _REGISTRY[spec]()
+    if not isinstance(spec, Head):
+        raise TypeError(
+            f"heads[{key!r}] must be a string or a bf.heads.Head object, got {type(spec).__name__}."
+        )
+    if isinstance(spec, Categorical) and spec.column is None:
+        spec.column = key
+    return spec
+
+
+def head_from_config(cfg: dict[str, Any]) -> Head:
+    cfg = dict(cfg)
+    kind = cfg.pop("kind")
+    return _REGISTRY[kind](**cfg)

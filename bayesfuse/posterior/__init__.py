@@ -1,0 +1,5 @@
+"""Posterior containers: plain numpy arrays plus names (no torch)."""
+
+from bayesfuse.posterior.posterior import Posterior
+
+__all__ = ["Posterior"]
