@@ -1,0 +1,286 @@
+"""`MultiModalData`: per-modality tables aligned by sample id, plus targets.
+
+Rows of a modality table are the samples that HAVE that modality; a sample without it is
+absent from the table. NaN cells are single missing values inside an observed modality.
+This is the only layer that reads files; everything downstream sees aligned frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bayesfuse.exceptions import DataError
+
+__all__ = ["MultiModalData"]
+
+_SUFFIXES = (".csv.gz", ".csv")
+
+
+def _clean_modality(name: str, df: pd.DataFrame) -> pd.DataFrame:
+    """Validate one modality table and return it indexed by string sample id."""
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(f"Modality {name!r} must be a pandas DataFrame, got {type(df).__name__}.")
+    df = df.copy()
+    if "sample_id" in df.columns:
+        df = df.set_index("sample_id")
+    df.index = df.index.map(str)
+    df.index.name = "sample_id"
+    if df.index.has_duplicates:
+        dup = df.index[df.index.duplicated()].unique()[:5].tolist()
+        raise DataError(f"Modality {name!r} has duplicated sample ids {dup}; each sample must appear once. "
+                        "Aggregate or drop the repeats before building MultiModalData.")
+    df.columns = df.columns.map(str)
+    if df.columns.has_duplicates:
+        dup = df.columns[df.columns.duplicated()].unique()[:5].tolist()
+        raise DataError(f"Modality {name!r} has duplicated feature names {dup}; rename them (e.g. suffix .1, .2).")
+    if df.shape[1] == 0:
+        raise DataError(f"Modality {name!r} has no feature columns; drop it with drop_modalities([{name!r}]).")
+    bad = [c for c in df.columns if not (pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]))]
+    if bad:
+        raise DataError(f"Modality {name!r} has non-numeric columns {bad[:5]}; encode them as numbers "
+                        "(e.g. one-hot) or move them to the targets table.")
+    df = df.astype(np.float64)
+    values = df.to_numpy()
+    if np.isinf(values).any():
+        raise DataError(f"Modality {name!r} contains inf values; replace them with NaN (missing) or finite values.")
+    if df.shape[0] > 0 and np.isnan(values).all():
+        raise DataError(f"Modality {name!r} is entirely NaN: it carries no information. "
+                        f"Drop it with drop_modalities([{name!r}]) or fix how it was read.")
+    # A row that is entirely NaN means the sample does not have this modality.
+    all_nan = np.isnan(values).all(axis=1)
+    if all_nan.any():
+        df = df.loc[~all_nan]
+    return df
+
+
+class MultiModalData:
+    """Multimodal cohort: modality tables and targets aligned by sample id.
+
+    Parameters
+    ----------
+    modalities : dict[str, pandas.DataFrame]
+        Per modality, a table with one row per sample that has the modality (index or a
+        ``sample_id`` column = sample id) and one numeric column per feature.
+    targets : pandas.DataFrame, optional
+        One row per sample (index or ``sample_id`` column) with target columns such as
+        ``subtype``, ``origin``, ``time``, ``event``, ``split``. When given, it defines the
+        sample order and must list every sample of every modality.
+    name : str, optional
+        Cohort name, used in reports.
+
+    Notes
+    -----
+    ``sample_ids`` is the order of every output: the targets' row order when targets are
+    given, otherwise the order of first appearance over the modalities (in dict order).
+    """
+
+    def __init__(self, modalities: Mapping[str, pd.DataFrame], targets: pd.DataFrame | None = None,
+                 name: str | None = None):
+        if not isinstance(modalities, Mapping):
+            raise DataError("modalities must be a dict mapping modality name -> DataFrame.")
+        mods = {str(k): _clean_modality(str(k), v) for k, v in modalities.items()}
+        if targets is not None:
+            if not isinstance(targets, pd.DataFrame):
+                raise DataError(f"targets must be a DataFrame, got {type(targets).__name__}.")
+            targets = targets.copy()
+            if "sample_id" in targets.columns:
+                targets = targets.set_index("sample_id")
+            targets.index = targets.index.map(str)
+            targets.index.name = "sample_id"
+            if targets.index.has_duplicates:
+                dup = targets.index[targets.index.duplicated()].unique()[:5].tolist()
+                raise DataError(f"targets has duplicated sample ids {dup}; each sample must appear once.")
+            ids = targets.index
+            for m, df in mods.items():
+                missing = df.index.difference(ids)
+                if len(missing):
+                    raise DataError(
+                        f"Misaligned sample ids: {len(missing)} sample(s) of modality {m!r} are not in targets "
+                        f"(e.g. {missing[:3].tolist()}). Add them to targets (unknown targets may be empty) "
+                        "or remove them from the modality table.")
+        else:
+            seen: dict[str, None] = {}
+            for df in mods.values():
+                seen.update(dict.fromkeys(df.index))
+            ids = pd.Index(list(seen), name="sample_id", dtype=object)
+            targets = pd.DataFrame(index=ids)
+        if len(ids) == 0:
+            raise DataError("No samples: every modality table and the targets are empty.")
+        self._modalities = mods
+        self._targets = targets
+        self.name = name
+
+    # --------------------------------------------------------------- builders
+    @classmethod
+    def from_frames(cls, modalities: Mapping[str, pd.DataFrame], targets: pd.DataFrame | None = None,
+                    name: str | None = None) -> MultiModalData:
+        """Build from pandas frames (see the class docstring for the layout)."""
+        return cls(modalities, targets=targets, name=name)
+
+    @classmethod
+    def read_dir(cls, path: str | Path, modalities: Sequence[str] | None = None,
+                 drop_features: Mapping[str, Iterable[str]] | None = None) -> MultiModalData:
+        """Read the shared directory layout: ``<modality>.csv.gz`` files plus ``targets.csv``.
+
+        Parameters
+        ----------
+        path : str or Path
+            Dataset folder.
+        modalities : list of str, optional
+            Modalities to read (default: every ``*.csv.gz`` / ``*.csv`` except targets).
+        drop_features : dict[str, list[str]], optional
+            Feature columns to drop per modality, e.g. label-defining (leakage) columns.
+        """
+        path = Path(path)
+        if not path.is_dir():
+            raise DataError(f"Dataset folder {str(path)!r} does not exist; pass the folder that holds "
+                            "<modality>.csv.gz files and targets.csv.")
+        files: dict[str, Path] = {}
+        for f in sorted(path.iterdir()):
+            for suf in _SUFFIXES:
+                if f.name.endswith(suf) and f.name[: -len(suf)] != "targets":
+                    files.setdefault(f.name[: -len(suf)], f)
+        if modalities is not None:
+            unknown = [m for m in modalities if m not in files]
+            if unknown:
+                raise DataError(f"Modalities {unknown} not found in {path}; available: {sorted(files)}.")
+            files = {m: files[m] for m in modalities}
+        if not files:
+            raise DataError(f"No <modality>.csv.gz files in {path}.")
+        mods = {m: pd.read_csv(f, dtype={"sample_id": str}).set_index("sample_id") for m, f in files.items()}
+        targets = None
+        tpath = path / "targets.csv"
+        if tpath.exists():
+            targets = pd.read_csv(tpath, dtype={"sample_id": str}).set_index("sample_id")
+        data = cls(mods, targets=targets, name=path.name)
+        if drop_features:
+            data = data.drop_features(drop_features)
+        return data
+
+    # ------------------------------------------------------------- accessors
+    @property
+    def sample_ids(self) -> np.ndarray:
+        """Sample ids in output order, shape (n_samples,)."""
+        return self._targets.index.to_numpy(dtype=object)
+
+    @property
+    def n_samples(self) -> int:
+        return len(self._targets.index)
+
+    @property
+    def modality_names(self) -> list[str]:
+        return list(self._modalities)
+
+    @property
+    def targets(self) -> pd.DataFrame:
+        """Targets table indexed by sample id (same order as :attr:`sample_ids`)."""
+        return self._targets
+
+    def modality(self, name: str) -> pd.DataFrame:
+        """Table of modality ``name``: rows = samples that have it, in :attr:`sample_ids` order."""
+        if name not in self._modalities:
+            raise KeyError(f"No modality {name!r}; modalities are {self.modality_names}.")
+        df = self._modalities[name]
+        return df.loc[self._targets.index.intersection(df.index, sort=False)]
+
+    def features(self, name: str) -> list[str]:
+        """Feature (column) names of modality ``name``."""
+        return list(self.modality(name).columns)
+
+    @property
+    def presence(self) -> pd.DataFrame:
+        """Boolean table (n_samples, n_modalities): which modalities each sample has."""
+        idx = self._targets.index
+        return pd.DataFrame({m: idx.isin(df.index) for m, df in self._modalities.items()}, index=idx)
+
+    def missingness_patterns(self) -> pd.Series:
+        """Counts of samples per pattern of present modalities (``"none"`` = no modality)."""
+        pres = self.presence
+        labels = pres.apply(lambda r: " + ".join(c for c in pres.columns if r[c]) or "none", axis=1)
+        return labels.value_counts()
+
+    # ---------------------------------------------------------- transformers
+    def subset(self, split: str | Sequence[str] | None = None, ids: Iterable | None = None) -> MultiModalData:
+        """Samples of one split (``targets['split']``) or an explicit id list (kept in the given order)."""
+        if (split is None) == (ids is None):
+            raise ValueError("Pass exactly one of split= or ids=.")
+        if split is not None:
+            if "split" not in self._targets.columns:
+                raise DataError("targets has no 'split' column; use subset(ids=...) or add a split column "
+                                "(bf.calibration.make_splits can make one).")
+            splits = [split] if isinstance(split, str) else list(split)
+            known = set(self._targets["split"].dropna().unique())
+            unknown = [s for s in splits if s not in known]
+            if unknown:
+                raise DataError(f"split {unknown} not found; the targets' splits are {sorted(known)}.")
+            keep = self._targets.index[self._targets["split"].isin(splits)]
+        else:
+            keep = pd.Index([str(i) for i in ids])
+            if keep.has_duplicates:
+                raise DataError("ids contains duplicates; pass each sample id once.")
+            missing = keep.difference(self._targets.index)
+            if len(missing):
+                raise DataError(f"{len(missing)} id(s) not in this data (e.g. {missing[:3].tolist()}).")
+        mods = {m: df.loc[df.index.intersection(keep)] for m, df in self._modalities.items()}
+        return MultiModalData._unchecked(mods, self._targets.loc[keep], self.name)
+
+    def drop_modalities(self, names: Iterable[str]) -> MultiModalData:
+        """Copy without the named modalities (their samples stay, possibly with no modality)."""
+        names = list(names)
+        unknown = [n for n in names if n not in self._modalities]
+        if unknown:
+            raise DataError(f"Cannot drop unknown modalities {unknown}; modalities are {self.modality_names}.")
+        mods = {m: df for m, df in self._modalities.items() if m not in names}
+        return MultiModalData._unchecked(mods, self._targets, self.name)
+
+    def select_modalities(self, names: Iterable[str]) -> MultiModalData:
+        """Copy with only the named modalities (in the given order)."""
+        names = list(names)
+        unknown = [n for n in names if n not in self._modalities]
+        if unknown:
+            raise DataError(f"Unknown modalities {unknown}; modalities are {self.modality_names}.")
+        return MultiModalData._unchecked({m: self._modalities[m] for m in names}, self._targets, self.name)
+
+    def drop_features(self, features: Mapping[str, Iterable[str]], errors: str = "raise") -> MultiModalData:
+        """Copy without the given feature columns, e.g. ``{"mutation": ["IDH1", "IDH2"]}``."""
+        mods = dict(self._modalities)
+        for m, cols in features.items():
+            if m not in mods:
+                if errors == "raise":
+                    raise DataError(f"drop_features names unknown modality {m!r}; modalities are {self.modality_names}.")
+                continue
+            cols = list(cols)
+            missing = [c for c in cols if c not in mods[m].columns]
+            if missing and errors == "raise":
+                raise DataError(f"Modality {m!r} has no columns {missing}; pass errors='ignore' to skip them.")
+            mods[m] = mods[m].drop(columns=[c for c in cols if c in mods[m].columns])
+            if mods[m].shape[1] == 0:
+                raise DataError(f"Dropping these features leaves modality {m!r} empty; drop the modality instead.")
+        return MultiModalData._unchecked(mods, self._targets, self.name)
+
+    def with_modality(self, name: str, df: pd.DataFrame) -> MultiModalData:
+        """Copy with modality ``name`` replaced (or added) by ``df`` (ids must be known)."""
+        mods = dict(self._modalities)
+        mods[name] = df
+        return MultiModalData(mods, targets=self._targets, name=self.name)
+
+    @classmethod
+    def _unchecked(cls, mods: dict[str, pd.DataFrame], targets: pd.DataFrame, name: str | None) -> MultiModalData:
+        obj = cls.__new__(cls)
+        obj._modalities = mods
+        obj._targets = targets
+        obj.name = name
+        return obj
+
+    def __len__(self) -> int:
+        return self.n_samples
+
+    def __repr__(self) -> str:
+        mods = ", ".join(f"{m} {df.shape[0]}x{df.shape[1]}" for m, df in self._modalities.items())
+        tcols = [c for c in self._targets.columns]
+        label = f" {self.name!r}" if self.name else ""
+        return f"MultiModalData{label}: {self.n_samples} samples; modalities: {mods}; targets: {tcols}"

@@ -1,0 +1,242 @@
+"""Per-modality preprocessing fitted on training data and saved with the model.
+
+For each modality a :class:`ModalityTransform` fixes
+
+* the **likelihood** of its decoder: ``gaussian`` (continuous), ``bernoulli`` (binary),
+  ``negbinom`` / ``poisson`` (counts); detected from the training values unless overridden;
+* the **feature list and order** (columns are matched by name at predict time);
+* the **encoder input** transform: counts -> log1p(counts per 10k), skewed non-negative
+  continuous columns -> log1p, then centring and scaling with training statistics;
+* for count modalities with many features, a **feature selection** (top-variance genes of
+  log1p(CP10k) on train, ``max_features``), since decoding 50k genes of 300 patients only
+  adds noise and memory.
+
+All statistics come from the training frame; nothing is refitted on test data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from bayesfuse.exceptions import DataError
+
+__all__ = ["LIKELIHOODS", "ModalityTransform", "ModalityArrays", "detect_likelihood"]
+
+LIKELIHOODS = ("gaussian", "bernoulli", "poisson", "negbinom")
+_COUNT_MIN_FEATURES = 100
+_COUNT_MIN_LIBRARY = 1000.0
+_SKEW_LOG1P = 2.0
+DEFAULT_MAX_COUNT_FEATURES = 2000
+
+
+def detect_likelihood(values: np.ndarray) -> str:
+    """Choose a decoder likelihood from training values, shape (n_samples, n_features).
+
+    Rules (documented in docs/architecture.md; override with ``likelihoods={...}``):
+
+    * every observed value in {0, 1}  -> ``"bernoulli"``;
+    * non-negative integers, >= 100 features and median row total >= 1000 -> ``"negbinom"``
+      (sequencing-like counts; few-feature integer tables such as clinical scores stay Gaussian);
+    * otherwise -> ``"gaussian"``.
+    """
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        raise DataError("Cannot detect a likelihood for a modality with no observed values.")
+    if np.isin(v, (0.0, 1.0)).all():
+        return "bernoulli"
+    if (v >= 0).all() and np.allclose(v, np.round(v)) and values.shape[1] >= _COUNT_MIN_FEATURES:
+        if np.median(np.nansum(values, axis=1)) >= _COUNT_MIN_LIBRARY:
+            return "negbinom"
+    return "gaussian"
+
+
+@dataclass
+class ModalityArrays:
+    """Numeric arrays of one modality for a set of samples (rows = samples that have it).
+
+    Attributes
+    ----------
+    encoder_input : ndarray, shape (n, F)
+        Transformed, standardised values fed to the encoder (missing cells = 0 = train mean).
+    observed : ndarray, shape (n, F)
+        Values in the decoder's likelihood space (standardised for Gaussian, 0/1 for
+        Bernoulli, raw counts for counts); missing cells hold 0 and are masked.
+    cell_mask : ndarray of bool, shape (n, F)
+        True where a value was observed.
+    library : ndarray, shape (n,)
+        Row total of the kept count features (count likelihoods), else ones.
+    """
+
+    encoder_input: np.ndarray
+    observed: np.ndarray
+    cell_mask: np.ndarray
+    library: np.ndarray
+
+
+@dataclass
+class ModalityTransform:
+    """Preprocessing of one modality, fitted on training data (see module docstring).
+
+    Attributes
+    ----------
+    name : str
+    likelihood : str
+        One of :data:`LIKELIHOODS`.
+    features : list[str]
+        Kept features in model order.
+    train_columns : list[str]
+        Every column of the training table (columns outside this set are unseen at predict).
+    center, scale : ndarray, shape (F,)
+        Training mean and standard deviation of the encoder-space values.
+    log1p : ndarray of bool, shape (F,)
+        Gaussian columns transformed by log1p before scaling.
+    """
+
+    name: str
+    likelihood: str
+    features: list[str]
+    train_columns: list[str]
+    center: np.ndarray
+    scale: np.ndarray
+    log1p: np.ndarray
+    n_train: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # ----------------------------------------------------------------- fitting
+    @classmethod
+    def fit(cls, name: str, df: pd.DataFrame, likelihood: str = "auto",
+            max_features: int | None = None) -> ModalityTransform:
+        """Fit on the training table ``df`` (rows = samples that have the modality)."""
+        if df.shape[0] < 2:
+            raise DataError(f"Modality {name!r} has {df.shape[0]} training sample(s); at least 2 are needed "
+                            "to fit its scaling. Drop the modality or add samples.")
+        values = df.to_numpy(dtype=np.float64)
+        lik = detect_likelihood(values) if likelihood == "auto" else likelihood
+        if lik not in LIKELIHOODS:
+            raise DataError(f"Unknown likelihood {lik!r} for modality {name!r}; use one of {LIKELIHOODS} or 'auto'.")
+        _check_values(name, lik, values)
+        cols = list(df.columns)
+        keep = np.ones(len(cols), dtype=bool)
+        if lik in ("poisson", "negbinom"):
+            keep &= np.nansum(values, axis=0) > 0  # genes never observed carry no information
+            if max_features is None:
+                max_features = DEFAULT_MAX_COUNT_FEATURES
+        log1p = np.zeros(len(cols), dtype=bool)
+        if lik == "gaussian":
+            with np.errstate(all="ignore"):
+                skew = stats.skew(values, axis=0, nan_policy="omit")
+            skew = np.asarray(skew, dtype=float)
+            nonneg = np.nanmin(values, axis=0) >= 0
+            many = np.array([np.unique(c[np.isfinite(c)]).size > 2 for c in values.T])
+            log1p = nonneg & many & (np.nan_to_num(skew) > _SKEW_LOG1P)
+        enc = _encoder_space(values, lik, log1p)
+        if max_features is not None and keep.sum() > max_features:
+            var = np.nanvar(enc, axis=0)
+            var[~keep] = -np.inf
+            top = np.sort(np.argsort(-var, kind="stable")[:max_features])
+            keep = np.zeros(len(cols), dtype=bool)
+            keep[top] = True
+            if lik in ("poisson", "negbinom"):  # encoder space depends on the kept library
+                enc = _encoder_space(values[:, keep], lik, log1p[keep])
+            else:
+                enc = enc[:, keep]
+        else:
+            enc = enc[:, keep]
+        center = np.nanmean(enc, axis=0)
+        scale = np.nanstd(enc, axis=0)
+        center = np.nan_to_num(center)
+        scale = np.where(np.isfinite(scale) & (scale > 1e-8), scale, 1.0)
+        return cls(name=name, likelihood=lik, features=[c for c, k in zip(cols, keep) if k],
+                   train_columns=cols, center=center, scale=scale, log1p=log1p[keep], n_train=int(df.shape[0]))
+
+    # --------------------------------------------------------------- applying
+    @property
+    def n_features(self) -> int:
+        return len(self.features)
+
+    def align(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Match columns by name: reorder to the model's features, refusing unseen or missing ones."""
+        cols = pd.Index(df.columns.map(str))
+        unseen = cols.difference(pd.Index(self.train_columns))
+        if len(unseen):
+            raise DataError(
+                f"Modality {self.name!r} has {len(unseen)} column(s) the model never saw at fit time "
+                f"(e.g. {unseen[:5].tolist()}). Drop them (data.drop_features({{{self.name!r}: [...]}})) "
+                "or refit the model with them.")
+        missing = pd.Index(self.features).difference(cols)
+        if len(missing):
+            raise DataError(
+                f"Modality {self.name!r} lacks {len(missing)} feature column(s) the model needs "
+                f"(e.g. {missing[:5].tolist()}). Provide them (NaN cells are allowed for missing values) "
+                f"or drop the whole modality with drop_modalities([{self.name!r}]).")
+        out = df.copy()
+        out.columns = cols
+        return out[self.features]
+
+    def transform(self, df: pd.DataFrame) -> ModalityArrays:
+        """Arrays for the samples of ``df`` (rows kept in order)."""
+        values = self.align(df).to_numpy(dtype=np.float64)
+        _check_values(self.name, self.likelihood, values)
+        mask = np.isfinite(values)
+        enc = (_encoder_space(values, self.likelihood, self.log1p) - self.center) / self.scale
+        enc = np.where(np.isfinite(enc), enc, 0.0)
+        if self.likelihood == "gaussian":
+            observed = enc.copy()
+        else:
+            observed = np.where(mask, values, 0.0)
+        if self.likelihood in ("poisson", "negbinom"):
+            library = np.nansum(values, axis=1)
+            library = np.maximum(library, 1.0)
+        else:
+            library = np.ones(values.shape[0])
+        return ModalityArrays(enc, observed * mask, mask, library)
+
+    def to_original(self, values: np.ndarray) -> np.ndarray:
+        """Map decoder-space values (..., F) back to the data's original units."""
+        if self.likelihood != "gaussian":
+            return values
+        out = values * self.scale + self.center
+        if self.log1p.any():
+            out = np.where(self.log1p, np.expm1(out), out)
+        return out
+
+    # ------------------------------------------------------------ persistence
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "likelihood": self.likelihood, "features": list(self.features),
+                "train_columns": list(self.train_columns), "n_train": self.n_train}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"center": self.center, "scale": self.scale, "log1p": self.log1p.astype(np.int8)}
+
+    @classmethod
+    def from_saved(cls, cfg: dict[str, Any], arrays: dict[str, np.ndarray]) -> ModalityTransform:
+        return cls(name=cfg["name"], likelihood=cfg["likelihood"], features=list(cfg["features"]),
+                   train_columns=list(cfg["train_columns"]), center=np.asarray(arrays["center"], dtype=np.float64),
+                   scale=np.asarray(arrays["scale"], dtype=np.float64),
+                   log1p=np.asarray(arrays["log1p"]).astype(bool), n_train=int(cfg.get("n_train", 0)))
+
+
+def _encoder_space(values: np.ndarray, likelihood: str, log1p: np.ndarray) -> np.ndarray:
+    if likelihood in ("poisson", "negbinom"):
+        lib = np.nansum(values, axis=1, keepdims=True)
+        return np.log1p(values / np.maximum(lib, 1.0) * 1e4)
+    if likelihood == "gaussian" and log1p.any():
+        out = values.copy()
+        out[:, log1p] = np.log1p(np.maximum(values[:, log1p], 0.0))
+        return out
+    return values
+
+
+def _check_values(name: str, likelihood: str, values: np.ndarray) -> None:
+    v = values[np.isfinite(values)]
+    if likelihood == "bernoulli" and not np.isin(v, (0.0, 1.0)).all():
+        raise DataError(f"Modality {name!r} uses a Bernoulli likelihood but has values other than 0/1; "
+                        "binarise it or set likelihoods={name!r: 'gaussian'}.")
+    if likelihood in ("poisson", "negbinom") and (v < 0).any():
+        raise DataError(f"Modality {name!r} uses a count likelihood but has negative values; "
+                        "pass raw counts or set likelihoods={name!r: 'gaussian'}.")

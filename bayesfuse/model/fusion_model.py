@@ -1,0 +1,317 @@
+"""`FusionModel`: the user-facing class (scvi-tools style: data registration, fit, predict).
+
+This is the only layer that turns DataFrames into tensors and back. The math lives in
+:mod:`bayesfuse.module`, the optimisation loop in :mod:`bayesfuse.train`, and outputs are
+plain-array :class:`bayesfuse.Posterior` objects.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bayesfuse._settings import dtype_name, resolve_device, resolve_dtype, seed_everything
+from bayesfuse.data.multimodal import MultiModalData
+from bayesfuse.data.preprocessing import ModalityTransform
+from bayesfuse.exceptions import DataError, NoModalityWarning, NotFittedError
+from bayesfuse.heads import Categorical, Head, make_head
+from bayesfuse.model.targets import encode_targets, fit_head_spec
+from bayesfuse.module.batch import TensorStore
+from bayesfuse.module.fusion_module import FusionModule
+from bayesfuse.module.heads import build_head_module
+from bayesfuse.posterior.posterior import Posterior
+from bayesfuse.train.svi import TrainConfig, train_svi
+
+__all__ = ["FusionModel"]
+
+
+class FusionModel:
+    """Bayesian multimodal fusion model: per-modality Gaussian experts fused by a product of
+    experts (prior included), decoders per modality, and supervised heads on the latent ``z``.
+
+    Parameters
+    ----------
+    data : MultiModalData
+        Training cohort. Preprocessing (scaling, transforms, feature order, class labels) is
+        fitted on it here and saved with the model.
+    heads : dict[str, str | bayesfuse.heads.Head], optional
+        Heads keyed by target column, e.g. ``{"subtype": "categorical"}`` or
+        ``{"survival": bf.heads.Survival(time="time", event="event")}``. Empty = unsupervised.
+    latent_dim : int
+        Dimension ``D`` of the shared latent.
+    hidden : int
+        Hidden width of encoders and decoders (0 = linear maps).
+    likelihoods : dict[str, str], optional
+        Override the automatically chosen decoder likelihood per modality
+        (``"gaussian"``, ``"bernoulli"``, ``"poisson"``, ``"negbinom"``).
+    max_features : int or dict[str, int], optional
+        Keep at most this many top-variance features per modality (count modalities default
+        to 2000; others keep all unless set).
+    encoder_dropout : float
+        Dropout inside the encoders during training.
+    device : {"auto", "cpu", "cuda", ...}
+        ``"auto"`` = CUDA when available.
+    dtype : {"float32", "float64"}
+
+    Attributes
+    ----------
+    transforms : dict[str, ModalityTransform]
+        Train-fitted preprocessing per modality.
+    heads : dict[str, Head]
+        Head specifications with fitted class labels / time grids.
+    history_ : pandas.DataFrame
+        Per-epoch ``train_loss``, ``val_loss`` (negative ELBO, nats per patient), ``kl_scale``.
+    best_epoch_, fit_seconds_, stopped_early_ : set by :meth:`fit`.
+    """
+
+    def __init__(self, data: MultiModalData, heads: Mapping[str, str | Head] | None = None, latent_dim: int = 16,
+                 hidden: int = 128, likelihoods: Mapping[str, str] | None = None,
+                 max_features: int | Mapping[str, int] | None = None, encoder_dropout: float = 0.1,
+                 device: str = "auto", dtype: str = "float32"):
+        if not isinstance(data, MultiModalData):
+            raise TypeError("data must be a bf.MultiModalData (use MultiModalData.from_frames or read_dir).")
+        if not data.modality_names:
+            raise DataError("data has no modality; a fusion model needs at least one.")
+        if int(latent_dim) < 1:
+            raise ValueError(f"latent_dim={latent_dim} must be >= 1.")
+        self.latent_dim = int(latent_dim)
+        self.hidden = int(hidden)
+        self.encoder_dropout = float(encoder_dropout)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype)
+        likelihoods = dict(likelihoods or {})
+        unknown = set(likelihoods) - set(data.modality_names)
+        if unknown:
+            raise DataError(f"likelihoods= names unknown modalities {sorted(unknown)}; modalities are "
+                            f"{data.modality_names}.")
+        self.transforms: dict[str, ModalityTransform] = {}
+        for m in data.modality_names:
+            mf = max_features.get(m) if isinstance(max_features, Mapping) else max_features
+            self.transforms[m] = ModalityTransform.fit(m, data.modality(m), likelihoods.get(m, "auto"), mf)
+        self.heads: dict[str, Head] = {}
+        for key, spec in dict(heads or {}).items():
+            self.heads[key] = fit_head_spec(key, make_head(key, spec), data.targets,
+                                            sum(tf.n_features for tf in self.transforms.values()))
+        self._train_data = data
+        self.module: FusionModule | None = None
+        self.history_: pd.DataFrame | None = None
+        self.train_config_: dict[str, Any] | None = None
+
+    # ---------------------------------------------------------------- tensors
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.transforms)
+
+    def _store(self, data: MultiModalData, strict_targets: bool) -> TensorStore:
+        """Device tensors for ``data`` (rows in ``data.sample_ids`` order)."""
+        unknown = [m for m in data.modality_names if m not in self.transforms]
+        if unknown:
+            raise DataError(f"data has modalities {unknown} that the model was not trained on "
+                            f"(model modalities: {self.modalities}); drop them with drop_modalities({unknown}).")
+        n = data.n_samples
+        ids = pd.Index(data.sample_ids)
+        kw = {"dtype": self.dtype, "device": self.device}
+        enc, obs, mask, lib = {}, {}, {}, {}
+        presence = np.zeros((len(self.modalities), n))
+        for i, (m, tf) in enumerate(self.transforms.items()):
+            f = tf.n_features
+            e, o, c, lb = np.zeros((n, f)), np.zeros((n, f)), np.zeros((n, f)), np.ones(n)
+            if m in data.modality_names:
+                df = data.modality(m)
+                if len(df):
+                    rows = ids.get_indexer(df.index)
+                    arr = tf.transform(df)
+                    e[rows], o[rows], c[rows], lb[rows] = arr.encoder_input, arr.observed, arr.cell_mask, arr.library
+                    presence[i, rows] = 1.0
+            enc[m], obs[m] = torch.as_tensor(e, **kw), torch.as_tensor(o, **kw)
+            mask[m], lib[m] = torch.as_tensor(c, **kw), torch.as_tensor(lb, **kw)
+        targets = {}
+        for key, spec in self.heads.items():
+            arrs = encode_targets(key, spec, data.targets, n, strict_targets)
+            targets[key] = {k: torch.as_tensor(v, device=self.device,
+                                               dtype=torch.long if v.dtype.kind in "iu" else self.dtype)
+                            for k, v in arrs.items()}
+        return TensorStore(enc, obs, mask, lib, torch.as_tensor(presence, **kw), targets)
+
+    def _build_module(self) -> FusionModule:
+        heads = {k: build_head_module(spec, self.latent_dim) for k, spec in self.heads.items()}
+        module = FusionModule({m: tf.n_features for m, tf in self.transforms.items()},
+                              {m: tf.likelihood for m, tf in self.transforms.items()}, self.latent_dim,
+                              heads, hidden=self.hidden, encoder_dropout=self.encoder_dropout)
+        return module.to(device=self.device, dtype=self.dtype)
+
+    # -------------------------------------------------------------------- fit
+    def fit(self, max_epochs: int = 300, batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
+            validation_fraction: float = 0.1, patience: int = 30, kl_warmup_epochs: int = 30,
+            modality_dropout: float = 0.25, num_particles: int = 1, weight_decay: float = 0.0,
+            progress: bool = True) -> FusionModel:
+        """Fit by stochastic variational inference (Pyro ``Trace_ELBO``, Adam, minibatches).
+
+        Parameters
+        ----------
+        max_epochs, batch_size, lr, weight_decay : optimisation settings.
+        seed : int
+            Seeds initialisation, minibatch order, the validation split and every draw;
+            two CPU runs with the same seed are bit-identical.
+        validation_fraction : float
+            Share of training patients held out (stratified by the first categorical head)
+            for early stopping on the validation ELBO; 0 trains on all for ``max_epochs``.
+        patience : int
+            Epochs without validation improvement before stopping (best weights restored).
+        kl_warmup_epochs : int
+            The KL term's weight rises linearly from 0 to 1 over these epochs.
+        modality_dropout : float
+            Each present modality is hidden from the guide with this probability per step
+            (at least one kept), so every subset of modalities learns to infer ``z``.
+        num_particles : int
+            ELBO particles per step.
+        progress : bool
+            Show a tqdm progress bar.
+
+        Returns
+        -------
+        self
+        """
+        data = self._train_data
+        if not 0 <= validation_fraction < 1:
+            raise ValueError(f"validation_fraction={validation_fraction} must be in [0, 1).")
+        gen = seed_everything(seed)
+        pres = data.presence.to_numpy()
+        has_any = pres.any(axis=1)
+        ids = data.sample_ids
+        if not has_any.all():
+            warnings.warn(f"{(~has_any).sum()} training patient(s) have no modality and are left out of "
+                          "training (they carry no information on z).", NoModalityWarning, stacklevel=2)
+        train_ids, val_ids = self._validation_split(ids[has_any], data, validation_fraction, seed)
+        train_store = self._store(data.subset(ids=train_ids), strict_targets=True)
+        val_store = self._store(data.subset(ids=val_ids), strict_targets=True) if len(val_ids) else None
+        self.module = self._build_module()
+        config = TrainConfig(max_epochs=max_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                             kl_warmup_epochs=kl_warmup_epochs, patience=patience, num_particles=num_particles,
+                             modality_dropout=modality_dropout, progress=progress,
+                             min_epochs=min(max_epochs, kl_warmup_epochs + 10))
+        result = train_svi(self.module, train_store, val_store, config, gen)
+        self.history_ = result.history
+        self.best_epoch_ = result.best_epoch
+        self.stopped_early_ = result.stopped_early
+        self.fit_seconds_ = result.seconds
+        self.train_config_ = {**config.__dict__, "seed": seed, "validation_fraction": validation_fraction,
+                              "n_train": len(train_ids), "n_validation": len(val_ids)}
+        return self
+
+    def _validation_split(self, ids: np.ndarray, data: MultiModalData, fraction: float, seed: int):
+        n_val = int(round(fraction * len(ids)))
+        if fraction == 0 or n_val < 1 or len(ids) - n_val < 2:
+            return ids, ids[:0]
+        rs = np.random.RandomState(seed)
+        strat = None
+        cat = [s for s in self.heads.values() if isinstance(s, Categorical)]
+        if cat:
+            strat = data.targets.loc[ids, cat[0].column].astype(str).to_numpy()
+        val = np.zeros(len(ids), dtype=bool)
+        if strat is not None:
+            for lab in sorted(set(strat)):
+                members = np.flatnonzero(strat == lab)
+                k = int(round(fraction * len(members)))
+                val[rs.permutation(members)[:k]] = True
+        else:
+            val[rs.permutation(len(ids))[:n_val]] = True
+        return ids[~val], ids[val]
+
+    # ---------------------------------------------------------------- predict
+    def _check_fitted(self) -> FusionModule:
+        if self.module is None:
+            raise NotFittedError("This FusionModel is not fitted yet; call model.fit() (or FusionModel.load).")
+        return self.module
+
+    @torch.no_grad()
+    def predict(self, data: MultiModalData, num_samples: int = 200, seed: int = 0,
+                batch_size: int = 4096) -> Posterior:
+        """Posterior-predictive draws for every patient of ``data``.
+
+        Each draw samples ``z`` from the fused posterior of the modalities the patient has
+        (and head parameters, for Bayesian heads), then evaluates every head.
+
+        Parameters
+        ----------
+        data : MultiModalData
+            Patients to score; any subset of the model's modalities (columns matched by name).
+        num_samples : int
+            Number of posterior draws ``S``.
+        seed : int
+            Seeds the draws (the caller's global RNG state is left untouched).
+        batch_size : int
+            Patients per chunk (bounds memory; the result does not depend on it).
+
+        Returns
+        -------
+        Posterior
+            Rows in ``data.sample_ids`` order. Patients with no modality are scored from the
+            prior and flagged (``Posterior.no_modality``, plus a :class:`NoModalityWarning`).
+        """
+        module = self._check_fitted()
+        module.eval()
+        if not isinstance(data, MultiModalData):
+            raise TypeError("data must be a bf.MultiModalData.")
+        if int(num_samples) < 1:
+            raise ValueError(f"num_samples={num_samples} must be >= 1.")
+        store = self._store(data, strict_targets=False)
+        presence = data.presence.reindex(columns=self.modalities, fill_value=False)
+        n_none = int((~presence.any(axis=1)).sum())
+        if n_none:
+            warnings.warn(f"{n_none} patient(s) have no modality; they are scored from the prior predictive and "
+                          "flagged in Posterior.no_modality.", NoModalityWarning, stacklevel=2)
+        S, N, D = int(num_samples), store.n, self.latent_dim
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            head_params = {h: head.draw_params(S) for h, head in module.heads.items()}
+            locs, scales, precs, zs = [], [], [], []
+            outs: dict[str, dict[str, list[torch.Tensor]]] = {h: {} for h in module.heads}
+            for start in range(0, N, batch_size):
+                idx = torch.arange(start, min(N, start + batch_size), device=self.device)
+                batch = store.batch(idx)
+                loc, scale, prec = module.posterior(batch)
+                eps = torch.randn((S, *loc.shape), dtype=loc.dtype, device=loc.device)
+                z = loc + scale * eps
+                for h, head in module.heads.items():
+                    for k, v in head.predict(z, head_params[h]).items():
+                        outs[h].setdefault(k, []).append(v.float().cpu())
+                locs.append(loc.cpu())
+                scales.append(scale.cpu())
+                precs.append(prec.cpu())
+                zs.append(z.float().cpu())
+        draws = {h: {k: torch.cat(v, dim=1).numpy() for k, v in d.items()} for h, d in outs.items()}
+        return Posterior(
+            sample_ids=data.sample_ids, heads=dict(self.heads), draws=draws,
+            latent=torch.cat(zs, dim=1).numpy(), latent_loc=torch.cat(locs).double().numpy(),
+            latent_scale=torch.cat(scales).double().numpy(), presence=presence.astype(bool),
+            modality_precision=torch.cat(precs, dim=1).permute(1, 0, 2).double().numpy(), seed=int(seed))
+
+    # ------------------------------------------------------------ persistence
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write ``config.json`` (with a format version) and ``weights.safetensors`` to ``path``."""
+        from bayesfuse.model.persistence import save_model  # noqa: PLC0415
+
+        self._check_fitted()
+        return save_model(self, Path(path), overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto") -> FusionModel:
+        """Load a model saved by :meth:`save` (no code is executed: JSON + safetensors)."""
+        from bayesfuse.model.persistence import load_model  # noqa: PLC0415
+
+        return load_model(cls, Path(path), device=device)
+
+    def __repr__(self) -> str:
+        mods = ", ".join(f"{m}[{tf.likelihood}, {tf.n_features}]" for m, tf in self.transforms.items())
+        heads = ", ".join(f"{k}:{v.kind}" for k, v in self.heads.items()) or "none"
+        state = "fitted" if self.module is not None else "not fitted"
+        return (f"FusionModel({state}; latent_dim={self.latent_dim}; modalities: {mods}; heads: {heads}; "
+                f"device={self.device}, dtype={dtype_name(self.dtype)})")

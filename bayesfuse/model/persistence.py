@@ -1,0 +1,115 @@
+"""Saving and loading :class:`FusionModel` without pickle.
+
+A model directory holds
+
+* ``config.json``: format version, hyperparameters, per-modality preprocessing metadata
+  (feature names, likelihood), head specifications (class labels, time grids), training
+  settings and history;
+* ``weights.safetensors``: the module's parameters and the preprocessing arrays.
+
+Loading reads JSON and tensors only (``safetensors`` never executes code).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+
+from bayesfuse._settings import dtype_name, resolve_device, resolve_dtype
+from bayesfuse.data.preprocessing import ModalityTransform
+from bayesfuse.exceptions import ModelFormatError
+from bayesfuse.heads import head_from_config
+
+FORMAT_VERSION = 1
+CONFIG = "config.json"
+WEIGHTS = "weights.safetensors"
+
+__all__ = ["FORMAT_VERSION", "save_model", "load_model"]
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, float) and not np.isfinite(v):
+        return None
+    return v
+
+
+def save_model(model, path: Path, overwrite: bool = False) -> Path:
+    import bayesfuse
+
+    path.mkdir(parents=True, exist_ok=True)
+    if (path / CONFIG).exists() and not overwrite:
+        raise FileExistsError(f"{path / CONFIG} exists; pass overwrite=True to replace the saved model.")
+    tensors = {f"module.{k}": v.detach().cpu().contiguous() for k, v in model.module.state_dict().items()}
+    for m, tf in model.transforms.items():
+        for k, arr in tf.arrays().items():
+            tensors[f"transform.{m}.{k}"] = torch.as_tensor(np.ascontiguousarray(arr))
+    config = {
+        "format_version": FORMAT_VERSION,
+        "bayesfuse_version": bayesfuse.__version__,
+        "model": {"latent_dim": model.latent_dim, "hidden": model.hidden, "encoder_dropout": model.encoder_dropout,
+                  "dtype": dtype_name(model.dtype)},
+        "modalities": [tf.config() for tf in model.transforms.values()],
+        "heads": {k: spec.to_config() for k, spec in model.heads.items()},
+        "train_config": model.train_config_,
+        "fit": {"best_epoch": getattr(model, "best_epoch_", None), "fit_seconds": getattr(model, "fit_seconds_", None),
+                "stopped_early": getattr(model, "stopped_early_", None)},
+        "history": model.history_.to_dict(orient="list") if model.history_ is not None else None,
+    }
+    save_file(tensors, str(path / WEIGHTS), metadata={"format": "bayesfuse", "format_version": str(FORMAT_VERSION)})
+    (path / CONFIG).write_text(json.dumps(_jsonable(config), indent=1))
+    return path
+
+
+def load_model(cls, path: Path, device: str = "auto"):
+    if not (path / CONFIG).exists() or not (path / WEIGHTS).exists():
+        raise ModelFormatError(f"{path} is not a saved bayesfuse model (needs {CONFIG} and {WEIGHTS}); "
+                               "save one with model.save(path).")
+    config = json.loads((path / CONFIG).read_text())
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelFormatError(f"{path} has model format version {version}; this bayesfuse reads version "
+                               f"{FORMAT_VERSION}. Load it with the bayesfuse version that saved it "
+                               f"({config.get('bayesfuse_version')}) and refit or re-save.")
+    tensors = load_file(str(path / WEIGHTS))
+    model = cls.__new__(cls)
+    mcfg = config["model"]
+    model.latent_dim = int(mcfg["latent_dim"])
+    model.hidden = int(mcfg["hidden"])
+    model.encoder_dropout = float(mcfg["encoder_dropout"])
+    model.device = resolve_device(device)
+    model.dtype = resolve_dtype(mcfg["dtype"])
+    model.transforms = {}
+    for tcfg in config["modalities"]:
+        m = tcfg["name"]
+        arrays = {k.split(".", 2)[2]: tensors[k].numpy() for k in tensors if k.startswith(f"transform.{m}.")}
+        model.transforms[m] = ModalityTransform.from_saved(tcfg, arrays)
+    model.heads = {k: head_from_config(v) for k, v in config["heads"].items()}
+    model._train_data = None
+    model.train_config_ = config.get("train_config")
+    fit = config.get("fit") or {}
+    model.best_epoch_, model.fit_seconds_, model.stopped_early_ = (fit.get("best_epoch"), fit.get("fit_seconds"),
+                                                                    fit.get("stopped_early"))
+    hist = config.get("history")
+    model.history_ = pd.DataFrame(hist) if hist is not None else None
+    model.module = model._build_module()
+    state = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
+    missing, unexpected = model.module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ModelFormatError(f"Saved weights do not match the model configuration (missing {missing[:3]}, "
+                               f"unexpected {unexpected[:3]}); the directory may be corrupted.")
+    model.module.eval()
+    return model

@@ -1,0 +1,122 @@
+"""The generative model and its amortised guide, written once in Pyro.
+
+Model (per patient n, modalities m present in the patient, heads h)::
+
+    z_n ~ N(0, I_D)
+    x_nm | z_n ~ p_m(x | decoder_m(z_n))          (masked cells and absent modalities drop out)
+    y_nh | z_n ~ p_h(y | head_h(z_n), theta_h)     (unknown targets drop out)
+
+Guide::
+
+    q(z_n | x_n) = PoE( N(0, I), { N(mu_m(x_nm), s_m(x_nm)^2) : m present } )
+
+The module owns every parameter (``nn.Module`` attributes; no ``pyro.param`` and no use of
+Pyro's global param store), so two models in one process never share state.
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from torch import nn
+
+from bayesfuse.module.batch import Batch
+from bayesfuse.module.fusion import product_of_experts
+from bayesfuse.module.heads import HeadModule
+from bayesfuse.nn.decoders import Decoder, decoder_log_likelihood
+from bayesfuse.nn.encoders import GaussianExpertEncoder
+
+__all__ = ["FusionModule"]
+
+
+class FusionModule(nn.Module):
+    """Encoders, decoders and heads of one fusion model.
+
+    Parameters
+    ----------
+    modality_dims : dict[str, int]
+        Feature count ``F_m`` per modality, in model order.
+    likelihoods : dict[str, str]
+        Decoder likelihood per modality.
+    latent_dim : int
+        ``D``.
+    heads : dict[str, HeadModule]
+    hidden : int
+        Hidden width of encoders and decoders (0 = linear).
+    encoder_dropout : float
+    """
+
+    def __init__(self, modality_dims: dict[str, int], likelihoods: dict[str, str], latent_dim: int,
+                 heads: dict[str, HeadModule], hidden: int = 128, encoder_dropout: float = 0.1):
+        super().__init__()
+        self.modalities = list(modality_dims)
+        self.latent_dim = int(latent_dim)
+        self.likelihoods = dict(likelihoods)
+        self.encoders = nn.ModuleDict({m: GaussianExpertEncoder(f, latent_dim, hidden, encoder_dropout)
+                                       for m, f in modality_dims.items()})
+        self.decoders = nn.ModuleDict({m: Decoder(latent_dim, f, likelihoods[m], hidden)
+                                       for m, f in modality_dims.items()})
+        self.heads = nn.ModuleDict(heads)
+
+    # ------------------------------------------------------------- inference
+    def experts(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Expert parameters of every modality: loc, scale (M, B, D)."""
+        outs = [self.encoders[m](batch.encoder_input[m]) for m in self.modalities]
+        return torch.stack([o[0] for o in outs]), torch.stack([o[1] for o in outs])
+
+    def posterior(self, batch: Batch, modality_mask: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Fused posterior of z: loc, scale (B, D) and expert precisions (M, B, D).
+
+        ``modality_mask`` (M, B) multiplies the presence mask (used to hide modalities).
+        """
+        loc, scale = self.experts(batch)
+        mask = batch.presence if modality_mask is None else batch.presence * modality_mask
+        return product_of_experts(loc, scale, mask)
+
+    # ------------------------------------------------------------- Pyro model
+    def model(self, batch: Batch, n_total: int, kl_scale: float = 1.0,
+              modality_mask: torch.Tensor | None = None) -> None:
+        """Pyro model; ``modality_mask`` is accepted for signature parity with the guide."""
+        head_params = {h: head.model_params(f"{h}") for h, head in self.heads.items()}
+        dtype, device = batch.presence.dtype, batch.presence.device
+        zeros = torch.zeros(batch.size, self.latent_dim, dtype=dtype, device=device)
+        with pyro.plate("patients", n_total, subsample=batch.index, dim=-1):
+            with poutine.scale(scale=kl_scale):
+                z = pyro.sample("z", dist.Normal(zeros, 1.0).to_event(1))
+            for i, m in enumerate(self.modalities):
+                params = self.decoders[m](z)
+                ll = decoder_log_likelihood(self.likelihoods[m], params, batch.observed[m],
+                                            batch.cell_mask[m], batch.library[m])
+                pyro.factor(f"x_{m}", ll * batch.presence[i])
+            for h, head in self.heads.items():
+                ll = head.log_likelihood(z, batch.targets[h], head_params[h])
+                pyro.factor(f"y_{h}", head.weight * ll)
+
+    def guide(self, batch: Batch, n_total: int, kl_scale: float = 1.0,
+              modality_mask: torch.Tensor | None = None) -> None:
+        """Amortised guide: product of the present modalities' experts and the prior."""
+        for h, head in self.heads.items():
+            head.guide_params(f"{h}")
+        loc, scale, _ = self.posterior(batch, modality_mask)
+        with pyro.plate("patients", n_total, subsample=batch.index, dim=-1):
+            with poutine.scale(scale=kl_scale):
+                pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    # --------------------------------------------------------------- helpers
+    def random_modality_mask(self, presence: torch.Tensor, p_drop: float) -> torch.Tensor:
+        """Hide each present modality with probability ``p_drop``, keeping at least one.
+
+        presence (M, B) -> mask (M, B) of 0/1. Vectorised: where every present modality
+        was dropped, the present modality with the largest uniform draw is restored.
+        """
+        if p_drop <= 0 or presence.shape[0] < 2:
+            return torch.ones_like(presence)
+        u = torch.rand(presence.shape, dtype=presence.dtype, device=presence.device)
+        keep = (u >= p_drop).to(presence.dtype) * presence
+        none_left = (keep.sum(0) == 0) & (presence.sum(0) > 0)
+        restore = torch.nn.functional.one_hot((u * presence).argmax(0), presence.shape[0]).T.to(presence.dtype)
+        keep = torch.where(none_left.unsqueeze(0), restore * presence, keep)
+        return torch.where(presence > 0, keep, torch.ones_like(keep))

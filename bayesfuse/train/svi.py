@@ -1,0 +1,136 @@
+"""SVI runner for :class:`bayesfuse.module.FusionModule`.
+
+The loss is Pyro's ``Trace_ELBO`` of the module's model and guide, used through
+``differentiable_loss`` with a torch optimizer over the module's own parameters. This is
+ordinary SVI; it only bypasses Pyro's global param store so that each model owns its state.
+
+Hot path: data stay on the device, minibatches are index_select'ed from device tensors,
+and the loss is read back to the host once per epoch (no per-step ``.item()``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import pandas as pd
+import pyro
+import torch
+from pyro.infer import Trace_ELBO
+
+from bayesfuse.exceptions import ConvergenceWarning
+from bayesfuse.module.batch import TensorStore
+from bayesfuse.module.fusion_module import FusionModule
+
+__all__ = ["TrainConfig", "TrainResult", "train_svi", "elbo_loss"]
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings (see :meth:`bayesfuse.FusionModel.fit`)."""
+
+    max_epochs: int = 300
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    kl_warmup_epochs: int = 30
+    patience: int = 30
+    min_epochs: int = 40
+    num_particles: int = 1
+    modality_dropout: float = 0.25
+    clip_norm: float = 10.0
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    history: pd.DataFrame
+    best_epoch: int
+    stopped_early: bool
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+
+def elbo_loss(module: FusionModule, batch, n_total: int, kl_scale: float = 1.0, num_particles: int = 1,
+              modality_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Negative ELBO of ``batch`` scaled to the full cohort of ``n_total`` patients (a tensor)."""
+    elbo = Trace_ELBO(num_particles=num_particles, vectorize_particles=False)
+    return elbo.differentiable_loss(module.model, module.guide, batch, n_total, kl_scale, modality_mask)
+
+
+def train_svi(module: FusionModule, train: TensorStore, val: TensorStore | None, config: TrainConfig,
+              generator: torch.Generator) -> TrainResult:
+    """Fit ``module`` by SVI on ``train``; early-stop on the validation ELBO of ``val``.
+
+    Returns the per-epoch history (``train_loss`` and ``val_loss`` in nats per patient,
+    ``kl_scale``, ``seconds``) and restores the parameters of the best validation epoch.
+    """
+    device = train.presence.device
+    n = train.n
+    bs = min(config.batch_size, n)
+    steps_per_epoch = max(1, math.ceil(n / bs))
+    optim = torch.optim.Adam(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    rows = []
+    best = (math.inf, -1, None)
+    stalled = 0
+    t0 = time.perf_counter()
+    bar = None
+    if config.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.max_epochs, desc="SVI", unit="epoch", leave=False)
+    stopped_early = False
+    with pyro.validation_enabled(False):
+        for epoch in range(config.max_epochs):
+            module.train()
+            kl_scale = min(1.0, (epoch + 1) / config.kl_warmup_epochs) if config.kl_warmup_epochs > 0 else 1.0
+            perm = torch.randperm(n, generator=generator).to(device)
+            total = torch.zeros((), dtype=train.presence.dtype, device=device)
+            for s in range(steps_per_epoch):
+                idx = perm[s * bs:(s + 1) * bs]
+                batch = train.batch(idx)
+                mmask = module.random_modality_mask(batch.presence, config.modality_dropout)
+                loss = elbo_loss(module, batch, n, kl_scale, config.num_particles, mmask) / n
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.clip_norm:
+                    torch.nn.utils.clip_grad_norm_(module.parameters(), config.clip_norm)
+                optim.step()
+                total = total + loss.detach()
+            train_loss = float(total) / steps_per_epoch
+            val_loss = math.nan
+            if val is not None and val.n > 0:
+                module.eval()
+                with torch.no_grad():
+                    val_loss = float(elbo_loss(module, val.full(), val.n, 1.0, 1)) / val.n
+            rows.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "kl_scale": kl_scale,
+                         "seconds": time.perf_counter() - t0})
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
+            if not math.isfinite(train_loss):
+                warnings.warn(f"Non-finite training loss at epoch {epoch}; stopping and keeping the best "
+                              "parameters so far. Lower lr= or check the input scaling.", ConvergenceWarning,
+                              stacklevel=3)
+                break
+            monitor = val_loss if math.isfinite(val_loss) else train_loss
+            # Only compare after warm-up: the loss changes meaning while the KL weight ramps.
+            if kl_scale >= 1.0:
+                if monitor < best[0] - 1e-4 * abs(best[0]) if math.isfinite(best[0]) else True:
+                    best = (monitor, epoch, copy.deepcopy(module.state_dict()))
+                    stalled = 0
+                else:
+                    stalled += 1
+                if epoch + 1 >= config.min_epochs and stalled >= config.patience and val is not None:
+                    stopped_early = True
+                    break
+    if bar is not None:
+        bar.close()
+    if best[2] is not None:
+        module.load_state_dict(best[2])
+    module.eval()
+    return TrainResult(history=pd.DataFrame(rows), best_epoch=best[1], stopped_early=stopped_early,
+                       seconds=time.perf_counter() - t0)
