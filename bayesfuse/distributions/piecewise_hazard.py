@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 ArrayLike = Any
+_NP_DTYPE = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 # ----------------------------------------------------------------------------- cut points
@@ -105,19 +106,23 @@ def _event_to_bool_np(event: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- helpers
 def _cuts_tensor(cuts: ArrayLike, like: torch.Tensor) -> torch.Tensor:
     """Validate inner cuts and return them as a 1-D tensor on ``like``'s dtype/device."""
-    c = torch.as_tensor(cuts, dtype=like.dtype, device=like.device)
-    if c.dim() == 0:
-        c = c.reshape(1)
-    if c.dim() != 1:
+    # validate on the host (numpy) so that no check synchronises a GPU
+    c_np = (cuts.detach().cpu().double().numpy() if torch.is_tensor(cuts)
+            else np.asarray(cuts, dtype=np.float64))
+    if c_np.ndim == 0:
+        c_np = c_np.reshape(1)
+    if c_np.ndim != 1:
         raise ValueError(
-            f"cuts must be a 1-D array of inner cut points, got shape {tuple(c.shape)}; "
+            f"cuts must be a 1-D array of inner cut points, got shape {c_np.shape}; "
             f"pass e.g. make_cuts(time, event, n_intervals)."
         )
-    if c.numel() and (not bool(torch.isfinite(c).all()) or bool((c <= 0).any())
-                      or bool((c[1:] <= c[:-1]).any())):
+    c = torch.as_tensor(c_np, dtype=like.dtype, device=like.device)
+    if c.numel() and (not np.all(np.isfinite(c_np)) or np.any(c_np <= 0)
+                      or np.any(np.diff(c_np.astype(_NP_DTYPE.get(like.dtype, np.float64))) <= 0)):
         raise ValueError(
-            "cuts must be finite, > 0 and strictly increasing (inner cuts only: do not include "
-            "0 or inf); build them with make_cuts(time, event, n_intervals)."
+            "cuts must be finite, > 0 and strictly increasing (also after rounding to the "
+            "dtype of log_h; inner cuts only: do not include 0 or inf); build them with "
+            "make_cuts(time, event, n_intervals)."
         )
     return c
 
