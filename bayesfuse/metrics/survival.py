@@ -427,7 +427,7 @@ def d_calibration(surv_at_own_time, event, n_bins: int = 10) -> DCalibration:
     s = np.clip(s, 0.0, 1.0)
     B = int(n_bins)
     edges = np.linspace(0.0, 1.0, B + 1)
-    b = np.minimum((s * B).astype(np.int64), B - 1)
+    b = np.minimum(np.searchsorted(edges, s, side="right") - 1, B - 1)  # [a, b) bins, 1 in the top one
     counts = np.bincount(b[e], minlength=B).astype(np.float64)
     sc, bc = s[~e], b[~e]
     pos = sc > 0
