@@ -150,7 +150,7 @@ def _bin_ids(conf: np.ndarray, n_bins: int, strategy: str) -> np.ndarray:
     if strategy == "uniform":
         edges = np.linspace(0.0, 1.0, n_bins + 1)
     elif strategy == "quantile":
-        edges = np.percentile(conf, np.linspace(0.0, 100.0, n_bins + 1))
+        edges = np.percentile(conf, np.linspace(0.0, 1.0, n_bins + 1) * 100)  # sklearn's exact expression
     else:
         raise DataError(f"strategy must be 'uniform' (equal-width bins) or 'quantile' (equal-mass bins), "
                         f"got {strategy!r}.")
