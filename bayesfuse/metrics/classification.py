@@ -159,7 +159,6 @@ def _bin_ids(conf: np.ndarray, n_bins: int, strategy: str) -> np.ndarray:
 
 def _binary_ece(conf: np.ndarray, hit: np.ndarray, n_bins: int, strategy: str) -> float:
     ids = _bin_ids(conf, n_bins, strategy)
-    n_per = np.bincount(ids, minlength=n_bins).astype(np.float64)
     conf_sum = np.bincount(ids, weights=conf, minlength=n_bins)
     hit_sum = np.bincount(ids, weights=hit.astype(np.float64), minlength=n_bins)
     # sum_b (n_b / n) |acc_b - conf_b| = sum_b |hit_sum_b - conf_sum_b| / n
