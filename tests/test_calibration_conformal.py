@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.special import softmax
 
-from bayesfuse.calibration import CalibrationWarning, ConformalSets, class_coverage, coverage, subset_posterior, to_indicator
+from bayesfuse.calibration import (
+    CalibrationWarning,
+    ConformalSets,
+    class_coverage,
+    coverage,
+    subset_posterior,
+    to_indicator,
+)
 from bayesfuse.calibration.conformal import conformal_quantile
 from bayesfuse.exceptions import DataError, NotFittedError
 from bayesfuse.heads import Categorical

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,13 @@ from bayesfuse.calibration._common import (
     missingness_patterns,
     mutual_information,
 )
-from bayesfuse.calibration.ltt import LTTResult, _check_levels, default_grid, ltt_fixed_sequence, min_certifiable
+from bayesfuse.calibration.ltt import (
+    LTTResult,
+    _check_levels,
+    default_grid,
+    ltt_fixed_sequence,
+    min_certifiable,
+)
 from bayesfuse.exceptions import DataError, NotFittedError
 from bayesfuse.posterior import Posterior
 
