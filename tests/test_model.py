@@ -1,6 +1,5 @@
 """FusionModel on simulated cohorts: accuracy vs Bayes-optimal, determinism, shapes, persistence."""
 
-import warnings
 
 import arviz as az
 import numpy as np

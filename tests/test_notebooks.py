@@ -1,6 +1,5 @@
 """Every notebook runs top to bottom in smoke mode (CI=1: fewer epochs and draws)."""
 
-import os
 from pathlib import Path
 
 import nbformat

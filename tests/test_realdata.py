@@ -10,14 +10,13 @@ modalities, measured in the same run on the same split:
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import dataset_dir
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.preprocessing import StandardScaler
 
 import bayesfuse as bf
 from bayesfuse.evaluation import evaluate_classification
-
-from conftest import dataset_dir
 
 GBMLGG_LEAKAGE = {"mutation": ["IDH1", "IDH2"], "cnv_arm": ["1p", "19q"]}
 pytestmark = pytest.mark.realdata
