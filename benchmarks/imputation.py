@@ -130,20 +130,30 @@ def load(name: str) -> bf.MultiModalData:
     return bf.MultiModalData.read_dir(DATA / name, drop_features=CONFIG[name]["drop"])
 
 
-def run(dataset: str, dropouts: list[float], seeds: list[int], num_samples: int, latent_dim: int) -> dict:
+def run(dataset: str, dropouts: list[float], seeds: list[int], num_samples: int, latent_dim: int,
+        with_baselines: bool = True) -> dict:
     data = load(dataset)
     train, test = data.subset(split="train"), data.subset(split="test")
     print(f"\n=== {dataset}: train {train.n_samples}, test {test.n_samples}; "
           f"{dict(data.missingness_patterns())}")
     results: dict = {"dataset": dataset, "bayesfuse": [], "downstream": [], "baselines": []}
-    features = None
+    from bayesfuse.data.preprocessing import ModalityTransform
+
+    # The model's features (same fit as FusionModel.__init__) so baselines score the same columns.
+    features = {m: ModalityTransform.fit(m, train.modality(m)).features for m in train.modality_names}
+    if with_baselines:
+        for m in CONFIG[dataset]["impute"]:
+            for row in baselines(train, test, m, features, seed=0):
+                results["baselines"].append({"modality": m, **row})
+                print(f"   baseline {m:>10} {row['method']:>18}: r {row['pearson_r']:.3f}  rmse {row['rmse']:.3f}  "
+                      f"cov90 {row['coverage_90']:.3f}  ({row['seconds']:.1f}s)", flush=True)
     for p in dropouts:
         for seed in seeds:
             model = bf.FusionModel(train, heads={"subtype": "categorical"}, latent_dim=latent_dim)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 model.fit(seed=seed, modality_dropout=p, progress=False)
-            features = {m: tf.features for m, tf in model.transforms.items()}
+            assert features == {m: tf.features for m, tf in model.transforms.items()}
             print(f"-- modality_dropout={p} seed={seed}: {model.fit_seconds_:.1f}s, best epoch {model.best_epoch_}, "
                   f"n_train {model.train_config_['n_train']} + val {model.train_config_['n_validation']}")
             for m in CONFIG[dataset]["impute"]:
@@ -151,11 +161,12 @@ def run(dataset: str, dropouts: list[float], seeds: list[int], num_samples: int,
                 ev = evaluate_imputation(model, test, m, num_samples=num_samples, seed=seed)
                 row = {"dropout": p, "seed": seed, **ev.as_row(), "seconds": time.perf_counter() - t0}
                 results["bayesfuse"].append(row)
+                print(f"   impute {m:>10}: r {row['pearson_r']:.3f}  rmse {row['rmse']:.3f}  "
+                      f"cov50 {row['coverage_50']:.3f}  cov90 {row['coverage_90']:.3f}", flush=True)
             for row in subtype_metrics(model, test):
                 results["downstream"].append({"dropout": p, "seed": seed, **row})
-    for m in CONFIG[dataset]["impute"]:
-        for row in baselines(train, test, m, features, seed=0):
-            results["baselines"].append({"modality": m, **row})
+                print(f"   subtype hidden {row['hidden']:>10}: acc {row['accuracy']:.3f}  nll {row['nll']:.3f}  "
+                      f"ece {row['ece']:.3f}  H {row['mean_entropy']:.3f}", flush=True)
     _print(results)
     return results
 
@@ -166,8 +177,9 @@ def _print(results: dict) -> None:
     agg = bfr.groupby(["modality", "dropout"])[["pearson_r", "rmse", "coverage_50", "coverage_90"]].mean()
     print("\nbayesfuse imputation (mean over seeds):")
     print(agg.round(3).to_string())
-    print("\nbaselines:")
-    print(pd.DataFrame(results["baselines"]).set_index(["modality", "method"]).round(3).to_string())
+    if results["baselines"]:
+        print("\nbaselines:")
+        print(pd.DataFrame(results["baselines"]).set_index(["modality", "method"]).round(3).to_string())
     ds = pd.DataFrame(results["downstream"])
     print("\ndownstream subtype (mean over seeds):")
     print(ds.groupby(["dropout", "hidden"], sort=False)[["accuracy", "nll", "ece", "mean_entropy"]].mean()
@@ -176,6 +188,12 @@ def _print(results: dict) -> None:
 
 def main() -> None:
     torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)  # numpy / scikit-learn BLAS: one thread on the shared machine
+    except ImportError:
+        pass
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="tcga_gbmlgg", choices=sorted(CONFIG))
     ap.add_argument("--dropouts", type=float, nargs="+", default=[0.0, 0.25, 0.5])
@@ -183,8 +201,9 @@ def main() -> None:
     ap.add_argument("--num-samples", type=int, default=200)
     ap.add_argument("--latent-dim", type=int, default=16)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--no-baselines", action="store_true")
     args = ap.parse_args()
-    res = run(args.dataset, args.dropouts, args.seeds, args.num_samples, args.latent_dim)
+    res = run(args.dataset, args.dropouts, args.seeds, args.num_samples, args.latent_dim, not args.no_baselines)
     if args.json:
         args.json.write_text(json.dumps(res, indent=1, default=float))
         print(f"wrote {args.json}")
