@@ -18,6 +18,15 @@ from bayesfuse.posterior import survival as _surv
 __all__ = ["Posterior"]
 
 
+def _from_dict(az, groups: dict[str, dict[str, np.ndarray]], coords: dict, dims: dict):
+    """``arviz.from_dict`` for arviz 0.x (one keyword per group; InferenceData) and 1.x
+    (a ``{group: {var: array}}`` mapping; DataTree). Both expose ``.posterior``."""
+    major = int(str(az.__version__).split(".")[0])
+    if major >= 1:
+        return az.from_dict(groups, coords=coords, dims=dims)
+    return az.from_dict(**groups, coords=coords, dims=dims)
+
+
 @dataclass
 class Posterior:
     """Posterior-predictive draws for a set of patients.
@@ -212,6 +221,34 @@ class Posterior:
             "n_modalities": np.repeat(self.n_modalities.to_numpy(), nt),
         })
 
+    # ----------------------------------------------------------- attribution
+    def modality_weights(self, head: str | None = None) -> pd.DataFrame:
+        """Each modality's share of the fused posterior precision of ``z`` (PoE attribution).
+
+        For patient n the product of experts has precision ``T_n = prior + sum_m P_nm`` per
+        latent dimension; the weight of modality m is ``sum_d P_nmd / sum_d T_nd`` and the
+        prior gets the rest (column ``"prior"``). Rows sum to 1; an absent modality has 0.
+
+        Parameters
+        ----------
+        head : str, optional
+            Accepted for a per-head call style (validated if given); the shares are the same
+            for every head because all heads read the same fused ``z``.
+
+        Returns
+        -------
+        pandas.DataFrame, shape (n_patients, n_modalities + 1)
+            Indexed by patient id; columns = modalities then ``"prior"``.
+        """
+        if head is not None:
+            self._head(head)
+        expert = self.modality_precision.sum(axis=2)  # (N, M)
+        total = (1.0 / np.square(self.latent_scale)).sum(axis=1)  # (N,)
+        prior = np.maximum(total - expert.sum(axis=1), 0.0)
+        shares = np.column_stack([expert, prior]) / (expert.sum(axis=1) + prior)[:, None]
+        return pd.DataFrame(shares, index=pd.Index(self.sample_ids, name="sample_id"),
+                            columns=[*self.presence.columns, "prior"])
+
     # ------------------------------------------------------------------ arviz
     def to_inference_data(self):
         """Export draws as :class:`arviz.InferenceData` (one chain).
@@ -257,4 +294,4 @@ class Posterior:
         }
         coords["modality"] = list(self.presence.columns)
         dims.update({"presence": ["patient", "modality"], "n_modalities": ["patient"]})
-        return az.from_dict(posterior=posterior, constant_data=const, coords=coords, dims=dims)
+        return _from_dict(az, {"posterior": posterior, "constant_data": const}, coords=coords, dims=dims)
