@@ -318,10 +318,10 @@ def test_model_rejects_nonpositive_times_unless_opted_in():
 # ----------------------------------------------------------------------------- real data (slow)
 @pytest.mark.slow
 @pytest.mark.realdata
-@pytest.mark.parametrize("name,c_floor", [("tcga_gbmlgg", 0.78), ("metabric", 0.6545), ("gbsg", 0.6684)])
+@pytest.mark.parametrize("name,c_floor", [("tcga_gbmlgg", 0.8025), ("metabric", 0.6313), ("gbsg", 0.6684)])
 def test_realdata_acceptance(name, c_floor):
-    """Test-split Harrell C above a floor (DeepSurv published C for the DeepSurv sets; CoxPH 0.80 minus
-    noise for tcga_gbmlgg) and D-calibration not rejected. Numbers: docs/survival.md."""
+    """Test-split Harrell C at least the measured lifelines CoxPH C on the same split (benchmarks/survival.py;
+    gbsg: the higher DeepSurv published C) and D-calibration not rejected. Numbers: docs/survival.md."""
     from conftest import dataset_dir
 
     data = bf.MultiModalData.read_dir(dataset_dir(name))
