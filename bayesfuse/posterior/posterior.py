@@ -141,13 +141,28 @@ class Posterior:
             return pd.DataFrame(columns=["sample_id", "head", "class", "mean", "lower", "upper", "n_modalities"])
         return pd.concat(frames, ignore_index=True)
 
+    def uncertainty(self, head: str) -> pd.DataFrame:
+        """Decomposition of predictive uncertainty per patient, in nats.
+
+        ``total`` = entropy of the posterior-predictive probabilities, ``aleatoric`` = expected
+        entropy of the per-draw probabilities, ``epistemic`` = their difference, the mutual
+        information between the label and the draw (weights and ``z``); total = aleatoric + epistemic.
+        """
+        from bayesfuse.metrics.classification import expected_entropy, mutual_information, predictive_entropy
+
+        p = self.probs(head)
+        total, alea = predictive_entropy(p), expected_entropy(p)
+        return pd.DataFrame({"total": total, "aleatoric": alea, "epistemic": mutual_information(p)},
+                            index=pd.Index(self.sample_ids, name="sample_id"))
+
     # ------------------------------------------------------------------ arviz
     def to_inference_data(self):
         """Export draws as :class:`arviz.InferenceData` (one chain).
 
         ``posterior`` holds ``<head>_probs`` with dims ``(chain, draw, patient, <head>_class)``
         and ``z`` with dims ``(chain, draw, patient, latent)``; ``constant_data`` holds the
-        presence mask and ``n_modalities``.
+        presence mask, ``n_modalities`` and, per categorical head, the uncertainty decomposition
+        ``<head>_entropy_{total,aleatoric,epistemic}`` (see :meth:`uncertainty`).
         """
         import arviz as az
 
@@ -171,6 +186,11 @@ class Posterior:
             "presence": self.presence.to_numpy().astype(np.int8),
             "n_modalities": self.n_modalities.to_numpy(),
         }
+        for h in self._categorical_heads():
+            unc = self.uncertainty(h)
+            for col in unc.columns:  # per-patient entropy decomposition (nats)
+                const[f"{h}_entropy_{col}"] = unc[col].to_numpy()
+                dims[f"{h}_entropy_{col}"] = ["patient"]
         coords["modality"] = list(self.presence.columns)
         dims.update({"presence": ["patient", "modality"], "n_modalities": ["patient"]})
         return az.from_dict(posterior=posterior, constant_data=const, coords=coords, dims=dims)
