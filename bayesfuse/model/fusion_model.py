@@ -60,12 +60,15 @@ class FusionModel:
     device : {"auto", "cpu", "cuda", ...}
         ``"auto"`` = CUDA when available.
     dtype : {"float32", "float64"}
-    bayesian : {"heads", "none", "encoders+heads", "all", "mc_dropout"}
-        Weight uncertainty (see docs/bayesian.md). ``"heads"`` (default, chosen by the benchmark
-        in docs/bayesian.md): Gaussian posterior over categorical-head weights; ``"none"``: point
-        estimates (the previous behaviour); ``"encoders+heads"`` / ``"all"``: also Bayesian
-        encoders (/ decoders) by local reparameterisation; ``"mc_dropout"``: deterministic weights,
-        encoder dropout kept on at prediction.
+    bayesian : {"none", "heads", "encoders+heads", "all", "mc_dropout"}
+        Weight uncertainty (see docs/bayesian.md). ``"none"`` (default): point-estimate
+        categorical heads (posterior uncertainty comes from ``z``; survival heads are always
+        Bayesian); ``"heads"``: Gaussian posterior over categorical-head weights;
+        ``"encoders+heads"`` / ``"all"``: also Bayesian encoders (/ decoders) by local
+        reparameterisation; ``"mc_dropout"``: deterministic weights, encoder dropout kept on at
+        prediction. The default was chosen by measurement: once the head's ELBO weight no
+        longer tempers the head-weight posterior (see FusionModule.model), ``"heads"`` lost
+        accuracy and NLL on tcga_gbmlgg (3 seeds: acc 0.944 vs 0.970, NLL 0.151 vs 0.140).
     prior_scale : float
         Prior standard deviation of every Bayesian weight.
     head_guide : {"fullrank", "lowrank", "meanfield"}
@@ -91,7 +94,7 @@ class FusionModel:
     def __init__(self, data: MultiModalData, heads: Mapping[str, str | Head] | None = None, latent_dim: int = 16,
                  hidden: int = 128, likelihoods: Mapping[str, str] | None = None,
                  max_features: int | Mapping[str, int] | None = None, encoder_dropout: float = 0.1,
-                 device: str = "auto", dtype: str = "float32", bayesian: str = "heads", prior_scale: float = 1.0,
+                 device: str = "auto", dtype: str = "float32", bayesian: str = "none", prior_scale: float = 1.0,
                  head_guide: str = "fullrank", guide_rank: int = 4):
         if not isinstance(data, MultiModalData):
             raise TypeError("data must be a bf.MultiModalData (use MultiModalData.from_frames or read_dir).")

@@ -87,7 +87,13 @@ class FusionModule(nn.Module):
         instead would force q(z | x_subset) towards p(z | x_all) and make subset posteriors
         over-confident (measured in tests/test_linear_gaussian.py).
         """
-        head_params = {h: head.model_params(f"{h}") for h, head in self.heads.items()}
+        head_params = {}
+        for h, head in self.heads.items():
+            # Global head parameters carry the head's ELBO weight too: the theta part of the ELBO
+            # becomes w * (E log lik - KL), whose optimum is the UNtempered posterior of theta,
+            # while the encoders still see the w-weighted label signal.
+            with poutine.scale(scale=head.weight):
+                head_params[h] = head.model_params(f"{h}")
         presence = batch.presence if modality_mask is None else batch.presence * modality_mask
         dtype, device = batch.presence.dtype, batch.presence.device
         zeros = torch.zeros(batch.size, self.latent_dim, dtype=dtype, device=device)
@@ -107,7 +113,8 @@ class FusionModule(nn.Module):
               modality_mask: torch.Tensor | None = None) -> None:
         """Amortised guide: product of the present modalities' experts and the prior."""
         for h, head in self.heads.items():
-            head.guide_params(f"{h}")
+            with poutine.scale(scale=head.weight):  # see model(): keeps theta's posterior untempered
+                head.guide_params(f"{h}")
         loc, scale, _ = self.posterior(batch, modality_mask)
         with pyro.plate("patients", n_total, subsample=batch.index, dim=-1):
             with poutine.scale(scale=kl_scale):
