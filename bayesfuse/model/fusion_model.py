@@ -150,7 +150,7 @@ class FusionModel:
     def fit(self, max_epochs: int = 300, batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
             validation_fraction: float = 0.1, patience: int = 30, kl_warmup_epochs: int = 30,
             modality_dropout: float = 0.25, num_particles: int = 1, weight_decay: float = 0.0,
-            progress: bool = True) -> FusionModel:
+            progress: bool = True, elbo: str = "fused") -> FusionModel:
         """Fit by stochastic variational inference (Pyro ``Trace_ELBO``, Adam, minibatches).
 
         Parameters
@@ -173,6 +173,10 @@ class FusionModel:
             ELBO particles per step.
         progress : bool
             Show a tqdm progress bar.
+        elbo : {"fused", "trace"}
+            ``"fused"`` (default): the ELBO of the Pyro model/guide evaluated in one vectorised
+            torch pass (same estimator as ``Trace_ELBO``, faster: docs/benchmarks.md); ``"trace"``: Pyro's
+            ``Trace_ELBO`` itself.
 
         Returns
         -------
@@ -194,7 +198,7 @@ class FusionModel:
         self.module = self._build_module()
         config = TrainConfig(max_epochs=max_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                              kl_warmup_epochs=kl_warmup_epochs, patience=patience, num_particles=num_particles,
-                             modality_dropout=modality_dropout, progress=progress,
+                             modality_dropout=modality_dropout, progress=progress, elbo=elbo,
                              min_epochs=min(max_epochs, kl_warmup_epochs + 10))
         result = train_svi(self.module, train_store, val_store, config, gen)
         self.history_ = result.history
@@ -232,7 +236,7 @@ class FusionModel:
 
     @torch.no_grad()
     def predict(self, data: MultiModalData, num_samples: int = 200, seed: int = 0,
-                batch_size: int = 4096) -> Posterior:
+                batch_size: int = 4096, return_latent: bool = True) -> Posterior:
         """Posterior-predictive draws for every patient of ``data``.
 
         Each draw samples ``z`` from the fused posterior of the modalities the patient has
@@ -248,6 +252,10 @@ class FusionModel:
             Seeds the draws (the caller's global RNG state is left untouched).
         batch_size : int
             Patients per chunk (bounds memory; the result does not depend on it).
+        return_latent : bool
+            Keep the ``(num_samples, n_patients, latent_dim)`` draws of ``z`` in
+            ``Posterior.latent``. ``False`` stores an empty ``(num_samples, n_patients, 0)``
+            array instead (head draws are unchanged), for large cohorts x many draws.
 
         Returns
         -------
@@ -286,7 +294,7 @@ class FusionModel:
                 locs.append(loc.cpu())
                 scales.append(scale.cpu())
                 precs.append(prec.cpu())
-                zs.append(z.float().cpu())
+                zs.append(z.float().cpu() if return_latent else z.new_empty((S, z.shape[1], 0)).float().cpu())
         draws = {h: {k: torch.cat(v, dim=1).numpy() for k, v in d.items()} for h, d in outs.items()}
         return Posterior(
             sample_ids=data.sample_ids, heads=dict(self.heads), draws=draws,
