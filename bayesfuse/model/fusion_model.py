@@ -70,6 +70,8 @@ class FusionModel:
     best_epoch_, fit_seconds_, stopped_early_ : set by :meth:`fit`.
     """
 
+    _NOISE_BLOCK = 256  # patients per block of posterior noise in predict (fixes the RNG stream)
+
     def __init__(self, data: MultiModalData, heads: Mapping[str, str | Head] | None = None, latent_dim: int = 16,
                  hidden: int = 128, likelihoods: Mapping[str, str] | None = None,
                  max_features: int | Mapping[str, int] | None = None, encoder_dropout: float = 0.1,
@@ -251,7 +253,9 @@ class FusionModel:
         seed : int
             Seeds the draws (the caller's global RNG state is left untouched).
         batch_size : int
-            Patients per chunk (bounds memory; the result does not depend on it).
+            Patients per chunk, rounded up to a multiple of 256 (bounds memory to about
+            ``num_samples x batch_size x (latent_dim + n_classes)`` floats per chunk; the
+            result does not depend on it).
         return_latent : bool
             Keep the ``(num_samples, n_patients, latent_dim)`` draws of ``z`` in
             ``Posterior.latent``. ``False`` stores an empty ``(num_samples, n_patients, 0)``
@@ -282,11 +286,16 @@ class FusionModel:
             head_params = {h: head.draw_params(S) for h, head in module.heads.items()}
             locs, scales, precs, zs = [], [], [], []
             outs: dict[str, dict[str, list[torch.Tensor]]] = {h: {} for h in module.heads}
-            for start in range(0, N, batch_size):
-                idx = torch.arange(start, min(N, start + batch_size), device=self.device)
+            # Noise is drawn in fixed blocks of _NOISE_BLOCK patients, in order, so the draws do
+            # not depend on batch_size (rounded up to a whole number of blocks).
+            block = self._NOISE_BLOCK
+            step = max(1, -(-int(batch_size) // block)) * block
+            for start in range(0, N, step):
+                idx = torch.arange(start, min(N, start + step), device=self.device)
                 batch = store.batch(idx)
                 loc, scale, prec = module.posterior(batch)
-                eps = torch.randn((S, *loc.shape), dtype=loc.dtype, device=loc.device)
+                eps = torch.cat([torch.randn((S, min(block, idx.numel() - b), loc.shape[-1]), dtype=loc.dtype,
+                                             device=loc.device) for b in range(0, idx.numel(), block)], dim=1)
                 z = loc + scale * eps
                 for h, head in module.heads.items():
                     for k, v in head.predict(z, head_params[h]).items():

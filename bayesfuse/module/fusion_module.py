@@ -131,6 +131,7 @@ class FusionModule(nn.Module):
             u = torch.rand(presence.shape, dtype=presence.dtype, device=presence.device)
         keep = (u >= p_drop).to(presence.dtype) * presence
         none_left = (keep.sum(0) == 0) & (presence.sum(0) > 0)
-        restore = torch.nn.functional.one_hot((u * presence).argmax(0), presence.shape[0]).T.to(presence.dtype)
+        rows = torch.arange(presence.shape[0], device=presence.device).unsqueeze(1)
+        restore = (rows == (u * presence).argmax(0).unsqueeze(0)).to(presence.dtype)  # one-hot (M, B), no sync
         keep = torch.where(none_left.unsqueeze(0), restore * presence, keep)
         return torch.where(presence > 0, keep, torch.ones_like(keep))
