@@ -279,7 +279,7 @@ class FusionModel:
         if n_none:
             warnings.warn(f"{n_none} patient(s) have no modality; they are scored from the prior predictive and "
                           "flagged in Posterior.no_modality.", NoModalityWarning, stacklevel=2)
-        S, N, D = int(num_samples), store.n, self.latent_dim
+        S, N = int(num_samples), store.n
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)

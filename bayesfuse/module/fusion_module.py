@@ -79,8 +79,16 @@ class FusionModule(nn.Module):
     # ------------------------------------------------------------- Pyro model
     def model(self, batch: Batch, n_total: int, kl_scale: float = 1.0,
               modality_mask: torch.Tensor | None = None) -> None:
-        """Pyro model; ``modality_mask`` is accepted for signature parity with the guide."""
+        """Pyro model of the modalities in ``presence * modality_mask`` and the known targets.
+
+        With a ``modality_mask`` the step's objective is the ELBO of the unmasked subset
+        (the MVAE sub-sampled ELBO, Wu & Goodman 2018): a hidden modality is neither
+        encoded by the guide nor reconstructed here. Reconstructing it from the others
+        instead would force q(z | x_subset) towards p(z | x_all) and make subset posteriors
+        over-confident (measured in tests/test_linear_gaussian.py).
+        """
         head_params = {h: head.model_params(f"{h}") for h, head in self.heads.items()}
+        presence = batch.presence if modality_mask is None else batch.presence * modality_mask
         dtype, device = batch.presence.dtype, batch.presence.device
         zeros = torch.zeros(batch.size, self.latent_dim, dtype=dtype, device=device)
         with pyro.plate("patients", n_total, subsample=batch.index, dim=-1):
@@ -90,7 +98,7 @@ class FusionModule(nn.Module):
                 params = self.decoders[m](z)
                 ll = decoder_log_likelihood(self.likelihoods[m], params, batch.observed[m],
                                             batch.cell_mask[m], batch.library[m])
-                pyro.factor(f"x_{m}", ll * batch.presence[i])
+                pyro.factor(f"x_{m}", ll * presence[i])
             for h, head in self.heads.items():
                 ll = head.log_likelihood(z, batch.targets[h], head_params[h])
                 pyro.factor(f"y_{h}", head.weight * ll)

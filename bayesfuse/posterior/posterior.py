@@ -17,6 +17,15 @@ from bayesfuse.heads import Categorical, Head
 __all__ = ["Posterior"]
 
 
+def _from_dict(az, groups: dict[str, dict[str, np.ndarray]], coords: dict, dims: dict):
+    """``arviz.from_dict`` for arviz 0.x (one keyword per group; InferenceData) and 1.x
+    (a ``{group: {var: array}}`` mapping; DataTree). Both expose ``.posterior``."""
+    major = int(str(az.__version__).split(".")[0])
+    if major >= 1:
+        return az.from_dict(groups, coords=coords, dims=dims)
+    return az.from_dict(**groups, coords=coords, dims=dims)
+
+
 @dataclass
 class Posterior:
     """Posterior-predictive draws for a set of patients.
@@ -173,4 +182,4 @@ class Posterior:
         }
         coords["modality"] = list(self.presence.columns)
         dims.update({"presence": ["patient", "modality"], "n_modalities": ["patient"]})
-        return az.from_dict(posterior=posterior, constant_data=const, coords=coords, dims=dims)
+        return _from_dict(az, {"posterior": posterior, "constant_data": const}, coords=coords, dims=dims)

@@ -1,0 +1,417 @@
+"""Calibrated abstention ("I don't know") with a Learn-then-Test guarantee.
+
+>>> abst = bf.Abstainer(max_risk=0.05, delta=0.1).fit(cal_post, cal_labels, head="origin")
+>>> abst.threshold_, abst.guarantee_
+>>> decision = abst.predict(test_post)          # label / score / accepted per patient
+>>> abst.risk_coverage(test_post, test_labels)  # realised error among accepted + CI
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.stats import beta as beta_dist
+
+from bayesfuse.calibration._common import (
+    CalibrationWarning,
+    align_labels,
+    check_posterior,
+    mean_probs,
+    missingness_patterns,
+    mutual_information,
+)
+from bayesfuse.calibration.ltt import (
+    LTTResult,
+    _check_levels,
+    default_grid,
+    ltt_fixed_sequence,
+    min_certifiable,
+)
+from bayesfuse.exceptions import DataError, NotFittedError
+from bayesfuse.posterior import Posterior
+
+__all__ = ["ABSTAIN", "Abstainer", "RiskCoverage", "clopper_pearson"]
+
+#: Sentinel written in the ``label`` column of :meth:`Abstainer.predict` for refused patients.
+ABSTAIN: str = "I don't know"
+
+_OOD_SCORES = ("mutual_info", "n_missing")
+
+
+def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) two-sided confidence interval of a binomial proportion ``k / n``.
+
+    Returns ``(0.0, 1.0)`` when ``n == 0``.
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence={confidence!r} must lie in (0, 1), e.g. 0.95.")
+    if n == 0:
+        return 0.0, 1.0
+    a = 1 - confidence
+    lo = 0.0 if k == 0 else float(beta_dist.ppf(a / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta_dist.ppf(1 - a / 2, k + 1, n - k))
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class RiskCoverage:
+    """Realised selective risk on a labelled set (see :meth:`Abstainer.risk_coverage`).
+
+    Attributes
+    ----------
+    n : int
+        Patients scored.
+    n_accepted : int
+        Patients given a label (not abstained).
+    n_errors : int
+        Wrong labels among the accepted.
+    coverage : float
+        ``n_accepted / n`` (fraction not abstained).
+    error : float
+        ``n_errors / n_accepted`` (NaN when nothing was accepted).
+    ci_low, ci_high : float
+        Clopper-Pearson interval of the error among accepted at level ``confidence``.
+    confidence : float
+    max_risk : float
+        Target of the fitted Abstainer.
+    """
+
+    n: int
+    n_accepted: int
+    n_errors: int
+    coverage: float
+    error: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    max_risk: float
+
+    @property
+    def within_target(self) -> bool:
+        """Whether the realised error among accepted is <= ``max_risk`` (True when none accepted)."""
+        return bool(self.n_accepted == 0 or self.error <= self.max_risk)
+
+
+def _conformal_upper(values: np.ndarray, level: float) -> float:
+    """The ceil((n+1) level)-th smallest value (``inf`` when that exceeds n)."""
+    n = len(values)
+    k = math.ceil((n + 1) * level)
+    if k > n or n == 0:
+        return float("inf")
+    return float(np.sort(values)[k - 1])
+
+
+class Abstainer:
+    """Selective classifier that says "I don't know" with a certified error rate.
+
+    A patient is accepted when the posterior-predictive maximum class probability is at
+    least ``threshold_`` (and, optionally, when an epistemic out-of-distribution score
+    passes a gate); otherwise the decision is :data:`ABSTAIN`. ``threshold_`` is chosen
+    by Learn-then-Test (Angelopoulos et al., 2021): exact binomial p-values of
+    ``H_lambda: error among accepted > max_risk`` on a label-free grid, fixed-sequence
+    testing from the most conservative threshold, and the certified threshold with the
+    most acceptances.
+
+    Parameters
+    ----------
+    max_risk : float in (0, 1)
+        Tolerated error rate among accepted patients (e.g. 0.05).
+    delta : float in (0, 1)
+        Tolerated probability that the guarantee fails because of an unlucky calibration set.
+    ood_score : {None, "mutual_info", "n_missing"} or callable, optional
+        Optional out-of-distribution gate, higher = more unusual.
+        ``"mutual_info"``: mutual information between the prediction and the posterior
+        draws, ``H[E p] - E H[p]`` (epistemic uncertainty); ``"n_missing"``: number of
+        absent modalities; a callable ``f(post, head) -> array (n_patients,)`` for anything
+        else. The gate threshold ``ood_threshold_`` is the conformal ``ood_quantile``
+        quantile of the calibration scores, set before looking at labels.
+    ood_quantile : float in (0, 1)
+        Share of in-distribution patients the gate must let through (on average >= this).
+    per_pattern : bool
+        Fit a separate threshold per missingness pattern (tuple of present modalities)
+        when that pattern has at least ``n_min`` calibration patients; smaller patterns
+        use the pooled threshold (with a :class:`CalibrationWarning` naming them).
+    grid : array-like, optional
+        Candidate thresholds (label-free). Default :func:`~bayesfuse.calibration.ltt.default_grid`.
+
+    Attributes
+    ----------
+    threshold_ : float
+        Certified (pooled) threshold on the max probability; ``inf`` = abstain on everyone.
+    guarantee_ : str
+        Plain-language statement of what is (and is not) guaranteed.
+    certified_ : bool
+        Whether a threshold could be certified (pooled).
+    p_values_, grid_ : numpy.ndarray, shape (n_tested,)
+        Tested thresholds (most conservative first) and their binomial p-values.
+    n_calibration_ : int
+        Calibration patients used.
+    n_min_ : int
+        ``ceil(log(delta) / log(1 - max_risk))``: fewest acceptances that can be certified.
+    ltt_ : LTTResult
+        Full pooled LTT record (accepted counts, errors, certified mask).
+    ood_threshold_ : float or None
+        Gate threshold (None without a gate).
+    pattern_thresholds_ : dict[tuple[str, ...], float]
+        Per-pattern thresholds (``per_pattern=True``; patterns falling back are absent).
+    pattern_ltt_ : dict[tuple[str, ...], LTTResult]
+    classes_ : list
+        Classes of ``head_``.
+    head_ : str
+
+    Notes
+    -----
+    Guarantee (no gate, pooled): with probability >= 1 - delta over the calibration draw,
+    the population error rate among accepted patients is <= max_risk, for new patients
+    exchangeable with the calibration patients. It is an average over accepted patients,
+    not a per-patient statement, and it says nothing about patients from another
+    distribution (other cohort, unseen class). With a gate, the same statement holds for
+    the combined rule (gate and threshold) because the gate threshold uses no labels; the
+    gate additionally lets through >= ``ood_quantile`` of exchangeable patients on
+    average, and only *tends* to refuse unusual ones (no guarantee for those). With
+    ``per_pattern=True`` each certified pattern carries its own statement at level
+    ``1 - delta`` (simultaneously for all K patterns: ``1 - K delta``).
+    """
+
+    def __init__(self, max_risk: float = 0.05, delta: float = 0.1, *,
+                 ood_score: str | Callable | None = None, ood_quantile: float = 0.95,
+                 per_pattern: bool = False, grid=None) -> None:
+        _check_levels(max_risk, delta)
+        if ood_score is not None and not callable(ood_score) and ood_score not in _OOD_SCORES:
+            raise ValueError(f"ood_score={ood_score!r}; use None, one of {_OOD_SCORES} or a callable "
+                             "f(post, head) -> array of shape (n_patients,).")
+        if not 0 < ood_quantile < 1:
+            raise ValueError(f"ood_quantile={ood_quantile!r} must lie in (0, 1), e.g. 0.95.")
+        self.max_risk = float(max_risk)
+        self.delta = float(delta)
+        self.ood_score = ood_score
+        self.ood_quantile = float(ood_quantile)
+        self.per_pattern = bool(per_pattern)
+        self.grid = grid
+
+    def __repr__(self) -> str:
+        return (f"Abstainer(max_risk={self.max_risk}, delta={self.delta}, ood_score={self.ood_score!r}, "
+                f"ood_quantile={self.ood_quantile}, per_pattern={self.per_pattern})")
+
+    # ----------------------------------------------------------------- helpers
+    def _ood(self, post: Posterior, head: str) -> np.ndarray | None:
+        if self.ood_score is None:
+            return None
+        if self.ood_score == "mutual_info":
+            return mutual_information(post, head)
+        if self.ood_score == "n_missing":
+            return post.presence.shape[1] - missingness_patterns(post).map(len).to_numpy()
+        vals = np.asarray(self.ood_score(post, head), dtype=float).ravel()
+        if vals.shape != (post.n_patients,) or np.isnan(vals).any():
+            raise DataError(f"ood_score callable returned shape {vals.shape} (or NaN); it must return "
+                            f"one finite value per patient, shape ({post.n_patients},).")
+        return vals
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "threshold_"):
+            raise NotFittedError("This Abstainer is not fitted yet: call "
+                                 "abst.fit(cal_post, cal_labels, head=...) on calibration patients first.")
+
+    def _ltt(self, scores, errors, eligible) -> LTTResult:
+        return ltt_fixed_sequence(scores, errors, self.max_risk, self.delta, grid=self.grid_full_,
+                                  eligible=eligible)
+
+    # --------------------------------------------------------------------- fit
+    def fit(self, post: Posterior, labels: pd.Series, head: str) -> Abstainer:
+        """Certify a threshold on calibration patients.
+
+        Parameters
+        ----------
+        post : Posterior
+            Posterior of calibration patients (not used for training or tuning).
+        labels : pandas.Series
+            True class per patient id (aligned by id; extra ids are ignored).
+        head : str
+            Categorical head to abstain on.
+
+        Returns
+        -------
+        Abstainer
+            ``self``, fitted.
+        """
+        codes = align_labels(post, labels, head)
+        classes = post.classes(head)
+        if ABSTAIN in classes:
+            raise DataError(f"A class is named {ABSTAIN!r}, the abstention sentinel; rename that class.")
+        mp = mean_probs(post, head)
+        scores = mp.max(axis=1)
+        errors = mp.argmax(axis=1) != codes
+        self.head_ = head
+        self.classes_ = list(classes)
+        self.grid_full_ = default_grid(len(classes)) if self.grid is None else np.asarray(self.grid, float)
+        self.n_calibration_ = int(len(codes))
+        self.n_min_ = min_certifiable(self.max_risk, self.delta)
+
+        ood = self._ood(post, head)
+        if ood is None:
+            self.ood_threshold_ = None
+            eligible = np.ones(len(codes), dtype=bool)
+        else:
+            self.ood_threshold_ = _conformal_upper(ood, self.ood_quantile)
+            eligible = ood <= self.ood_threshold_
+        self.n_gate_passed_ = int(eligible.sum())
+
+        self.ltt_ = self._ltt(scores, errors, eligible)
+        self.threshold_ = self.ltt_.threshold
+        self.certified_ = self.ltt_.any_certified
+        self.p_values_ = self.ltt_.p_values
+        self.grid_ = self.ltt_.grid
+
+        self.pattern_thresholds_: dict[tuple, float] = {}
+        self.pattern_ltt_: dict[tuple, LTTResult] = {}
+        self.fallback_patterns_: list[tuple] = []
+        if self.per_pattern:
+            pats = missingness_patterns(post).to_numpy()
+            for pat in sorted(set(pats), key=lambda t: (-len(t), t)):
+                idx = np.array([p == pat for p in pats])
+                n_pat = int((idx & eligible).sum())
+                if n_pat >= self.n_min_:
+                    res = self._ltt(scores[idx], errors[idx], eligible[idx])
+                    self.pattern_ltt_[pat] = res
+                    self.pattern_thresholds_[pat] = res.threshold
+                else:
+                    self.fallback_patterns_.append(pat)
+            if self.fallback_patterns_:
+                warnings.warn(
+                    f"per_pattern=True: missingness pattern(s) {self.fallback_patterns_} have fewer than "
+                    f"n_min={self.n_min_} calibration patients and use the pooled threshold "
+                    f"{self.threshold_:.4g}; their guarantee is the pooled one, not pattern-specific. "
+                    "Add calibration patients with these patterns for a pattern-specific threshold.",
+                    CalibrationWarning, stacklevel=2)
+
+        self.guarantee_ = self._guarantee_text()
+        if not self.certified_:
+            warnings.warn("Abstainer: nothing could be certified, every patient will be abstained. "
+                          + self._nothing_hint(), CalibrationWarning, stacklevel=2)
+        return self
+
+    def _nothing_hint(self) -> str:
+        return (f"Certifying max_risk={self.max_risk:g} at delta={self.delta:g} needs at least "
+                f"n_min={self.n_min_} accepted calibration patients with zero errors (more with errors); "
+                f"there were {self.n_calibration_} calibration patients ({self.n_gate_passed_} past the "
+                "OOD gate). Use more calibration patients, a larger max_risk or delta, or a better model.")
+
+    def _guarantee_text(self) -> str:
+        conf = f"{100 * (1 - self.delta):.4g}%"
+        risk = f"{100 * self.max_risk:.4g}%"
+        if not self.certified_:
+            text = (f"NOTHING CERTIFIED: no threshold could be shown to keep the error among accepted "
+                    f"patients at or below {risk} with {conf} confidence, so every patient is answered "
+                    f"{ABSTAIN!r}. " + self._nothing_hint())
+        else:
+            k = int(self.ltt_.n_accepted[self.ltt_.chosen])
+            text = (f"With probability at least {conf} over the draw of the {self.n_calibration_} calibration "
+                    f"patients, the error rate among accepted patients is at most {risk} (Learn-then-Test, "
+                    f"exact binomial p-values, fixed-sequence testing; accept when the posterior-predictive "
+                    f"max probability >= {self.threshold_:.4g}; {k}/{self.n_calibration_} calibration patients "
+                    f"accepted). This holds on average over accepted patients, for new patients exchangeable "
+                    f"with the calibration patients (same cohort and preprocessing); it is not a "
+                    f"per-patient statement.")
+        if self.ood_threshold_ is not None:
+            name = self.ood_score if isinstance(self.ood_score, str) else "custom OOD score"
+            text += (f" OOD gate: patients with {name} > {self.ood_threshold_:.4g} (the conformal "
+                     f"{self.ood_quantile:.3g} quantile of calibration values, set without labels) are "
+                     f"refused; on average at least {100 * self.ood_quantile:.3g}% of exchangeable patients "
+                     "pass it. The gate makes unusual patients (other cohorts, unseen classes) less likely "
+                     "to be accepted but gives no guarantee for them; the error guarantee above applies to "
+                     "the combined rule (gate and threshold) on exchangeable patients.")
+        if self.per_pattern:
+            parts = [f"{'+'.join(p) or 'no modality'}: threshold {t:.4g}"
+                     + ("" if np.isfinite(t) else " (nothing certified, abstain)")
+                     for p, t in self.pattern_thresholds_.items()]
+            text += (" Per missingness pattern (each at the same max_risk/delta, separately; jointly over "
+                     f"{len(parts)} patterns with probability >= 1 - {len(parts)}*delta): " + "; ".join(parts) + ".")
+            if self.fallback_patterns_:
+                text += (f" Patterns {['+'.join(p) or 'no modality' for p in self.fallback_patterns_]} had "
+                         "too few calibration patients and use the pooled threshold (pooled guarantee only).")
+        return text
+
+    # ----------------------------------------------------------------- predict
+    def predict(self, post: Posterior) -> pd.DataFrame:
+        """Label or abstain for each patient.
+
+        Parameters
+        ----------
+        post : Posterior
+            Posterior of new patients with the fitted head and classes.
+
+        Returns
+        -------
+        pandas.DataFrame, shape (n_patients, 6 or 7), indexed by patient id
+            ``label`` (class, or :data:`ABSTAIN`), ``score`` (posterior-predictive max
+            probability), ``accepted`` (bool), ``prediction`` (most probable class, also for
+            abstained patients), ``threshold`` (the threshold applied to that patient),
+            ``reason`` (``"accepted"``, ``"low confidence"``, ``"out of distribution"``),
+            and ``ood`` (the gate score) when a gate is used.
+        """
+        self._check_fitted()
+        check_posterior(post, self.head_)
+        if list(post.classes(self.head_)) != self.classes_:
+            raise DataError(f"Posterior classes {post.classes(self.head_)} differ from the calibration "
+                            f"classes {self.classes_}; use posteriors of the same fitted model.")
+        mp = mean_probs(post, self.head_)
+        scores = mp.max(axis=1)
+        pred = np.asarray(self.classes_, dtype=object)[mp.argmax(axis=1)]
+        thr = np.full(len(scores), self.threshold_, dtype=float)
+        if self.per_pattern:
+            pats = missingness_patterns(post).to_numpy()
+            unseen = set()
+            for i, p in enumerate(pats):
+                if p in self.pattern_thresholds_:
+                    thr[i] = self.pattern_thresholds_[p]
+                elif p not in self.fallback_patterns_:
+                    unseen.add(p)
+            if unseen:
+                warnings.warn(f"Missingness pattern(s) {sorted(unseen)} were absent from calibration; "
+                              f"they use the pooled threshold {self.threshold_:.4g}.",
+                              CalibrationWarning, stacklevel=2)
+        confident = scores >= thr
+        ood = self._ood(post, self.head_)
+        gate = np.ones(len(scores), bool) if ood is None else ood <= self.ood_threshold_
+        accepted = confident & gate
+        label = np.where(accepted, pred, ABSTAIN).astype(object)
+        reason = np.where(accepted, "accepted", np.where(gate, "low confidence", "out of distribution"))
+        out = pd.DataFrame({"label": label, "score": scores, "accepted": accepted, "prediction": pred,
+                            "threshold": thr, "reason": reason},
+                           index=pd.Index(np.asarray(post.sample_ids, dtype=object), name="sample_id"))
+        if ood is not None:
+            out["ood"] = ood
+        return out
+
+    def risk_coverage(self, post: Posterior, labels: pd.Series, confidence: float = 0.95) -> RiskCoverage:
+        """Realised error among accepted patients and coverage on a labelled (test) set.
+
+        Parameters
+        ----------
+        post : Posterior
+        labels : pandas.Series
+            True class per patient id (aligned by id).
+        confidence : float
+            Level of the Clopper-Pearson interval of the error among accepted.
+
+        Returns
+        -------
+        RiskCoverage
+        """
+        self._check_fitted()
+        decision = self.predict(post)
+        codes = align_labels(post, labels, self.head_)
+        truth = np.asarray(self.classes_, dtype=object)[codes]
+        acc = decision["accepted"].to_numpy()
+        n_acc = int(acc.sum())
+        n_err = int((decision["prediction"].to_numpy()[acc] != truth[acc]).sum())
+        lo, hi = clopper_pearson(n_err, n_acc, confidence)
+        n = len(acc)
+        return RiskCoverage(n=n, n_accepted=n_acc, n_errors=n_err, coverage=n_acc / n if n else float("nan"),
+                            error=n_err / n_acc if n_acc else float("nan"), ci_low=lo, ci_high=hi,
+                            confidence=float(confidence), max_risk=self.max_risk)

@@ -1,0 +1,203 @@
+"""Learn-then-Test (Angelopoulos et al., 2021) for selective classification.
+
+Pure numpy / scipy. The risk controlled is the *error rate among accepted patients*
+(1 - selective precision); the hypotheses are ``H_j: R(lambda_j) > max_risk`` on a
+threshold grid that does not depend on the labels, tested by exact binomial tail
+p-values with fixed-sequence testing from the most conservative threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import binom
+
+__all__ = ["LTTResult", "binomial_p_values", "default_grid", "ltt_fixed_sequence", "min_certifiable"]
+
+
+def _check_levels(max_risk: float, delta: float) -> None:
+    if not (isinstance(max_risk, (int, float)) and 0.0 < float(max_risk) < 1.0):
+        raise ValueError(f"max_risk={max_risk!r} must lie in (0, 1), e.g. 0.05 for at most 5% errors.")
+    if not (isinstance(delta, (int, float)) and 0.0 < float(delta) < 1.0):
+        raise ValueError(f"delta={delta!r} must lie in (0, 1), e.g. 0.1 for a 90%-confidence guarantee.")
+
+
+def min_certifiable(max_risk: float, delta: float) -> int:
+    """Smallest number of accepted patients that can be certified (with zero errors).
+
+    ``n_min = ceil(log(delta) / log(1 - max_risk))``: the smallest ``m`` with
+    ``(1 - max_risk) ** m <= delta``, i.e. the binomial p-value of 0 errors among ``m``.
+    """
+    _check_levels(max_risk, delta)
+    m = max(1, math.ceil(math.log(delta) / math.log1p(-max_risk)))
+    while (1 - max_risk) ** m > delta:  # guard against rounding in the log ratio
+        m += 1
+    while m > 1 and (1 - max_risk) ** (m - 1) <= delta:
+        m -= 1
+    return m
+
+
+def binomial_p_values(n_errors, n_accepted, max_risk: float) -> np.ndarray:
+    """Exact binomial p-values of ``H: risk > max_risk``.
+
+    Parameters
+    ----------
+    n_errors, n_accepted : array-like of int, shape (n_grid,)
+        Errors among the accepted calibration patients, and their number, per threshold.
+    max_risk : float
+        Risk level of the null hypothesis.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_grid,)
+        ``BinomCDF(n_errors; n_accepted, max_risk)``; 1.0 where nothing is accepted.
+        (Equal to MAPIE's binary Hoeffding-Bentkus p-value, whose Bentkus part is this
+        exact tail and whose Hoeffding part is never smaller.)
+    """
+    k = np.asarray(n_errors, dtype=float)
+    m = np.asarray(n_accepted, dtype=float)
+    p = binom.cdf(k, np.maximum(m, 1), max_risk)
+    return np.where(m > 0, p, 1.0)
+
+
+def default_grid(n_classes: int) -> np.ndarray:
+    """Label- and data-free threshold grid on the max-probability scale, descending.
+
+    Linear in ``[1/n_classes, 1]`` (step 0.0025) plus geometric points ``1 - 10**-k``
+    (k up to 8) for very confident posteriors, followed by ``0`` (accept everyone).
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_grid,)
+        Thresholds, strictly decreasing.
+    """
+    lo = 1.0 / max(int(n_classes), 1)
+    lin = np.linspace(lo, 1.0, int(round((1.0 - lo) / 0.0025)) + 1)
+    geo = 1.0 - np.geomspace(1e-8, 0.05, 120)
+    grid = np.unique(np.concatenate([lin, geo, [0.0]]))
+    return grid[::-1].copy()
+
+
+@dataclass(frozen=True)
+class LTTResult:
+    """Outcome of fixed-sequence Learn-then-Test on one calibration set.
+
+    Attributes
+    ----------
+    grid : numpy.ndarray, shape (n_tested,)
+        Tested thresholds, most conservative first (those accepting >= ``n_min``
+        calibration patients; label-free).
+    n_accepted, n_errors : numpy.ndarray of int, shape (n_tested,)
+        Accepted calibration patients and errors among them at each threshold.
+    p_values : numpy.ndarray, shape (n_tested,)
+        Exact binomial p-values.
+    certified : numpy.ndarray of bool, shape (n_tested,)
+        Thresholds rejected by fixed-sequence testing (all before the first ``p > delta``).
+    threshold : float
+        Chosen certified threshold (most acceptances, the higher threshold on ties);
+        ``inf`` when nothing is certified (abstain on everyone).
+    n_min : int
+        Smallest certifiable number of accepted patients.
+    max_risk, delta : float
+        Levels.
+    """
+
+    grid: np.ndarray
+    n_accepted: np.ndarray
+    n_errors: np.ndarray
+    p_values: np.ndarray
+    certified: np.ndarray
+    threshold: float
+    n_min: int
+    max_risk: float
+    delta: float
+
+    @property
+    def any_certified(self) -> bool:
+        return bool(self.certified.any())
+
+    @property
+    def chosen(self) -> int | None:
+        """Index in ``grid`` of the chosen threshold, or None."""
+        if not self.any_certified:
+            return None
+        return int(np.flatnonzero(self.grid == self.threshold)[0])
+
+
+def ltt_fixed_sequence(scores, errors, max_risk: float, delta: float, grid=None,
+                       eligible=None) -> LTTResult:
+    """Certify an acceptance threshold ``score >= lambda`` with fixed-sequence LTT.
+
+    Parameters
+    ----------
+    scores : array-like, shape (n,)
+        Confidence score of each calibration patient (accept when ``score >= lambda``).
+    errors : array-like of bool, shape (n,)
+        Whether the prediction for each calibration patient is wrong.
+    max_risk : float in (0, 1)
+        Tolerated error rate among accepted patients.
+    delta : float in (0, 1)
+        Tolerated probability that the calibration draw misleads us.
+    grid : array-like, optional
+        Candidate thresholds fixed before looking at the labels (any order; tested from the
+        highest). Defaults to :func:`default_grid` for the score range ``[0, 1]``.
+    eligible : array-like of bool, shape (n,), optional
+        Patients passing an earlier label-free gate (e.g. an OOD filter); the others are
+        never accepted.
+
+    Returns
+    -------
+    LTTResult
+        With ``threshold = inf`` when nothing is certifiable.
+
+    Notes
+    -----
+    Guarantee: with probability >= 1 - delta over the calibration draw, the chosen
+    threshold has population error rate among accepted patients <= max_risk (for new
+    patients exchangeable with the calibration patients). The test sequence starts at the
+    highest grid threshold accepting at least ``n_min`` calibration patients (a label-free
+    choice), since fewer could never be certified and fixed-sequence testing stops at
+    the first failure.
+    """
+    _check_levels(max_risk, delta)
+    s = np.asarray(scores, dtype=float).ravel()
+    e = np.asarray(errors, dtype=bool).ravel()
+    if s.shape != e.shape:
+        raise ValueError(f"scores {s.shape} and errors {e.shape} must have the same length.")
+    if np.isnan(s).any():
+        raise ValueError("scores contain NaN; check the posterior draws for non-finite probabilities.")
+    if eligible is not None:
+        keep = np.asarray(eligible, dtype=bool).ravel()
+        s, e = s[keep], e[keep]
+    g = default_grid(2) if grid is None else np.unique(np.asarray(grid, dtype=float))[::-1]
+    n_min = min_certifiable(max_risk, delta)
+
+    order = np.argsort(s)
+    s_sorted = s[order]
+    err_cum = np.concatenate([[0], np.cumsum(e[order][::-1])])  # errors among the top-k
+    n_acc = len(s) - np.searchsorted(s_sorted, g, side="left")  # count of score >= lambda
+    n_err = err_cum[n_acc]
+
+    start = np.flatnonzero(n_acc >= n_min)
+    if len(start) == 0:
+        empty = np.array([], dtype=float)
+        return LTTResult(grid=empty, n_accepted=empty.astype(int), n_errors=empty.astype(int),
+                         p_values=empty, certified=empty.astype(bool), threshold=float("inf"),
+                         n_min=n_min, max_risk=float(max_risk), delta=float(delta))
+    sl = slice(start[0], None)
+    g, n_acc, n_err = g[sl], n_acc[sl], n_err[sl]
+    p = binomial_p_values(n_err, n_acc, max_risk)
+    fails = np.flatnonzero(p > delta)
+    n_cert = fails[0] if len(fails) else len(p)
+    certified = np.zeros(len(p), dtype=bool)
+    certified[:n_cert] = True
+    if n_cert == 0:
+        thr = float("inf")
+    else:
+        best = n_acc[:n_cert].max()
+        thr = float(g[:n_cert][np.flatnonzero(n_acc[:n_cert] == best)[0]])
+    return LTTResult(grid=g, n_accepted=n_acc.astype(int), n_errors=n_err.astype(int), p_values=p,
+                     certified=certified, threshold=thr, n_min=n_min,
+                     max_risk=float(max_risk), delta=float(delta))
