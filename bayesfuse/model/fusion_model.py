@@ -70,6 +70,7 @@ class FusionModel:
     best_epoch_, fit_seconds_, stopped_early_ : set by :meth:`fit`.
     """
 
+    _STORE_CHUNK = 8192  # rows per preprocessing chunk in _store (bounds host temporaries)
     _NOISE_BLOCK = 256  # patients per block of posterior noise in predict (fixes the RNG stream)
 
     def __init__(self, data: MultiModalData, heads: Mapping[str, str | Head] | None = None, latent_dim: int = 16,
@@ -121,18 +122,34 @@ class FusionModel:
         kw = {"dtype": self.dtype, "device": self.device}
         enc, obs, mask, lib = {}, {}, {}, {}
         presence = np.zeros((len(self.modalities), n))
+        chunk = self._STORE_CHUNK
         for i, (m, tf) in enumerate(self.transforms.items()):
+            # Rows are transformed in chunks straight into device tensors of the model dtype
+            # (no whole-cohort float64 temporaries); a Gaussian modality's observed values equal
+            # its encoder input and share the tensor; an all-observed cell mask is a broadcast view.
             f = tf.n_features
-            e, o, c, lb = np.zeros((n, f)), np.zeros((n, f)), np.zeros((n, f)), np.ones(n)
+            e = torch.zeros((n, f), **kw)
+            o = e if tf.likelihood == "gaussian" else torch.zeros((n, f), **kw)
+            c = torch.zeros((n, f), dtype=torch.bool)
+            lb = torch.ones(n, dtype=torch.float64)
             if m in data.modality_names:
                 df = data.modality(m)
-                if len(df):
-                    rows = ids.get_indexer(df.index)
-                    arr = tf.transform(df)
-                    e[rows], o[rows], c[rows], lb[rows] = arr.encoder_input, arr.observed, arr.cell_mask, arr.library
-                    presence[i, rows] = 1.0
-            enc[m], obs[m] = torch.as_tensor(e, **kw), torch.as_tensor(o, **kw)
-            mask[m], lib[m] = torch.as_tensor(c, **kw), torch.as_tensor(lb, **kw)
+                all_rows = ids.get_indexer(df.index)
+                for start in range(0, len(df), chunk):
+                    rows = torch.as_tensor(all_rows[start:start + chunk], dtype=torch.long)
+                    arr = tf.transform(df.iloc[start:start + chunk])
+                    e[rows.to(self.device)] = torch.as_tensor(arr.encoder_input, **kw)
+                    if o is not e:
+                        o[rows.to(self.device)] = torch.as_tensor(arr.observed, **kw)
+                    c[rows] = torch.as_tensor(arr.cell_mask, dtype=torch.bool)
+                    lb[rows] = torch.as_tensor(arr.library, dtype=torch.float64)
+                presence[i, all_rows] = 1.0
+            enc[m], obs[m] = e, o
+            if bool(c.all()):  # every patient has the modality, every cell observed
+                mask[m] = torch.ones((1, f), **kw).expand(n, f)
+            else:
+                mask[m] = c.to(**kw)
+            lib[m] = lb.to(**kw)
         targets = {}
         for key, spec in self.heads.items():
             arrs = encode_targets(key, spec, data.targets, n, strict_targets)

@@ -8,7 +8,7 @@ model/guide pair, without building Pyro traces for the per-patient sites:
 * ``z = loc + scale * eps`` for all particles at once (``eps`` of shape (P, B, D)),
 * the KL term in the reparameterised Monte-Carlo form Pyro uses
   (``kl_scale * [log p(z) - log q(z)]``, the ``0.5 log 2 pi`` constants cancel),
-* every modality's decoder log-likelihood weighted by its presence mask, every head's
+* every modality's decoder log-likelihood weighted by its (presence x modality-dropout) mask, every head's
   weighted log-likelihood, summed and scaled by the plate's ``n_total / B``.
 
 Heads with global sample sites (Bayesian head weights; :meth:`HeadModule.model_params`
@@ -73,7 +73,7 @@ def fused_elbo_loss(module, batch: Batch, n_total: int, kl_scale: float = 1.0, n
         and heads with global sites, use Pyro's ``Trace_ELBO`` instead (see
         :func:`bayesfuse.train.svi.elbo_loss`).
     modality_mask : Tensor (M, B), optional
-        Multiplies the presence mask in the guide (modality dropout).
+        Multiplies the presence mask in the guide and the model (modality dropout).
     eps : Tensor (B, D) or (P, B, D), optional
         Standard-normal noise to use instead of fresh draws (data-parallel training slices
         one global draw so that the result does not depend on the number of ranks).
@@ -93,11 +93,13 @@ def fused_elbo_loss(module, batch: Batch, n_total: int, kl_scale: float = 1.0, n
     z = loc + eps * scale  # (P, B, D) or (B, D)
     # log N(z; 0, I) - log N(z; loc, scale): constants cancel, (z - loc) / scale = eps.
     log_w = kl_scale * (0.5 * (eps.square() - z.square()) + scale.log()).sum(-1)  # (P, B)
+    # As in FusionModule.model: a modality hidden by the mask is not reconstructed either.
+    presence = batch.presence if modality_mask is None else batch.presence * modality_mask
     for i, m in enumerate(module.modalities):
         dec_params = module.decoders[m](z)
         ll = decoder_log_likelihood(module.likelihoods[m], dec_params, batch.observed[m],
                                     batch.cell_mask[m], batch.library[m])
-        log_w = log_w + ll * batch.presence[i]
+        log_w = log_w + ll * presence[i]
     for h, head in module.heads.items():
         log_w = log_w + head.weight * head.log_likelihood(z, batch.targets[h], params[h])
     elbo = log_w.sum(-1) * (n_total / batch.size)
