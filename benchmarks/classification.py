@@ -58,7 +58,7 @@ def main(argv=None):
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
     ap.add_argument("--datasets", nargs="*", default=list(TASKS))
     ap.add_argument("--seeds", nargs="*", type=int, default=[0])
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -30,7 +30,22 @@ from bayesfuse.module.batch import Batch
 from bayesfuse.module.heads import HeadModule
 from bayesfuse.nn.decoders import decoder_log_likelihood
 
-__all__ = ["fused_elbo_loss", "has_global_head_sites"]
+__all__ = ["fused_elbo_loss", "has_global_head_sites", "fused_supported"]
+
+
+def fused_supported(module) -> bool:
+    """True when :func:`fused_elbo_loss` evaluates exactly ``module``'s model/guide.
+
+    That is :class:`FusionModule`'s own model and guide, or a subclass whose only addition to
+    the model is a global ``weight_kl()`` factor (``BayesianFusionModule``). Anything else
+    falls back to Pyro's ``Trace_ELBO``.
+    """
+    from bayesfuse.module.fusion_module import FusionModule  # noqa: PLC0415
+
+    cls = type(module)
+    if cls.guide is not FusionModule.guide:
+        return False
+    return cls.model is FusionModule.model or (cls.__name__ == "BayesianFusionModule" and hasattr(module, "weight_kl"))
 
 
 def has_global_head_sites(module) -> bool:
@@ -103,6 +118,11 @@ def fused_elbo_loss(module, batch: Batch, n_total: int, kl_scale: float = 1.0, n
     for h, head in module.heads.items():
         log_w = log_w + head.weight * head.log_likelihood(z, batch.targets[h], params[h])
     elbo = log_w.sum(-1) * (n_total / batch.size)
+    weight_kl = getattr(module, "weight_kl", None)  # BayesianFusionModule: factor -kl_scale * KL(weights)
+    if weight_kl is not None:
+        kl = weight_kl()
+        if kl is not None:
+            global_term = global_term - kl_scale * kl
     if num_particles > 1:
         elbo = elbo.mean(0)
     return -(elbo + global_term)

@@ -26,7 +26,7 @@ from pyro.infer import Trace_ELBO
 
 from bayesfuse.exceptions import ConvergenceWarning
 from bayesfuse.module.batch import TensorStore
-from bayesfuse.module.fused_elbo import fused_elbo_loss, has_global_head_sites
+from bayesfuse.module.fused_elbo import fused_elbo_loss, fused_supported, has_global_head_sites
 from bayesfuse.module.fusion_module import FusionModule
 
 __all__ = ["TrainConfig", "TrainResult", "train_svi", "elbo_loss", "make_optimizer", "clip_gradients",
@@ -66,11 +66,12 @@ def elbo_loss(module: FusionModule, batch, n_total: int, kl_scale: float = 1.0, 
 
     ``method="trace"``: Pyro ``Trace_ELBO.differentiable_loss`` of ``module.model``/``module.guide``.
     ``method="fused"``: :func:`~bayesfuse.module.fused_elbo.fused_elbo_loss`, the same estimator in
-    one vectorised pass (falls back to ``"trace"`` for several particles with Bayesian head weights).
+    one vectorised pass (falls back to ``"trace"`` for several particles with Bayesian head weights
+    and for modules whose model/guide it does not cover, see ``fused_supported``).
     """
     if method not in ("trace", "fused"):
         raise ValueError(f"elbo={method!r} is not supported; use 'fused' (default, fast) or 'trace' (Pyro).")
-    if method == "fused" and (num_particles == 1 or not has_global_head_sites(module)):
+    if method == "fused" and fused_supported(module) and (num_particles == 1 or not has_global_head_sites(module)):
         return fused_elbo_loss(module, batch, n_total, kl_scale, num_particles, modality_mask)
     elbo = Trace_ELBO(num_particles=num_particles, vectorize_particles=False)
     return elbo.differentiable_loss(module.model, module.guide, batch, n_total, kl_scale, modality_mask)
