@@ -120,18 +120,33 @@ class FusionModule(nn.Module):
             with poutine.scale(scale=kl_scale):
                 pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
+    def forward(self, batch: Batch, n_total: float, kl_scale: float = 1.0, num_particles: int = 1,
+                modality_mask: torch.Tensor | None = None, eps: torch.Tensor | None = None) -> torch.Tensor:
+        """Negative ELBO of ``batch`` (the fused evaluation of :meth:`model`/:meth:`guide`).
+
+        See :func:`bayesfuse.module.fused_elbo.fused_elbo_loss`; ``forward`` exists so that
+        ``DistributedDataParallel(module)(batch, ...)`` all-reduces the gradients.
+        """
+        from bayesfuse.module.fused_elbo import fused_elbo_loss  # noqa: PLC0415
+
+        return fused_elbo_loss(self, batch, n_total, kl_scale, num_particles, modality_mask, eps=eps)
+
     # --------------------------------------------------------------- helpers
-    def random_modality_mask(self, presence: torch.Tensor, p_drop: float) -> torch.Tensor:
+    def random_modality_mask(self, presence: torch.Tensor, p_drop: float,
+                             u: torch.Tensor | None = None) -> torch.Tensor:
         """Hide each present modality with probability ``p_drop``, keeping at least one.
 
         presence (M, B) -> mask (M, B) of 0/1. Vectorised: where every present modality
         was dropped, the present modality with the largest uniform draw is restored.
+        ``u`` (M, B): the uniform draws to use (default: fresh ``torch.rand``).
         """
         if p_drop <= 0 or presence.shape[0] < 2:
             return torch.ones_like(presence)
-        u = torch.rand(presence.shape, dtype=presence.dtype, device=presence.device)
+        if u is None:
+            u = torch.rand(presence.shape, dtype=presence.dtype, device=presence.device)
         keep = (u >= p_drop).to(presence.dtype) * presence
         none_left = (keep.sum(0) == 0) & (presence.sum(0) > 0)
-        restore = torch.nn.functional.one_hot((u * presence).argmax(0), presence.shape[0]).T.to(presence.dtype)
+        rows = torch.arange(presence.shape[0], device=presence.device).unsqueeze(1)
+        restore = (rows == (u * presence).argmax(0).unsqueeze(0)).to(presence.dtype)  # one-hot (M, B), no sync
         keep = torch.where(none_left.unsqueeze(0), restore * presence, keep)
         return torch.where(presence > 0, keep, torch.ones_like(keep))
