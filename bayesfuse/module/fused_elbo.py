@@ -59,10 +59,10 @@ def _head_global_terms(module) -> tuple[dict[str, dict[str, torch.Tensor]], torc
         return {h: {} for h in module.heads}, 0.0
 
     def guide_part():
-        return {h: head.guide_params(f"{h}") for h, head in module.heads.items()}
+        return module.sample_head_params(guide=True)
 
     def model_part():
-        return {h: head.model_params(f"{h}") for h, head in module.heads.items()}
+        return module.sample_head_params(guide=False)
 
     guide_tr = poutine.trace(guide_part).get_trace()
     model_tr = poutine.trace(poutine.replay(model_part, trace=guide_tr)).get_trace()

@@ -87,13 +87,7 @@ class FusionModule(nn.Module):
         instead would force q(z | x_subset) towards p(z | x_all) and make subset posteriors
         over-confident (measured in tests/test_linear_gaussian.py).
         """
-        head_params = {}
-        for h, head in self.heads.items():
-            # Global head parameters carry the head's ELBO weight too: the theta part of the ELBO
-            # becomes w * (E log lik - KL), whose optimum is the UNtempered posterior of theta,
-            # while the encoders still see the w-weighted label signal.
-            with poutine.scale(scale=head.weight):
-                head_params[h] = head.model_params(f"{h}")
+        head_params = self.sample_head_params(guide=False)
         presence = batch.presence if modality_mask is None else batch.presence * modality_mask
         dtype, device = batch.presence.dtype, batch.presence.device
         zeros = torch.zeros(batch.size, self.latent_dim, dtype=dtype, device=device)
@@ -112,9 +106,7 @@ class FusionModule(nn.Module):
     def guide(self, batch: Batch, n_total: int, kl_scale: float = 1.0,
               modality_mask: torch.Tensor | None = None) -> None:
         """Amortised guide: product of the present modalities' experts and the prior."""
-        for h, head in self.heads.items():
-            with poutine.scale(scale=head.weight):  # see model(): keeps theta's posterior untempered
-                head.guide_params(f"{h}")
+        self.sample_head_params(guide=True)
         loc, scale, _ = self.posterior(batch, modality_mask)
         with pyro.plate("patients", n_total, subsample=batch.index, dim=-1):
             with poutine.scale(scale=kl_scale):
@@ -132,6 +124,20 @@ class FusionModule(nn.Module):
         return fused_elbo_loss(self, batch, n_total, kl_scale, num_particles, modality_mask, eps=eps)
 
     # --------------------------------------------------------------- helpers
+    def sample_head_params(self, guide: bool) -> dict[str, dict[str, torch.Tensor]]:
+        """Sample every head's global parameters from its prior (``guide=False``) or guide.
+
+        The sites are scaled by the head's ELBO weight ``w``: with the likelihood also
+        multiplied by ``w``, the parameter part of the ELBO is ``w * (E log lik - KL)``, whose
+        optimum is the UNtempered posterior of the head parameters given ``z``, while the
+        encoders still receive the ``w``-weighted label signal.
+        """
+        out = {}
+        for h, head in self.heads.items():
+            with poutine.scale(scale=head.weight):
+                out[h] = head.guide_params(f"{h}") if guide else head.model_params(f"{h}")
+        return out
+
     def random_modality_mask(self, presence: torch.Tensor, p_drop: float,
                              u: torch.Tensor | None = None) -> torch.Tensor:
         """Hide each present modality with probability ``p_drop``, keeping at least one.
