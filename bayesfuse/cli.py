@@ -6,6 +6,8 @@ Examples
     bayesfuse fit ../shared/data/tcga_gbmlgg --head subtype=categorical --split train \
         --drop-features mutation:IDH1,IDH2 --drop-features cnv_arm:1p,19q --out model_dir
     bayesfuse predict model_dir ../shared/data/tcga_gbmlgg --split test --out predictions/
+    torchrun --standalone --nproc_per_node=4 -m bayesfuse.cli fit ../shared/data/tcga_gbmlgg \
+        --head subtype=categorical --split train --distributed --batch-size 1024 --out model_dir
 """
 
 from __future__ import annotations
@@ -74,10 +76,40 @@ def cmd_fit(args) -> int:
     data = _read_data(args.data, args.modality, args.targets, args.drop_features)
     if args.split:
         data = data.subset(split=args.split)
+    if args.distributed:
+        return _fit_distributed(args, data)
     model = bf.FusionModel(data, heads=_parse_heads(args.head), latent_dim=args.latent_dim, device=args.device)
-    model.fit(max_epochs=args.max_epochs, seed=args.seed, progress=not args.quiet)
+    model.fit(max_epochs=args.max_epochs, batch_size=args.batch_size, seed=args.seed, progress=not args.quiet)
     model.save(args.out, overwrite=args.overwrite)
     print(f"fitted {model!r}\n{len(model.history_)} epochs in {model.fit_seconds_:.1f} s; saved to {args.out}")
+    return 0
+
+
+def _fit_distributed(args, data) -> int:
+    """``fit --distributed``: data-parallel SVI on every torchrun rank (docs/benchmarks.md); rank 0 saves.
+
+    Without torchrun's environment (``WORLD_SIZE`` unset or 1) it runs as one process. Each rank
+    uses its own device (``cuda:LOCAL_RANK`` with NCCL, else the CPU with gloo); ``--batch-size`` is
+    the global minibatch; no validation split / early stopping (``--max-epochs`` epochs).
+    """
+    import torch.distributed as dist
+
+    import bayesfuse as bf
+    from bayesfuse.train.distributed import fit_distributed, init_from_env
+
+    rank, world, device = init_from_env()
+    try:
+        model = bf.FusionModel(data, heads=_parse_heads(args.head), latent_dim=args.latent_dim, device=str(device))
+        fit_distributed(model, max_epochs=args.max_epochs, batch_size=args.batch_size, seed=args.seed)
+        if rank == 0:
+            model.save(args.out, overwrite=args.overwrite)
+            print(f"fitted {model!r}\n{len(model.history_)} epochs on {world} process(es) in "
+                  f"{model.fit_seconds_:.1f} s; saved to {args.out}")
+        if dist.is_initialized():
+            dist.barrier()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
     return 0
 
 
@@ -122,8 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TARGET=categorical | TARGET=survival[:TIME,EVENT]; repeatable (none = unsupervised)")
     p.add_argument("--latent-dim", type=int, default=16)
     p.add_argument("--max-epochs", type=int, default=300)
+    p.add_argument("--batch-size", type=int, default=128, help="minibatch (global over ranks with --distributed)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="ignored with --distributed (each rank uses its own)")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel training under torchrun (one process per GPU); rank 0 saves; "
+                        "fixed --max-epochs, no early stopping; a single process without torchrun")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")

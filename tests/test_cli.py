@@ -49,3 +49,17 @@ def test_demo_quick(tmp_path, capsys):
     assert (table["accuracy"] > 0.5).all()   # far above chance (1/3, 1/4) even in quick mode
     for f in ("reliability_subtype.png", "intervals_origin.png", "predictions.csv", "metrics.json"):
         assert (tmp_path / "demo" / f).stat().st_size > 0
+
+
+def test_fit_distributed_single_process_without_torchrun(tmp_path, monkeypatch):
+    # Without torchrun's environment --distributed trains as one process (world size 1) and saves.
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    folder, _ = _write_cohort(tmp_path)
+    rc = main(["fit", str(folder), "--head", "subtype=categorical", "--split", "train", "--max-epochs", "2",
+               "--batch-size", "32", "--latent-dim", "2", "--distributed", "--out", str(tmp_path / "m"), "--quiet"])
+    assert rc == 0
+    model = bf.FusionModel.load(tmp_path / "m")
+    assert len(model.history_) == 2
+    assert model.train_config_["world_size"] == 1 and model.train_config_["batch_size"] == 32
+    assert model.train_config_["validation_fraction"] == 0.0  # the distributed path, not fit()

@@ -170,3 +170,54 @@ def test_read_dir_roundtrip(tmp_path):
         bf.MultiModalData.read_dir(tmp_path / "nope")
     with pytest.raises(DataError, match="not found"):
         bf.MultiModalData.read_dir(tmp_path, modalities=["protein"])
+
+
+def _mixed_frame(n=8, seed=3):
+    # float64, int, nullable boolean and nullable int columns, a sample_id column, an all-missing row
+    # (p2: the sample lacks the modality) and a NaN cell (p4)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    x[[2, 4]] = np.nan
+    flag = pd.array([bool(v) for v in rng.random(n) > 0.5], dtype="boolean")
+    flag[2] = pd.NA
+    return pd.DataFrame({"sample_id": [f"p{i}" for i in range(n)], "x": x,
+                         "k": np.where(np.arange(n) == 2, np.nan, rng.integers(0, 5, n)), "flag": flag,
+                         "c": pd.array([1, None, None] + [3] * (n - 3), dtype="Int64")})
+
+
+@pytest.mark.parametrize("copy", [True, False])
+def test_multimodal_data_never_mutates_callers_frames(copy):
+    a, b, t = _frames()
+    mixed = _mixed_frame()
+    frames = {"a": a, "b": b, "mixed": mixed}
+    before = {k: v.copy(deep=True) for k, v in frames.items()}
+    t_before = t.copy(deep=True)
+    d = bf.MultiModalData.from_frames(frames, copy=copy)
+    # the cohort is usable and every derived object is built (these must not write into the inputs either)
+    bf.FusionModel(d.select_modalities(["a", "b"]), latent_dim=2)
+    returned = d.subset(ids=["s1", "s3"]).modality("a")
+    returned.iloc[:, 0] = 99.0  # modifying a returned table
+    d.with_modality("a2", a)
+    d2 = bf.MultiModalData.from_frames({"a": a}, targets=t, copy=copy)
+    returned = d2.modality("a")
+    returned.loc[:, "g1"] = -1.0
+    for k, v in frames.items():
+        pd.testing.assert_frame_equal(v, before[k])  # values, dtypes, index, columns unchanged
+        assert list(v.columns) == list(before[k].columns) and v.index.name == before[k].index.name
+    pd.testing.assert_frame_equal(t, t_before)
+    # the cleaned table: string ids, float64, the all-NaN row dropped, NaN cell kept, pd.NA -> NaN
+    m = d.modality("mixed")
+    assert m.dtypes.eq(np.float64).all() and "p2" not in m.index and len(m) == 7
+    assert np.isnan(m.loc["p4", "x"]) and np.isnan(m.loc["p1", "c"]) and m.loc["p3", "c"] == 3.0
+    assert np.array_equal(m["flag"].to_numpy(), mixed["flag"].drop(index=2).astype(float).to_numpy())
+
+
+def test_copy_flag_controls_memory_sharing():
+    a, _, _ = _frames()
+    shared = bf.MultiModalData.from_frames({"a": a}, copy=False)
+    owned = bf.MultiModalData.from_frames({"a": a})
+    assert np.shares_memory(shared._modalities["a"].to_numpy(), a.to_numpy())  # no copy of float64 values
+    assert not np.shares_memory(owned._modalities["a"].to_numpy(), a.to_numpy())  # default: one copy
+    pd.testing.assert_frame_equal(shared.modality("a"), owned.modality("a"))
+    # subset keeping every row of a modality shares the table instead of copying it
+    assert shared.subset(ids=list(a.index))._modalities["a"] is shared._modalities["a"]

@@ -20,41 +20,57 @@ __all__ = ["MultiModalData"]
 _SUFFIXES = (".csv.gz", ".csv")
 
 
-def _clean_modality(name: str, df: pd.DataFrame) -> pd.DataFrame:
-    """Validate one modality table and return it indexed by string sample id."""
+_CHECK_ROWS = 16384  # rows per block when scanning values for inf / NaN (bounds boolean temporaries)
+
+
+def _clean_modality(name: str, df: pd.DataFrame, copy: bool = True) -> pd.DataFrame:
+    """Validate one modality table and return it indexed by string sample id.
+
+    The caller's frame is never modified. The values are converted to one float64 array
+    with at most one copy: with ``copy=False`` a frame that is already a single float64
+    block is used without copying (its memory is then shared with the result).
+    """
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"Modality {name!r} must be a pandas DataFrame, got {type(df).__name__}.")
-    df = df.copy()
     if "sample_id" in df.columns:
-        df = df.set_index("sample_id")
-    df.index = df.index.map(str)
-    df.index.name = "sample_id"
-    if df.index.has_duplicates:
-        dup = df.index[df.index.duplicated()].unique()[:5].tolist()
+        index = pd.Index(df["sample_id"])
+        df = df.drop(columns="sample_id")
+    else:
+        index = df.index
+    index = pd.Index(index.map(str), name="sample_id")
+    if index.has_duplicates:
+        dup = index[index.duplicated()].unique()[:5].tolist()
         raise DataError(f"Modality {name!r} has duplicated sample ids {dup}; each sample must appear once. "
                         "Aggregate or drop the repeats before building MultiModalData.")
-    df.columns = df.columns.map(str)
-    if df.columns.has_duplicates:
-        dup = df.columns[df.columns.duplicated()].unique()[:5].tolist()
+    columns = pd.Index(df.columns.map(str))
+    if columns.has_duplicates:
+        dup = columns[columns.duplicated()].unique()[:5].tolist()
         raise DataError(f"Modality {name!r} has duplicated feature names {dup}; rename them (e.g. suffix .1, .2).")
     if df.shape[1] == 0:
         raise DataError(f"Modality {name!r} has no feature columns; drop it with drop_modalities([{name!r}]).")
-    bad = [c for c in df.columns if not (pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]))]
+    bad = [str(c) for c, dt in zip(df.columns, df.dtypes)
+           if not (pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt))]
     if bad:
         raise DataError(f"Modality {name!r} has non-numeric columns {bad[:5]}; encode them as numbers "
                         "(e.g. one-hot) or move them to the targets table.")
-    df = df.astype(np.float64)
-    values = df.to_numpy()
-    if np.isinf(values).any():
+    # One float64 array (n, F); nullable integer/boolean columns turn pd.NA into NaN.
+    values = df.to_numpy(dtype=np.float64, na_value=np.nan, copy=copy)
+    n = values.shape[0]
+    all_nan = np.zeros(n, dtype=bool)
+    any_inf = False
+    for start in range(0, n, _CHECK_ROWS):
+        block = values[start:start + _CHECK_ROWS]
+        any_inf = any_inf or bool(np.isinf(block).any())
+        all_nan[start:start + _CHECK_ROWS] = np.isnan(block).all(axis=1)
+    if any_inf:
         raise DataError(f"Modality {name!r} contains inf values; replace them with NaN (missing) or finite values.")
-    if df.shape[0] > 0 and np.isnan(values).all():
+    if n > 0 and all_nan.all():
         raise DataError(f"Modality {name!r} is entirely NaN: it carries no information. "
                         f"Drop it with drop_modalities([{name!r}]) or fix how it was read.")
     # A row that is entirely NaN means the sample does not have this modality.
-    all_nan = np.isnan(values).all(axis=1)
     if all_nan.any():
-        df = df.loc[~all_nan]
-    return df
+        values, index = values[~all_nan], index[~all_nan]
+    return pd.DataFrame(values, index=index, columns=columns, copy=False)
 
 
 class MultiModalData:
@@ -71,6 +87,11 @@ class MultiModalData:
         sample order and must list every sample of every modality.
     name : str, optional
         Cohort name, used in reports.
+    copy : bool, default True
+        Copy the modality values (once, into float64). The caller's frames are never
+        modified either way; with ``copy=False`` a frame that already holds one float64
+        block shares its memory with this object (no copy: half the peak memory for large
+        cohorts), so the caller must not modify it afterwards.
 
     Notes
     -----
@@ -79,10 +100,10 @@ class MultiModalData:
     """
 
     def __init__(self, modalities: Mapping[str, pd.DataFrame], targets: pd.DataFrame | None = None,
-                 name: str | None = None):
+                 name: str | None = None, copy: bool = True):
         if not isinstance(modalities, Mapping):
             raise DataError("modalities must be a dict mapping modality name -> DataFrame.")
-        mods = {str(k): _clean_modality(str(k), v) for k, v in modalities.items()}
+        mods = {str(k): _clean_modality(str(k), v, copy=copy) for k, v in modalities.items()}
         if targets is not None:
             if not isinstance(targets, pd.DataFrame):
                 raise DataError(f"targets must be a DataFrame, got {type(targets).__name__}.")
@@ -117,9 +138,9 @@ class MultiModalData:
     # --------------------------------------------------------------- builders
     @classmethod
     def from_frames(cls, modalities: Mapping[str, pd.DataFrame], targets: pd.DataFrame | None = None,
-                    name: str | None = None) -> MultiModalData:
-        """Build from pandas frames (see the class docstring for the layout)."""
-        return cls(modalities, targets=targets, name=name)
+                    name: str | None = None, copy: bool = True) -> MultiModalData:
+        """Build from pandas frames (see the class docstring for the layout and ``copy``)."""
+        return cls(modalities, targets=targets, name=name, copy=copy)
 
     @classmethod
     def read_dir(cls, path: str | Path, modalities: Sequence[str] | None = None,
@@ -156,7 +177,7 @@ class MultiModalData:
         tpath = path / "targets.csv"
         if tpath.exists():
             targets = pd.read_csv(tpath, dtype={"sample_id": str}).set_index("sample_id")
-        data = cls(mods, targets=targets, name=path.name)
+        data = cls(mods, targets=targets, name=path.name, copy=False)  # frames read here: no copy needed
         if drop_features:
             data = data.drop_features(drop_features)
         return data
@@ -186,6 +207,13 @@ class MultiModalData:
             raise KeyError(f"No modality {name!r}; modalities are {self.modality_names}.")
         df = self._modalities[name]
         return df.loc[self._targets.index.intersection(df.index, sort=False)]
+
+    def _modality_frame(self, name: str) -> pd.DataFrame:
+        """Internal, read-only :meth:`modality`: the stored frame itself when its rows are already
+        in :attr:`sample_ids` order (no copy of a large table); callers must not modify it."""
+        df = self._modalities[name]
+        rows = self._targets.index.intersection(df.index, sort=False)
+        return df if rows.equals(df.index) else df.loc[rows]
 
     def features(self, name: str) -> list[str]:
         """Feature (column) names of modality ``name``."""
@@ -225,7 +253,10 @@ class MultiModalData:
             missing = keep.difference(self._targets.index)
             if len(missing):
                 raise DataError(f"{len(missing)} id(s) not in this data (e.g. {missing[:3].tolist()}).")
-        mods = {m: df.loc[df.index.intersection(keep)] for m, df in self._modalities.items()}
+        mods = {}
+        for m, df in self._modalities.items():
+            rows = df.index.intersection(keep)
+            mods[m] = df if rows.equals(df.index) else df.loc[rows]  # frames are shared, never modified
         return MultiModalData._unchecked(mods, self._targets.loc[keep], self.name)
 
     def drop_modalities(self, names: Iterable[str]) -> MultiModalData:
@@ -265,8 +296,8 @@ class MultiModalData:
     def with_modality(self, name: str, df: pd.DataFrame) -> MultiModalData:
         """Copy with modality ``name`` replaced (or added) by ``df`` (ids must be known)."""
         mods = dict(self._modalities)
-        mods[name] = df
-        return MultiModalData(mods, targets=self._targets, name=self.name)
+        mods[name] = _clean_modality(str(name), df)
+        return MultiModalData(mods, targets=self._targets, name=self.name, copy=False)
 
     @classmethod
     def _unchecked(cls, mods: dict[str, pd.DataFrame], targets: pd.DataFrame, name: str | None) -> MultiModalData:

@@ -16,6 +16,7 @@ All statistics come from the training frame; nothing is refitted on test data.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,14 +44,27 @@ def detect_likelihood(values: np.ndarray) -> str:
     * non-negative integers, >= 100 features and median row total >= 1000 -> ``"negbinom"``
       (sequencing-like counts; few-feature integer tables such as clinical scores stay Gaussian);
     * otherwise -> ``"gaussian"``.
+
+    The values are scanned in blocks of columns (no full-size temporaries).
     """
-    v = values[np.isfinite(values)]
-    if v.size == 0:
+    values = np.asarray(values, dtype=np.float64)
+    any_obs, all01, nonneg, integer = False, True, True, True
+    for j in _column_blocks(values):
+        v = values[:, j]
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            continue
+        any_obs = True
+        all01 = all01 and bool(((v == 0.0) | (v == 1.0)).all())
+        if not all01:
+            nonneg = nonneg and bool((v >= 0).all())
+            integer = integer and nonneg and bool(np.allclose(v, np.round(v)))
+    if not any_obs:
         raise DataError("Cannot detect a likelihood for a modality with no observed values.")
-    if np.isin(v, (0.0, 1.0)).all():
+    if all01:
         return "bernoulli"
-    if (v >= 0).all() and np.allclose(v, np.round(v)) and values.shape[1] >= _COUNT_MIN_FEATURES:
-        if np.median(np.nansum(values, axis=1)) >= _COUNT_MIN_LIBRARY:
+    if nonneg and integer and values.shape[1] >= _COUNT_MIN_FEATURES:
+        if np.median(_row_nansum(values)) >= _COUNT_MIN_LIBRARY:
             return "negbinom"
     return "gaussian"
 
@@ -120,46 +134,52 @@ class ModalityTransform:
         if df.shape[0] < 2:
             raise DataError(f"Modality {name!r} has {df.shape[0]} training sample(s); at least 2 are needed "
                             "to fit its scaling. Drop the modality or add samples.")
-        values = df.to_numpy(dtype=np.float64)
+        # Statistics are computed over blocks of columns (every statistic here is per column,
+        # or a row total accumulated over blocks), so no full-size float64 temporaries.
+        values = df.to_numpy(dtype=np.float64)  # a view when df is one float64 block
         lik = detect_likelihood(values) if likelihood == "auto" else likelihood
         if lik not in LIKELIHOODS:
             raise DataError(f"Unknown likelihood {lik!r} for modality {name!r}; use one of {LIKELIHOODS} or 'auto'.")
         _check_values(name, lik, values)
         cols = list(df.columns)
-        keep = np.ones(len(cols), dtype=bool)
-        if lik in ("poisson", "negbinom"):
-            keep &= np.nansum(values, axis=0) > 0  # genes never observed carry no information
+        n_cols = len(cols)
+        counts = lik in ("poisson", "negbinom")
+        keep = np.ones(n_cols, dtype=bool)
+        lib = None
+        if counts:
+            keep &= _column_reduce(values, lambda v: np.nansum(v, axis=0)) > 0  # genes never observed: no information
+            lib = _row_nansum(values)
             if max_features is None:
                 max_features = DEFAULT_MAX_COUNT_FEATURES
-        log1p = np.zeros(len(cols), dtype=bool)
+        log1p = np.zeros(n_cols, dtype=bool)
         if lik == "gaussian":
-            with np.errstate(all="ignore"):
-                skew = stats.skew(values, axis=0, nan_policy="omit")
-            skew = np.asarray(skew, dtype=float)
-            nonneg = np.nanmin(values, axis=0) >= 0
-            many = np.array([np.unique(c[np.isfinite(c)]).size > 2 for c in values.T])
-            log1p = nonneg & many & (np.nan_to_num(skew) > _SKEW_LOG1P)
-        enc = _encoder_space(values, lik, log1p)
+            def _log1p_rule(v: np.ndarray) -> np.ndarray:
+                with np.errstate(all="ignore"):
+                    skew = np.asarray(stats.skew(v, axis=0, nan_policy="omit"), dtype=float)
+                    nonneg = np.nanmin(v, axis=0) >= 0
+                many = np.array([np.unique(c[np.isfinite(c)]).size > 2 for c in v.T], dtype=bool)
+                return nonneg & many & (np.nan_to_num(skew) > _SKEW_LOG1P)
+
+            log1p = _column_reduce(values, _log1p_rule).astype(bool)
         if max_features is not None and keep.sum() > max_features:
-            var = np.nanvar(enc, axis=0)
+            var = _column_reduce(values, lambda v: np.nanvar(v, axis=0), lik, log1p, lib)
             var[~keep] = -np.inf
             top = np.sort(np.argsort(-var, kind="stable")[:max_features])
-            keep = np.zeros(len(cols), dtype=bool)
+            keep = np.zeros(n_cols, dtype=bool)
             keep[top] = True
-            if lik in ("poisson", "negbinom"):  # encoder space depends on the kept library
-                enc = _encoder_space(values[:, keep], lik, log1p[keep])
-            else:
-                enc = enc[:, keep]
-        else:
-            enc = enc[:, keep]
+            if counts:  # encoder space depends on the kept library
+                lib = _row_nansum(values, np.flatnonzero(keep))
+        kept = np.flatnonzero(keep)
         library_median = 1.0
-        if lik in ("poisson", "negbinom"):
-            library_median = float(max(np.median(np.nansum(values[:, keep], axis=1)), 1.0))
-        center = np.nanmean(enc, axis=0)
-        scale = np.nanstd(enc, axis=0)
+        if counts:
+            library_median = float(max(np.median(_row_nansum(values, kept)), 1.0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN column: handled below
+            center = _column_reduce(values, lambda v: np.nanmean(v, axis=0), lik, log1p, lib, kept)
+            scale = _column_reduce(values, lambda v: np.nanstd(v, axis=0), lik, log1p, lib, kept)
         center = np.nan_to_num(center)
         scale = np.where(np.isfinite(scale) & (scale > 1e-8), scale, 1.0)
-        return cls(name=name, likelihood=lik, features=[c for c, k in zip(cols, keep) if k],
+        return cls(name=name, likelihood=lik, features=[cols[k] for k in kept],
                    train_columns=cols, center=center, scale=scale, log1p=log1p[keep], n_train=int(df.shape[0]),
                    library_median=library_median)
 
@@ -242,10 +262,13 @@ class ModalityTransform:
                    library_median=float(cfg.get("library_median", 1.0)))
 
 
-def _encoder_space(values: np.ndarray, likelihood: str, log1p: np.ndarray) -> np.ndarray:
+def _encoder_space(values: np.ndarray, likelihood: str, log1p: np.ndarray,
+                   lib: np.ndarray | None = None) -> np.ndarray:
+    """Encoder-space values of ``values`` (n, F): log1p(CP10k) for counts (row totals ``lib`` (n,),
+    default: of ``values``), log1p on the ``log1p`` columns of Gaussian data, else ``values``."""
     if likelihood in ("poisson", "negbinom"):
-        lib = np.nansum(values, axis=1, keepdims=True)
-        return np.log1p(values / np.maximum(lib, 1.0) * 1e4)
+        lib = np.nansum(values, axis=1) if lib is None else lib
+        return np.log1p(values / np.maximum(lib, 1.0)[:, None] * 1e4)
     if likelihood == "gaussian" and log1p.any():
         out = values.copy()
         out[:, log1p] = np.log1p(np.maximum(values[:, log1p], 0.0))
@@ -253,7 +276,48 @@ def _encoder_space(values: np.ndarray, likelihood: str, log1p: np.ndarray) -> np
     return values
 
 
+_BLOCK_CELLS = 1 << 22  # cells per block of columns in fit statistics (32 MiB of float64)
+
+
+def _column_blocks(values: np.ndarray, columns: np.ndarray | None = None):
+    """Yield column selections (slices, or index arrays when ``columns`` is given) of ~_BLOCK_CELLS cells."""
+    n_rows, n_cols = values.shape[0], (values.shape[1] if columns is None else len(columns))
+    step = max(1, _BLOCK_CELLS // max(n_rows, 1))
+    for start in range(0, n_cols, step):
+        yield slice(start, start + step) if columns is None else columns[start:start + step]
+
+
+def _column_reduce(values: np.ndarray, fn, likelihood: str | None = None, log1p: np.ndarray | None = None,
+                   lib: np.ndarray | None = None, columns: np.ndarray | None = None) -> np.ndarray:
+    """Per-column statistic ``fn(block) -> (k,)`` over blocks of columns, concatenated (F,).
+
+    With ``likelihood`` given, ``fn`` sees the encoder-space values of the block (see
+    :func:`_encoder_space`; counts use the row totals ``lib`` (n,)).
+    """
+    out = []
+    for j in _column_blocks(values, columns):
+        v = values[:, j]
+        if likelihood is not None:
+            v = _encoder_space(v, likelihood, log1p[j], lib)
+        out.append(np.asarray(fn(v), dtype=np.float64))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _row_nansum(values: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
+    """Row totals ignoring NaN over all (or the given) columns, shape (n,), accumulated over blocks."""
+    total = np.zeros(values.shape[0])
+    for j in _column_blocks(values, columns):
+        total += np.nansum(values[:, j], axis=1)
+    return total
+
+
 def _check_values(name: str, likelihood: str, values: np.ndarray) -> None:
+    if likelihood in ("bernoulli", "poisson", "negbinom"):
+        for j in _column_blocks(values):
+            _check_block(name, likelihood, values[:, j])
+
+
+def _check_block(name: str, likelihood: str, values: np.ndarray) -> None:
     v = values[np.isfinite(values)]
     if likelihood == "bernoulli" and not np.isin(v, (0.0, 1.0)).all():
         raise DataError(f"Modality {name!r} uses a Bernoulli likelihood but has values other than 0/1; "

@@ -20,6 +20,8 @@ from bayesfuse.data.multimodal import MultiModalData
 
 __all__ = ["simulate", "SimulationTruth", "DEFAULT_MODALITIES"]
 
+_ROWS = 8192  # rows per block of simulated noise (bounds temporaries; the random stream is unchanged)
+
 DEFAULT_MODALITIES: dict[str, tuple[str, int]] = {
     "expression": ("gaussian", 200),
     "methylation": ("gaussian", 100),
@@ -174,11 +176,21 @@ def simulate(n_patients: int = 600, latent_dim: int = 4,
         w = rng.standard_normal((d, f)) * signal_scale / np.sqrt(d)
         if lik == "gaussian":
             b = rng.normal(0, 1, f)
-            x = z @ w + b + noise_scale * rng.standard_normal((n, f))
+            # x = z @ w + b + noise * eps, built in place with the noise drawn in row blocks
+            # (same random stream and values as one draw, no full-size temporaries).
+            x = z @ w
+            x += b
+            for s in range(0, n, _ROWS):
+                eps = rng.standard_normal((min(_ROWS, n - s), f))
+                eps *= noise_scale
+                x[s:s + _ROWS] += eps
             noise[m] = float(noise_scale)
         elif lik == "bernoulli":
             b = rng.normal(-1.0, 0.5, f)
-            x = (rng.random((n, f)) < 1 / (1 + np.exp(-(z @ w + b)))).astype(float)
+            x = np.empty((n, f))
+            for s in range(0, n, _ROWS):
+                u = rng.random((min(_ROWS, n - s), f))
+                x[s:s + _ROWS] = u < 1 / (1 + np.exp(-(z[s:s + _ROWS] @ w + b)))
         elif lik == "negbinom":
             b = rng.normal(0, 1, f)
             share = _softmax(z @ w + b)
@@ -191,7 +203,8 @@ def simulate(n_patients: int = 600, latent_dim: int = 4,
         xs[m] = x
         cols = [f"{m[:4]}_{k:04d}" for k in range(f)]
         keep = pres[:, j]
-        frames[m] = pd.DataFrame(x[keep], index=pd.Index(ids[keep], name="sample_id"), columns=cols)
+        xk = x if keep.all() else x[keep]  # no copy when every patient has the modality
+        frames[m] = pd.DataFrame(xk, index=pd.Index(ids[keep], name="sample_id"), columns=cols, copy=False)
 
     targets = pd.DataFrame(index=pd.Index(ids, name="sample_id"))
     class_probs, classes, head_w = {}, {}, {}
@@ -225,7 +238,8 @@ def simulate(n_patients: int = 600, latent_dim: int = 4,
     split = np.where(rng.random(n) < test_fraction, "test", "train")
     targets["split"] = split
 
-    data = MultiModalData(frames, targets=targets, name="simulated")
+    # The frames are the simulator's own (float64): no copy; they share memory with truth.extra["x"].
+    data = MultiModalData(frames, targets=targets, name="simulated", copy=False)
     truth = SimulationTruth(sample_ids=ids, z=z, loadings=loadings, likelihoods={m: v[0] for m, v in mods.items()},
                             noise_scale=noise, class_probs=class_probs, classes=classes, head_weights=head_w,
                             weibull_shape=k, weibull_log_scale=log_lam, event_time=t_event, censor_time=t_cens,

@@ -119,7 +119,7 @@ class FusionModel:
         self.transforms: dict[str, ModalityTransform] = {}
         for m in data.modality_names:
             mf = max_features.get(m) if isinstance(max_features, Mapping) else max_features
-            self.transforms[m] = ModalityTransform.fit(m, data.modality(m), likelihoods.get(m, "auto"), mf)
+            self.transforms[m] = ModalityTransform.fit(m, data._modality_frame(m), likelihoods.get(m, "auto"), mf)
         self.heads: dict[str, Head] = {}
         for key, spec in dict(heads or {}).items():
             self.heads[key] = fit_head_spec(key, make_head(key, spec), data.targets,
@@ -148,14 +148,17 @@ class FusionModel:
     def modalities(self) -> list[str]:
         return list(self.transforms)
 
-    def _store(self, data: MultiModalData, strict_targets: bool) -> TensorStore:
-        """Device tensors for ``data`` (rows in ``data.sample_ids`` order)."""
+    def _store(self, data: MultiModalData, strict_targets: bool, ids: np.ndarray | None = None) -> TensorStore:
+        """Device tensors for ``data`` (rows in ``data.sample_ids`` order, or the sample ids ``ids``:
+        same as ``data.subset(ids=ids)`` without copying the modality tables)."""
         unknown = [m for m in data.modality_names if m not in self.transforms]
         if unknown:
             raise DataError(f"data has modalities {unknown} that the model was not trained on "
                             f"(model modalities: {self.modalities}); drop them with drop_modalities({unknown}).")
-        n = data.n_samples
-        ids = pd.Index(data.sample_ids)
+        ids = pd.Index(data.sample_ids if ids is None else np.asarray(ids, dtype=object))
+        target_table = data.targets if len(ids) == data.n_samples and ids.equals(data.targets.index) \
+            else data.targets.loc[ids]
+        n = len(ids)
         kw = {"dtype": self.dtype, "device": self.device}
         enc, obs, mask, lib = {}, {}, {}, {}
         presence = np.zeros((len(self.modalities), n))
@@ -170,11 +173,13 @@ class FusionModel:
             c = torch.zeros((n, f), dtype=torch.bool)
             lb = torch.ones(n, dtype=torch.float64)
             if m in data.modality_names:
-                df = data.modality(m)
-                all_rows = ids.get_indexer(df.index)
-                for start in range(0, len(df), chunk):
+                df = data._modality_frame(m)  # no copy; only chunks of rows are copied
+                pos = ids.get_indexer(df.index)
+                sel = np.flatnonzero(pos >= 0)  # rows of df among the store's samples
+                all_rows = pos[sel]
+                for start in range(0, len(sel), chunk):
                     rows = torch.as_tensor(all_rows[start:start + chunk], dtype=torch.long)
-                    arr = tf.transform(df.iloc[start:start + chunk])
+                    arr = tf.transform(df.iloc[sel[start:start + chunk]])
                     e[rows.to(self.device)] = torch.as_tensor(arr.encoder_input, **kw)
                     if o is not e:
                         o[rows.to(self.device)] = torch.as_tensor(arr.observed, **kw)
@@ -189,7 +194,7 @@ class FusionModel:
             lib[m] = lb.to(**kw)
         targets = {}
         for key, spec in self.heads.items():
-            arrs = encode_targets(key, spec, data.targets, n, strict_targets)
+            arrs = encode_targets(key, spec, target_table, n, strict_targets)
             targets[key] = {k: torch.as_tensor(v, device=self.device,
                                                dtype=torch.long if v.dtype.kind in "iu" else self.dtype)
                             for k, v in arrs.items()}
@@ -257,8 +262,8 @@ class FusionModel:
             warnings.warn(f"{(~has_any).sum()} training patient(s) have no modality and are left out of "
                           "training (they carry no information on z).", NoModalityWarning, stacklevel=2)
         train_ids, val_ids = self._validation_split(ids[has_any], data, validation_fraction, seed)
-        train_store = self._store(data.subset(ids=train_ids), strict_targets=True)
-        val_store = self._store(data.subset(ids=val_ids), strict_targets=True) if len(val_ids) else None
+        train_store = self._store(data, strict_targets=True, ids=train_ids)
+        val_store = self._store(data, strict_targets=True, ids=val_ids) if len(val_ids) else None
         self.module = self._build_module()
         config = TrainConfig(max_epochs=max_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                              kl_warmup_epochs=kl_warmup_epochs, patience=patience, num_particles=num_particles,
