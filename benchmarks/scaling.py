@@ -9,9 +9,11 @@ whole process, and the peak RSS *increment during training* over the resident si
 (kernel peak counter reset with /proc/self/clear_refs): the latter is flat in patients when
 minibatches are streamed. On CUDA the peak allocated device memory is reported as well.
 
-The simulator and MultiModalData hold float64 pandas frames (8 bytes per cell) and the
-device store float32 copies (12 bytes per cell): grid points above ``--max-cells`` total cells
-(patients x features x modalities) are skipped and listed. Usage::
+The simulator's float64 frames are shared with MultiModalData (8 bytes per cell, no copy) and
+the device store holds float32 values (4 bytes per cell for a Gaussian modality, whose observed
+values and encoder input share one tensor): grid points above ``--max-cells`` total cells
+(patients x features x modalities) are skipped and listed. ``benchmarks/memory_phases.py``
+reports the peak RSS of each phase of the user path (simulate, FusionModel, fit). Usage::
 
     python benchmarks/scaling.py --json scaling.json
     python benchmarks/scaling.py --patients 1000 10000 100000 --features 1000 --modalities 2
@@ -75,7 +77,7 @@ def main(argv=None):
     ap.add_argument("--patients", type=int, nargs="+", default=[1000, 10000, 100000])
     ap.add_argument("--features", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--modalities", type=int, nargs="+", default=[2, 4, 8])
-    ap.add_argument("--max-cells", type=float, default=2.1e8, help="skip points with more cells (memory)")
+    ap.add_argument("--max-cells", type=float, default=8.1e8, help="skip points with more cells (memory)")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
@@ -92,7 +94,7 @@ def main(argv=None):
                 if n * f * m > args.max_cells:
                     skipped.append({"patients": n, "features": f, "modalities": m,
                                     "reason": f"{n * f * m:.1e} cells > --max-cells {args.max_cells:.1e} "
-                                              f"(~{n * f * m * 20 / 2**30:.0f} GiB of float64 frames + float32 store)"})
+                                              f"(~{n * f * m * 12 / 2**30:.0f} GiB of float64 frames + float32 store)"})
                     continue
                 out = subprocess.run([sys.executable, __file__, "--worker", str(n), str(f), str(m), "--epochs",
                                       str(args.epochs), "--device", args.device, "--threads", str(args.threads)],

@@ -92,6 +92,7 @@ class FusionModel:
     """
 
     _STORE_CHUNK = 8192  # rows per preprocessing chunk in _store (bounds host temporaries)
+    _STORE_CHUNK_CELLS = 1 << 21  # ... and at most this many cells (16 MiB of float64) per chunk
     _NOISE_BLOCK = 256  # patients per block of posterior noise in predict (fixes the RNG stream)
 
     def __init__(self, data: MultiModalData, heads: Mapping[str, str | Head] | None = None, latent_dim: int = 16,
@@ -162,12 +163,12 @@ class FusionModel:
         kw = {"dtype": self.dtype, "device": self.device}
         enc, obs, mask, lib = {}, {}, {}, {}
         presence = np.zeros((len(self.modalities), n))
-        chunk = self._STORE_CHUNK
         for i, (m, tf) in enumerate(self.transforms.items()):
             # Rows are transformed in chunks straight into device tensors of the model dtype
             # (no whole-cohort float64 temporaries); a Gaussian modality's observed values equal
             # its encoder input and share the tensor; an all-observed cell mask is a broadcast view.
             f = tf.n_features
+            chunk = max(1, min(self._STORE_CHUNK, self._STORE_CHUNK_CELLS // max(f, 1)))
             e = torch.zeros((n, f), **kw)
             o = e if tf.likelihood == "gaussian" else torch.zeros((n, f), **kw)
             c = torch.zeros((n, f), dtype=torch.bool)
