@@ -3,7 +3,7 @@
 Runs in one process (start it fresh per measurement). Phases, each with the kernel peak
 counter reset before it (``/proc/self/clear_refs``): ``simulate`` (``bf.datasets.simulate``
 building the ``MultiModalData``), ``model`` (``FusionModel(...)``: preprocessing fitted on the
-cohort), ``fit`` (``fit(max_epochs=1, validation_fraction=0)``: device tensors + one epoch).
+cohort), ``fit`` (``fit(max_epochs=1)``: device tensors + one epoch; ``--validation-fraction``, default 0).
 Reported per phase: resident size before it, its peak, and the whole-process peak. Usage::
 
     python benchmarks/memory_phases.py --patients 100000 --features 1000 --modalities 2 --json mem.json
@@ -23,6 +23,7 @@ def main(argv=None):
     ap.add_argument("--patients", type=int, default=100_000)
     ap.add_argument("--features", type=int, default=1000)
     ap.add_argument("--modalities", type=int, default=2)
+    ap.add_argument("--validation-fraction", type=float, default=0.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -60,12 +61,14 @@ def main(argv=None):
         test_fraction=0.0, seed=0))
     model = phase("model", lambda: bf.FusionModel(data, heads={"subtype": "categorical"}, latent_dim=16,
                                                    hidden=128, device="cpu"))
-    phase("fit", lambda: model.fit(max_epochs=1, batch_size=256, validation_fraction=0.0, kl_warmup_epochs=1,
+    phase("fit", lambda: model.fit(max_epochs=1, batch_size=256, validation_fraction=args.validation_fraction,
+                                   kl_warmup_epochs=1,
                                    progress=False))
     print(f"whole-process peak RSS: {overall:.0f} MiB ({overall * 2**20 / 1e9:.2f} GB); load {os.getloadavg()[0]:.1f}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"patients": n, "features": f, "modalities": m, "phases": rows, "peak_rss_mib": overall,
+            json.dump({"patients": n, "features": f, "modalities": m,
+                       "validation_fraction": args.validation_fraction, "phases": rows, "peak_rss_mib": overall,
                        "loadavg": os.getloadavg()}, fh, indent=1)
 
 
