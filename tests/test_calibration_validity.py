@@ -174,8 +174,10 @@ def _real_validity(name, target, log_cpm, drop):
     # negative control at the largest target below the base error (where the selection matters)
     r_neg = max(r for r in risks if r < st["base_error"])
     assert rows.loc[("over-confident plug-in (self-reported risk)", r_neg), "violation_share"] > 0.5
-    assert rows.loc[("bayesfuse LTT", 0.05), "mean_coverage"] >= rows.loc[("logistic regression LTT", 0.05),
-                                                                          "mean_coverage"]
+    # usefulness: same LTT procedure on logistic-regression probabilities (at 0.05 both may accept ~all)
+    cov = rows["mean_coverage"]
+    assert cov[("bayesfuse LTT", 0.05)] >= cov[("logistic regression LTT", 0.05)] - 0.01
+    assert cov[("bayesfuse LTT", 0.02)] > cov[("logistic regression LTT", 0.02)]
     for c in st["conformal"]:
         assert c["within_binomial_error"], c
 
