@@ -131,6 +131,8 @@ def cmd_demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bayesfuse", description="Bayesian multimodal fusion for cancer data.")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default 1, or OMP_NUM_THREADS when set)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("fit", help="fit a model and save it")
     _add_data_args(p)
@@ -174,11 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     import torch
 
-    if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in __import__("os").environ:
-        torch.set_num_threads(min(2, torch.get_num_threads()))
     args = build_parser().parse_args(argv)
+    # The model's matrices are small: one CPU thread is nearly as fast as two on an idle machine, and
+    # multi-threaded torch slows down by an order of magnitude when the cores are shared.
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    elif "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)
     try:
         return int(args.func(args) or 0)
     except Exception as exc:  # a clear one-line message for known user errors

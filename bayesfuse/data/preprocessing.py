@@ -95,6 +95,10 @@ class ModalityTransform:
         Training mean and standard deviation of the encoder-space values.
     log1p : ndarray of bool, shape (F,)
         Gaussian columns transformed by log1p before scaling.
+    library_median : float
+        Median training library size (row total of the kept features) of a count modality
+        (1.0 otherwise); the library assumed when imputing counts for a patient who lacks
+        the modality, whose own library is unknown.
     """
 
     name: str
@@ -105,6 +109,7 @@ class ModalityTransform:
     scale: np.ndarray
     log1p: np.ndarray
     n_train: int = 0
+    library_median: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     # ----------------------------------------------------------------- fitting
@@ -147,12 +152,16 @@ class ModalityTransform:
                 enc = enc[:, keep]
         else:
             enc = enc[:, keep]
+        library_median = 1.0
+        if lik in ("poisson", "negbinom"):
+            library_median = float(max(np.median(np.nansum(values[:, keep], axis=1)), 1.0))
         center = np.nanmean(enc, axis=0)
         scale = np.nanstd(enc, axis=0)
         center = np.nan_to_num(center)
         scale = np.where(np.isfinite(scale) & (scale > 1e-8), scale, 1.0)
         return cls(name=name, likelihood=lik, features=[c for c, k in zip(cols, keep) if k],
-                   train_columns=cols, center=center, scale=scale, log1p=log1p[keep], n_train=int(df.shape[0]))
+                   train_columns=cols, center=center, scale=scale, log1p=log1p[keep], n_train=int(df.shape[0]),
+                   library_median=library_median)
 
     # --------------------------------------------------------------- applying
     @property
@@ -197,18 +206,29 @@ class ModalityTransform:
         return ModalityArrays(enc, observed * mask, mask, library)
 
     def to_original(self, values: np.ndarray) -> np.ndarray:
-        """Map decoder-space values (..., F) back to the data's original units."""
+        """Map decoder-space values (..., F) back to the data's original units.
+
+        Gaussian: undo the standardisation, then ``expm1`` on log1p columns, clipped at 0
+        (those columns were non-negative in training and log1p was applied to ``max(x, 0)``).
+        Bernoulli values (0/1 or probabilities) and counts are already in original units
+        and come back unchanged (counts stay counts).
+        """
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape[-1:] != (self.n_features,):
+            raise DataError(f"to_original of modality {self.name!r} expects a last axis of {self.n_features} "
+                            f"features (model order), got shape {values.shape}.")
         if self.likelihood != "gaussian":
             return values
         out = values * self.scale + self.center
         if self.log1p.any():
-            out = np.where(self.log1p, np.expm1(out), out)
+            out = np.where(self.log1p, np.maximum(np.expm1(out), 0.0), out)
         return out
 
     # ------------------------------------------------------------ persistence
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "likelihood": self.likelihood, "features": list(self.features),
-                "train_columns": list(self.train_columns), "n_train": self.n_train}
+                "train_columns": list(self.train_columns), "n_train": self.n_train,
+                "library_median": self.library_median}
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"center": self.center, "scale": self.scale, "log1p": self.log1p.astype(np.int8)}
@@ -218,7 +238,8 @@ class ModalityTransform:
         return cls(name=cfg["name"], likelihood=cfg["likelihood"], features=list(cfg["features"]),
                    train_columns=list(cfg["train_columns"]), center=np.asarray(arrays["center"], dtype=np.float64),
                    scale=np.asarray(arrays["scale"], dtype=np.float64),
-                   log1p=np.asarray(arrays["log1p"]).astype(bool), n_train=int(cfg.get("n_train", 0)))
+                   log1p=np.asarray(arrays["log1p"]).astype(bool), n_train=int(cfg.get("n_train", 0)),
+                   library_median=float(cfg.get("library_median", 1.0)))
 
 
 def _encoder_space(values: np.ndarray, likelihood: str, log1p: np.ndarray) -> np.ndarray:

@@ -1,6 +1,7 @@
-"""Evaluation on top of posteriors: aligned metric tables, the demo, reports."""
+"""Evaluation on top of posteriors: aligned metric tables, the demo, reports, hide-and-impute protocols."""
 
 from bayesfuse.evaluation.classification import evaluate_classification
+from bayesfuse.evaluation.imputation import ImputationEvaluation, evaluate_imputation
 from bayesfuse.evaluation.report import Report, build_report
 
-__all__ = ["Report", "build_report", "evaluate_classification"]
+__all__ = ["ImputationEvaluation", "Report", "build_report", "evaluate_classification", "evaluate_imputation"]

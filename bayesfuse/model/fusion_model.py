@@ -25,6 +25,7 @@ from bayesfuse.model.targets import encode_targets, fit_head_spec
 from bayesfuse.module.batch import TensorStore
 from bayesfuse.module.fusion_module import FusionModule
 from bayesfuse.module.heads import build_head_module
+from bayesfuse.posterior.imputation import Imputation
 from bayesfuse.posterior.posterior import Posterior
 from bayesfuse.train.svi import TrainConfig, train_svi
 
@@ -293,6 +294,44 @@ class FusionModel:
             latent=torch.cat(zs, dim=1).numpy(), latent_loc=torch.cat(locs).double().numpy(),
             latent_scale=torch.cat(scales).double().numpy(), presence=presence.astype(bool),
             modality_precision=torch.cat(precs, dim=1).permute(1, 0, 2).double().numpy(), seed=int(seed))
+
+    def impute(self, data: MultiModalData, modalities: list[str] | str | None = None, num_samples: int = 200,
+               seed: int = 0, reconstruct: bool = False, batch_size: int = 1024) -> Imputation:
+        """Draws of modalities given what each patient has (variational imputation).
+
+        ``z ~ q(z | x_present)`` (fused posterior of the patient's modalities), then
+        ``x_m ~ p(x_m | z)`` with the decoder's noise (Gaussian noise, Bernoulli draws, Poisson /
+        NB counts with the patient's library, or the training median library for a patient
+        without the modality), mapped back to original units.
+
+        Parameters
+        ----------
+        data : MultiModalData
+            Patients to impute for; any subset of the model's modalities.
+        modalities : list of str, optional
+            Modalities to draw (default: all of the model's).
+        num_samples : int
+            Draws ``S`` per patient.
+        seed : int
+            Seeds the draws (the global RNG state is left untouched).
+        reconstruct : bool
+            False (default): observed cells are passed through and only absent modalities and
+            NaN cells are drawn. True: every cell is drawn from the model (reconstruction).
+        batch_size : int
+            Patients per chunk (bounds memory; it changes which random numbers each draw uses,
+            not their distribution).
+
+        Returns
+        -------
+        Imputation
+            Draws ``(S, n_patients, n_features)`` per modality (rows in ``data.sample_ids``
+            order, the model's features). Patients with no modality get prior-predictive draws
+            and are flagged (``Imputation.no_modality`` plus a :class:`NoModalityWarning`).
+        """
+        from bayesfuse.model.imputation import impute  # noqa: PLC0415
+
+        return impute(self, data, modalities=modalities, num_samples=num_samples, seed=seed,
+                      reconstruct=reconstruct, batch_size=batch_size)
 
     # ------------------------------------------------------------ persistence
     def save(self, path: str | Path, overwrite: bool = False) -> Path:

@@ -1,5 +1,6 @@
 """Posterior containers: plain numpy arrays plus names (no torch)."""
 
+from bayesfuse.posterior.imputation import Imputation
 from bayesfuse.posterior.posterior import Posterior
 
-__all__ = ["Posterior"]
+__all__ = ["Imputation", "Posterior"]

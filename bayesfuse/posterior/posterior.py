@@ -12,9 +12,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayesfuse.heads import Categorical, Head
+from bayesfuse.heads import Categorical, Head, Survival
+from bayesfuse.posterior import survival as _surv
 
 __all__ = ["Posterior"]
+
+
+def _from_dict(az, groups: dict[str, dict[str, np.ndarray]], coords: dict, dims: dict):
+    """``arviz.from_dict`` for arviz 0.x (one keyword per group; InferenceData) and 1.x
+    (a ``{group: {var: array}}`` mapping; DataTree). Both expose ``.posterior``."""
+    major = int(str(az.__version__).split(".")[0])
+    if major >= 1:
+        return az.from_dict(groups, coords=coords, dims=dims)
+    return az.from_dict(**groups, coords=coords, dims=dims)
 
 
 @dataclass
@@ -141,12 +151,113 @@ class Posterior:
             return pd.DataFrame(columns=["sample_id", "head", "class", "mean", "lower", "upper", "n_modalities"])
         return pd.concat(frames, ignore_index=True)
 
+    # --------------------------------------------------------------- survival
+    def _log_hazard(self, head: str) -> tuple[np.ndarray, np.ndarray]:
+        spec = self._head(head, Survival)
+        return self.draws[head]["log_hazard"], np.asarray(spec.cuts, dtype=np.float64)  # type: ignore[attr-defined]
+
+    def survival_cuts(self, head: str) -> np.ndarray:
+        """Inner cut points (K-1,) of the head's piecewise-constant hazard."""
+        return self._log_hazard(head)[1]
+
+    def default_times(self, head: str) -> np.ndarray:
+        """Default time grid: the inner cuts (quantiles of the training event times), shape (K-1,)."""
+        return self._log_hazard(head)[1].copy()
+
+    def survival_function(self, head: str, times) -> np.ndarray:
+        """Per-draw survival ``S(t | x)``, shape ``(num_samples, n_patients, len(times))``.
+
+        ``times`` are non-negative values in any order; the last axis follows their order.
+        A scalar time gives ``(num_samples, n_patients)``.
+        """
+        lh, cuts = self._log_hazard(head)
+        return _surv.survival_function(lh, cuts, times)
+
+    def median_survival(self, head: str, horizon: float | None = None) -> np.ndarray:
+        """Per-draw median survival time, shape ``(num_samples, n_patients)``.
+
+        ``inf`` where ``S`` never drops below 0.5 (or, with ``horizon``, not before it).
+        """
+        lh, cuts = self._log_hazard(head)
+        return _surv.median_survival(lh, cuts, horizon=horizon)
+
+    def risk(self, head: str, horizon) -> np.ndarray:
+        """Per-draw ``P(T <= horizon | x)``: ``(num_samples, n_patients)`` for a scalar horizon,
+        ``(num_samples, n_patients, len(horizon))`` otherwise."""
+        lh, cuts = self._log_hazard(head)
+        return _surv.risk(lh, cuts, horizon)
+
+    def quantile_time(self, head: str, q) -> np.ndarray:
+        """Per-draw time by which a fraction ``q`` has had the event, ``(num_samples, n_patients[, Q])``."""
+        lh, cuts = self._log_hazard(head)
+        return _surv.quantile_time(lh, cuts, q)
+
+    def restricted_mean_survival(self, head: str, tau: float) -> np.ndarray:
+        """Per-draw restricted mean survival time up to ``tau``, ``(num_samples, n_patients)``."""
+        lh, cuts = self._log_hazard(head)
+        return _surv.restricted_mean_survival(lh, cuts, tau)
+
+    def survival_summary(self, head: str, times, prob: float = 0.9) -> pd.DataFrame:
+        """Posterior mean and central ``prob`` credible band of ``S(t | x)``.
+
+        Returns a tidy frame, one row per (patient, time) in input orders, with columns
+        ``sample_id, time, mean, lower, upper, n_modalities`` (5-95% bands by default).
+        """
+        if not 0 < prob < 1:
+            raise ValueError(f"prob={prob} must lie in (0, 1), e.g. 0.9 for a 90% band.")
+        t = np.atleast_1d(np.asarray(times, dtype=np.float64))
+        if t.ndim != 1:
+            raise ValueError(f"times must be a scalar or 1-D, got shape {t.shape}.")
+        s = self.survival_function(head, t)                       # (S, N, T)
+        a = (1 - prob) / 2
+        lo, hi = np.quantile(s, [a, 1 - a], axis=0)
+        n, nt = s.shape[1], s.shape[2]
+        return pd.DataFrame({
+            "sample_id": np.repeat(np.asarray(self.sample_ids, dtype=object), nt),
+            "time": np.tile(t, n),
+            "mean": s.mean(axis=0).ravel(),
+            "lower": lo.ravel(),
+            "upper": hi.ravel(),
+            "n_modalities": np.repeat(self.n_modalities.to_numpy(), nt),
+        })
+
+    # ----------------------------------------------------------- attribution
+    def modality_weights(self, head: str | None = None) -> pd.DataFrame:
+        """Each modality's share of the fused posterior precision of ``z`` (PoE attribution).
+
+        For patient n the product of experts has precision ``T_n = prior + sum_m P_nm`` per
+        latent dimension; the weight of modality m is ``sum_d P_nmd / sum_d T_nd`` and the
+        prior gets the rest (column ``"prior"``). Rows sum to 1; an absent modality has 0.
+
+        Parameters
+        ----------
+        head : str, optional
+            Accepted for a per-head call style (validated if given); the shares are the same
+            for every head because all heads read the same fused ``z``.
+
+        Returns
+        -------
+        pandas.DataFrame, shape (n_patients, n_modalities + 1)
+            Indexed by patient id; columns = modalities then ``"prior"``.
+        """
+        if head is not None:
+            self._head(head)
+        expert = self.modality_precision.sum(axis=2)  # (N, M)
+        total = (1.0 / np.square(self.latent_scale)).sum(axis=1)  # (N,)
+        prior = np.maximum(total - expert.sum(axis=1), 0.0)
+        shares = np.column_stack([expert, prior]) / (expert.sum(axis=1) + prior)[:, None]
+        return pd.DataFrame(shares, index=pd.Index(self.sample_ids, name="sample_id"),
+                            columns=[*self.presence.columns, "prior"])
+
     # ------------------------------------------------------------------ arviz
     def to_inference_data(self):
         """Export draws as :class:`arviz.InferenceData` (one chain).
 
         ``posterior`` holds ``<head>_probs`` with dims ``(chain, draw, patient, <head>_class)``
-        and ``z`` with dims ``(chain, draw, patient, latent)``; ``constant_data`` holds the
+        and ``z`` with dims ``(chain, draw, patient, latent)``; survival heads add
+        ``<head>_log_hazard`` ``(chain, draw, patient, <head>_piece)`` and ``<head>_survival``
+        on the default grid (:meth:`default_times`) ``(chain, draw, patient, <head>_time)``;
+        ``constant_data`` holds the
         presence mask and ``n_modalities``.
         """
         import arviz as az
@@ -159,8 +270,18 @@ class Posterior:
             posterior[f"{h}_probs"] = self.probs(h)[None]
             dims[f"{h}_probs"] = ["patient", f"{h}_class"]
             coords[f"{h}_class"] = [str(c) for c in self.classes(h)]
+        for h, spec in self.heads.items():
+            if isinstance(spec, Survival) and h in self.draws:
+                grid = self.default_times(h)
+                posterior[f"{h}_log_hazard"] = self.draws[h]["log_hazard"][None]
+                dims[f"{h}_log_hazard"] = ["patient", f"{h}_piece"]
+                coords[f"{h}_piece"] = np.arange(self.draws[h]["log_hazard"].shape[-1])
+                if grid.size:
+                    posterior[f"{h}_survival"] = self.survival_function(h, grid)[None]
+                    dims[f"{h}_survival"] = ["patient", f"{h}_time"]
+                    coords[f"{h}_time"] = grid
         for h, arrs in self.draws.items():
-            if h in self._categorical_heads():
+            if h in self._categorical_heads() or isinstance(self.heads.get(h), Survival):
                 continue
             for name, arr in arrs.items():
                 var = f"{h}_{name}"
@@ -173,4 +294,4 @@ class Posterior:
         }
         coords["modality"] = list(self.presence.columns)
         dims.update({"presence": ["patient", "modality"], "n_modalities": ["patient"]})
-        return az.from_dict(posterior=posterior, constant_data=const, coords=coords, dims=dims)
+        return _from_dict(az, {"posterior": posterior, "constant_data": const}, coords=coords, dims=dims)

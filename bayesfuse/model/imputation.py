@@ -1,0 +1,148 @@
+"""Variational imputation of missing modalities (the torch side of :meth:`FusionModel.impute`).
+
+For patient n and modality m the imputation is the posterior predictive of the decoder under
+the fused posterior of the modalities the patient has::
+
+    z ~ q(z | x_present) = PoE(prior, experts of the present modalities)
+    x_m ~ p(x_m | z)     (Gaussian noise, Bernoulli draws, Poisson / NB counts)
+
+then mapped back to original units with :meth:`ModalityTransform.to_original`. Count draws
+need a library size: a patient's own row total where it has the modality, otherwise the
+training median library (the patient's sequencing depth is unknown).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bayesfuse.data.multimodal import MultiModalData
+from bayesfuse.exceptions import DataError, NoModalityWarning
+from bayesfuse.posterior.imputation import Imputation
+
+if TYPE_CHECKING:
+    from bayesfuse.model.fusion_model import FusionModel
+
+__all__ = ["impute", "sample_decoder"]
+
+
+def sample_decoder(likelihood: str, params: dict[str, torch.Tensor], library: torch.Tensor) -> torch.Tensor:
+    """One draw of ``x ~ p(x | params)`` per leading index, in decoder space.
+
+    Parameters
+    ----------
+    likelihood : {"gaussian", "bernoulli", "poisson", "negbinom"}
+    params : dict of Tensor (S, B, F)
+        Output of :class:`bayesfuse.nn.Decoder` for ``z`` of shape (S, B, D).
+    library : Tensor (B,)
+        Library size per patient (count likelihoods; ignored otherwise).
+
+    Returns
+    -------
+    Tensor (S, B, F)
+        Standardised values (Gaussian), 0/1 (Bernoulli) or counts.
+    """
+    if likelihood == "gaussian":
+        loc, scale = params["loc"], params["scale"]
+        return loc + scale * torch.randn_like(loc)
+    if likelihood == "bernoulli":
+        return torch.bernoulli(torch.sigmoid(params["logits"]))
+    log_mu = params["log_rate_share"] + torch.log(library).unsqueeze(-1)
+    if likelihood == "poisson":
+        return torch.poisson(torch.exp(log_mu))
+    theta = torch.exp(params["log_theta"]).expand_as(log_mu)
+    # NB(mean mu, inverse dispersion theta) = Poisson(Gamma(shape theta, rate theta / mu)).
+    rate = torch.distributions.Gamma(theta, theta * torch.exp(-log_mu)).sample()
+    return torch.poisson(rate)
+
+
+@torch.no_grad()
+def impute(model: FusionModel, data: MultiModalData, modalities: Sequence[str] | None = None,
+           num_samples: int = 200, seed: int = 0, reconstruct: bool = False,
+           batch_size: int = 1024) -> Imputation:
+    """Posterior-predictive draws of ``modalities`` for every patient of ``data``.
+
+    See :meth:`bayesfuse.FusionModel.impute` for the parameters.
+    """
+    module = model._check_fitted()
+    module.eval()
+    if not isinstance(data, MultiModalData):
+        raise TypeError("data must be a bf.MultiModalData.")
+    if int(num_samples) < 1:
+        raise ValueError(f"num_samples={num_samples} must be >= 1.")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1.")
+    if modalities is None:
+        modalities = model.modalities
+    if isinstance(modalities, str):
+        modalities = [modalities]
+    modalities = list(modalities)
+    unknown = [m for m in modalities if m not in model.transforms]
+    if unknown:
+        raise DataError(f"Cannot impute {unknown}: the model knows the modalities {model.modalities}.")
+    if not modalities:
+        raise ValueError("modalities is empty; name at least one modality to impute.")
+    store = model._store(data, strict_targets=False)
+    presence = data.presence.reindex(columns=model.modalities, fill_value=False).astype(bool)
+    n_none = int((~presence.any(axis=1)).sum())
+    if n_none:
+        warnings.warn(f"{n_none} patient(s) have no modality; their imputations are draws from the prior "
+                      "predictive (flagged in Imputation.no_modality).", NoModalityWarning, stacklevel=3)
+    unmodelled = {m: [c for c in model.transforms[m].train_columns if c not in set(model.transforms[m].features)]
+                  for m in modalities}
+    unmodelled = {m: cols for m, cols in unmodelled.items() if cols}
+    if unmodelled:
+        desc = ", ".join(f"{m}: {len(c)} of {len(model.transforms[m].train_columns)}" for m, c in unmodelled.items())
+        warnings.warn(f"Only the model's features are imputed; training columns outside the feature selection "
+                      f"are not ({desc}; listed in Imputation.unmodelled_features).", UserWarning, stacklevel=3)
+
+    S, N = int(num_samples), store.n
+    mod_index = {m: i for i, m in enumerate(model.modalities)}
+    libraries: dict[str, torch.Tensor] = {}
+    for m in modalities:
+        tf = model.transforms[m]
+        if tf.likelihood in ("poisson", "negbinom"):
+            has = store.presence[mod_index[m]] > 0
+            libraries[m] = torch.where(has, store.library[m], torch.full_like(store.library[m], tf.library_median))
+    chunks: dict[str, list[np.ndarray]] = {m: [] for m in modalities}
+    devices = [model.device.index or 0] if model.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for start in range(0, N, int(batch_size)):
+            idx = torch.arange(start, min(N, start + int(batch_size)), device=model.device)
+            batch = store.batch(idx)
+            loc, scale, _ = module.posterior(batch)
+            z = loc + scale * torch.randn((S, *loc.shape), dtype=loc.dtype, device=loc.device)
+            for m in modalities:
+                params = module.decoders[m](z)
+                lib = libraries[m].index_select(0, idx) if m in libraries else batch.library[m]
+                x = sample_decoder(module.likelihoods[m], params, lib)
+                chunks[m].append(x.double().cpu().numpy())
+
+    draws, observed_mask, features = {}, {}, {}
+    ids = data.sample_ids
+    for m in modalities:
+        tf = model.transforms[m]
+        x = tf.to_original(np.concatenate(chunks[m], axis=1))  # (S, N, F)
+        mask = np.zeros((N, tf.n_features), dtype=bool)
+        if m in data.modality_names and not reconstruct:
+            df = data.modality(m)
+            if len(df):
+                rows = pd.Index(ids).get_indexer(df.index)
+                raw = tf.align(df).to_numpy(dtype=np.float64)
+                obs = np.isfinite(raw)
+                mask[rows] = obs
+                full = np.zeros((N, tf.n_features))
+                full[rows] = np.where(obs, raw, 0.0)
+                x = np.where(mask[None], full[None], x)
+        draws[m], observed_mask[m], features[m] = x, mask, list(tf.features)
+    return Imputation(sample_ids=ids, draws=draws, feature_names=features, observed_mask=observed_mask,
+                      likelihoods={m: model.transforms[m].likelihood for m in modalities}, presence=presence,
+                      reconstruct=bool(reconstruct), unmodelled_features=unmodelled,
+                      library={m: v.double().cpu().numpy() for m, v in libraries.items()}, seed=int(seed))
+
