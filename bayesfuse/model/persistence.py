@@ -61,7 +61,9 @@ def save_model(model, path: Path, overwrite: bool = False) -> Path:
         "format_version": FORMAT_VERSION,
         "bayesfuse_version": bayesfuse.__version__,
         "model": {"latent_dim": model.latent_dim, "hidden": model.hidden, "encoder_dropout": model.encoder_dropout,
-                  "dtype": dtype_name(model.dtype)},
+                  "dtype": dtype_name(model.dtype), "bayesian": getattr(model, "bayesian", "none"),
+                  "prior_scale": getattr(model, "prior_scale", 1.0), "head_guide": getattr(model, "head_guide", "fullrank"),
+                  "guide_rank": getattr(model, "guide_rank", 4)},
         "modalities": [tf.config() for tf in model.transforms.values()],
         "heads": {k: spec.to_config() for k, spec in model.heads.items()},
         "train_config": model.train_config_,
@@ -92,6 +94,10 @@ def load_model(cls, path: Path, device: str = "auto"):
     model.encoder_dropout = float(mcfg["encoder_dropout"])
     model.device = resolve_device(device)
     model.dtype = resolve_dtype(mcfg["dtype"])
+    # files written before weight uncertainty existed are point-estimate models
+    model._set_bayesian(mcfg.get("bayesian", "none"), mcfg.get("prior_scale", 1.0), mcfg.get("head_guide", "fullrank"),
+                        mcfg.get("guide_rank", 4))
+    model.diagnostics_ = None
     model.transforms = {}
     for tcfg in config["modalities"]:
         m = tcfg["name"]

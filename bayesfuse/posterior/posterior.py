@@ -249,6 +249,21 @@ class Posterior:
         return pd.DataFrame(shares, index=pd.Index(self.sample_ids, name="sample_id"),
                             columns=[*self.presence.columns, "prior"])
 
+    # ------------------------------------------------------------ uncertainty
+    def uncertainty(self, head: str) -> pd.DataFrame:
+        """Decomposition of predictive uncertainty per patient, in nats.
+
+        ``total`` = entropy of the posterior-predictive probabilities, ``aleatoric`` = expected
+        entropy of the per-draw probabilities, ``epistemic`` = their difference, the mutual
+        information between the label and the draw (weights and ``z``); total = aleatoric + epistemic.
+        """
+        from bayesfuse.metrics.classification import expected_entropy, mutual_information, predictive_entropy
+
+        p = self.probs(head)
+        total, alea = predictive_entropy(p), expected_entropy(p)
+        return pd.DataFrame({"total": total, "aleatoric": alea, "epistemic": mutual_information(p)},
+                            index=pd.Index(self.sample_ids, name="sample_id"))
+
     # ------------------------------------------------------------------ arviz
     def to_inference_data(self):
         """Export draws as :class:`arviz.InferenceData` (one chain).
@@ -257,8 +272,9 @@ class Posterior:
         and ``z`` with dims ``(chain, draw, patient, latent)``; survival heads add
         ``<head>_log_hazard`` ``(chain, draw, patient, <head>_piece)`` and ``<head>_survival``
         on the default grid (:meth:`default_times`) ``(chain, draw, patient, <head>_time)``;
-        ``constant_data`` holds the
-        presence mask and ``n_modalities``.
+        ``constant_data`` holds the presence mask, ``n_modalities`` and, per categorical head,
+        the uncertainty decomposition ``<head>_entropy_{total,aleatoric,epistemic}`` (see
+        :meth:`uncertainty`).
         """
         import arviz as az
 
@@ -292,6 +308,11 @@ class Posterior:
             "presence": self.presence.to_numpy().astype(np.int8),
             "n_modalities": self.n_modalities.to_numpy(),
         }
+        for h in self._categorical_heads():
+            unc = self.uncertainty(h)
+            for col in unc.columns:  # per-patient entropy decomposition (nats)
+                const[f"{h}_entropy_{col}"] = unc[col].to_numpy()
+                dims[f"{h}_entropy_{col}"] = ["patient"]
         coords["modality"] = list(self.presence.columns)
         dims.update({"presence": ["patient", "modality"], "n_modalities": ["patient"]})
         return _from_dict(az, {"posterior": posterior, "constant_data": const}, coords=coords, dims=dims)
