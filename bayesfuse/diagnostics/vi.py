@@ -103,17 +103,18 @@ def guide_khat(head, z: torch.Tensor, y: torch.Tensor, num_samples: int = 2000, 
 
 def expected_log_joint(head, z_draws: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, chunk: int = 250
                        ) -> torch.Tensor:
-    """``log p(theta) + w * sum_n mean_l log p(y_n | z_ln, theta)`` for theta (S, P), z_draws (L, N, D) -> (S,).
+    """``log p(theta) + sum_n mean_l log p(y_n | z_ln, theta)`` for theta (S, P), z_draws (L, N, D) -> (S,).
 
     With ``z`` draws from the fitted guide ``q(z | x)``, this is (up to a constant) the log of the
     optimal Gaussian-free factor ``q*(theta) ∝ exp E_q(z)[log p(theta, y, z)]`` that the head-weight
-    guide approximates in the ELBO (coordinate-ascent VI), with the head's ELBO weight ``w``.
+    guide approximates in the ELBO (coordinate-ascent VI). The head's ELBO weight ``w`` multiplies
+    both the likelihood and theta's prior/guide sites (FusionModule.model), so it cancels here.
     """
     out = []
     for i in range(0, theta.shape[0], chunk):
         th = theta[i:i + chunk]
         ll = torch.stack([head.log_likelihood(z, {"y": y}, {"theta": th}) for z in z_draws])  # (L, s, N)
-        out.append(head.prior().log_prob(th) + head.weight * ll.mean(0).sum(-1))
+        out.append(head.prior().log_prob(th) + ll.mean(0).sum(-1))
     return torch.cat(out)
 
 

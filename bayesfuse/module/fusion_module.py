@@ -87,7 +87,7 @@ class FusionModule(nn.Module):
         instead would force q(z | x_subset) towards p(z | x_all) and make subset posteriors
         over-confident (measured in tests/test_linear_gaussian.py).
         """
-        head_params = {h: head.model_params(f"{h}") for h, head in self.heads.items()}
+        head_params = self.sample_head_params(guide=False)
         presence = batch.presence if modality_mask is None else batch.presence * modality_mask
         dtype, device = batch.presence.dtype, batch.presence.device
         zeros = torch.zeros(batch.size, self.latent_dim, dtype=dtype, device=device)
@@ -106,25 +106,53 @@ class FusionModule(nn.Module):
     def guide(self, batch: Batch, n_total: int, kl_scale: float = 1.0,
               modality_mask: torch.Tensor | None = None) -> None:
         """Amortised guide: product of the present modalities' experts and the prior."""
-        for h, head in self.heads.items():
-            head.guide_params(f"{h}")
+        self.sample_head_params(guide=True)
         loc, scale, _ = self.posterior(batch, modality_mask)
         with pyro.plate("patients", n_total, subsample=batch.index, dim=-1):
             with poutine.scale(scale=kl_scale):
                 pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
+    def forward(self, batch: Batch, n_total: float, kl_scale: float = 1.0, num_particles: int = 1,
+                modality_mask: torch.Tensor | None = None, eps: torch.Tensor | None = None) -> torch.Tensor:
+        """Negative ELBO of ``batch`` (the fused evaluation of :meth:`model`/:meth:`guide`).
+
+        See :func:`bayesfuse.module.fused_elbo.fused_elbo_loss`; ``forward`` exists so that
+        ``DistributedDataParallel(module)(batch, ...)`` all-reduces the gradients.
+        """
+        from bayesfuse.module.fused_elbo import fused_elbo_loss  # noqa: PLC0415
+
+        return fused_elbo_loss(self, batch, n_total, kl_scale, num_particles, modality_mask, eps=eps)
+
     # --------------------------------------------------------------- helpers
-    def random_modality_mask(self, presence: torch.Tensor, p_drop: float) -> torch.Tensor:
+    def sample_head_params(self, guide: bool) -> dict[str, dict[str, torch.Tensor]]:
+        """Sample every head's global parameters from its prior (``guide=False``) or guide.
+
+        The sites are scaled by the head's ELBO weight ``w``: with the likelihood also
+        multiplied by ``w``, the parameter part of the ELBO is ``w * (E log lik - KL)``, whose
+        optimum is the UNtempered posterior of the head parameters given ``z``, while the
+        encoders still receive the ``w``-weighted label signal.
+        """
+        out = {}
+        for h, head in self.heads.items():
+            with poutine.scale(scale=head.weight):
+                out[h] = head.guide_params(f"{h}") if guide else head.model_params(f"{h}")
+        return out
+
+    def random_modality_mask(self, presence: torch.Tensor, p_drop: float,
+                             u: torch.Tensor | None = None) -> torch.Tensor:
         """Hide each present modality with probability ``p_drop``, keeping at least one.
 
         presence (M, B) -> mask (M, B) of 0/1. Vectorised: where every present modality
         was dropped, the present modality with the largest uniform draw is restored.
+        ``u`` (M, B): the uniform draws to use (default: fresh ``torch.rand``).
         """
         if p_drop <= 0 or presence.shape[0] < 2:
             return torch.ones_like(presence)
-        u = torch.rand(presence.shape, dtype=presence.dtype, device=presence.device)
+        if u is None:
+            u = torch.rand(presence.shape, dtype=presence.dtype, device=presence.device)
         keep = (u >= p_drop).to(presence.dtype) * presence
         none_left = (keep.sum(0) == 0) & (presence.sum(0) > 0)
-        restore = torch.nn.functional.one_hot((u * presence).argmax(0), presence.shape[0]).T.to(presence.dtype)
+        rows = torch.arange(presence.shape[0], device=presence.device).unsqueeze(1)
+        restore = (rows == (u * presence).argmax(0).unsqueeze(0)).to(presence.dtype)  # one-hot (M, B), no sync
         keep = torch.where(none_left.unsqueeze(0), restore * presence, keep)
         return torch.where(presence > 0, keep, torch.ones_like(keep))

@@ -67,7 +67,9 @@ class CategoricalHeadModule(HeadModule):
         return ll * known
 
     def predict(self, z, params):
-        return {"probs": torch.softmax(self.logits(z), dim=-1)}
+        # softmax over a leading axis: much faster on CPU than over a short last axis (C classes)
+        logits = self.logits(z).movedim(-1, 0).contiguous()
+        return {"probs": torch.softmax(logits, dim=0).movedim(0, -1)}
 
 
 def build_head_module(spec: Head, latent_dim: int) -> HeadModule:

@@ -63,6 +63,9 @@ def decoder_log_likelihood(likelihood: str, params: dict[str, torch.Tensor], x: 
     """
     if likelihood == "gaussian":
         loc, scale = params["loc"], params["scale"]
+        if scale.dim() == 1:  # per-feature scale (the Decoder's): the log-normaliser is a mat-vec
+            quad = (((x - loc) * scale.reciprocal()).square() * cell_mask).sum(-1)
+            return -0.5 * quad - cell_mask @ (torch.log(scale) + 0.9189385332046727)
         ll = -0.5 * ((x - loc) / scale) ** 2 - torch.log(scale) - 0.9189385332046727
     elif likelihood == "bernoulli":
         logits = params["logits"]

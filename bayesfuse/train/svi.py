@@ -1,10 +1,13 @@
 """SVI runner for :class:`bayesfuse.module.FusionModule`.
 
-The loss is Pyro's ``Trace_ELBO`` of the module's model and guide, used through
-``differentiable_loss`` with a torch optimizer over the module's own parameters. This is
-ordinary SVI; it only bypasses Pyro's global param store so that each model owns its state.
+The loss is the ELBO of the module's Pyro model and guide. By default (``elbo="fused"``) it
+is evaluated by :func:`bayesfuse.module.fused_elbo.fused_elbo_loss`, one vectorised torch
+computation of the same estimator as Pyro's ``Trace_ELBO`` (equal at equal parameters and
+noise, ``tests/test_perf.py``); ``elbo="trace"`` uses ``Trace_ELBO.differentiable_loss``
+itself. A torch optimizer runs over the module's own parameters (no global param store).
 
 Hot path: data stay on the device, minibatches are index_select'ed from device tensors,
+Adam and gradient clipping are the fused / foreach kernels (one call over all parameters),
 and the loss is read back to the host once per epoch (no per-step ``.item()``).
 """
 
@@ -23,9 +26,11 @@ from pyro.infer import Trace_ELBO
 
 from bayesfuse.exceptions import ConvergenceWarning
 from bayesfuse.module.batch import TensorStore
+from bayesfuse.module.fused_elbo import fused_elbo_loss, fused_supported, has_global_head_sites
 from bayesfuse.module.fusion_module import FusionModule
 
-__all__ = ["TrainConfig", "TrainResult", "train_svi", "elbo_loss"]
+__all__ = ["TrainConfig", "TrainResult", "train_svi", "elbo_loss", "make_optimizer", "clip_gradients",
+           "svi_step", "validation_loss"]
 
 
 @dataclass
@@ -43,6 +48,7 @@ class TrainConfig:
     modality_dropout: float = 0.25
     clip_norm: float = 10.0
     progress: bool = True
+    elbo: str = "fused"
 
 
 @dataclass
@@ -55,10 +61,64 @@ class TrainResult:
 
 
 def elbo_loss(module: FusionModule, batch, n_total: int, kl_scale: float = 1.0, num_particles: int = 1,
-              modality_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Negative ELBO of ``batch`` scaled to the full cohort of ``n_total`` patients (a tensor)."""
+              modality_mask: torch.Tensor | None = None, method: str = "trace") -> torch.Tensor:
+    """Negative ELBO of ``batch`` scaled to the full cohort of ``n_total`` patients (a tensor).
+
+    ``method="trace"``: Pyro ``Trace_ELBO.differentiable_loss`` of ``module.model``/``module.guide``.
+    ``method="fused"``: :func:`~bayesfuse.module.fused_elbo.fused_elbo_loss`, the same estimator in
+    one vectorised pass (falls back to ``"trace"`` for several particles with Bayesian head weights
+    and for modules whose model/guide it does not cover, see ``fused_supported``).
+    """
+    if method not in ("trace", "fused"):
+        raise ValueError(f"elbo={method!r} is not supported; use 'fused' (default, fast) or 'trace' (Pyro).")
+    if method == "fused" and fused_supported(module) and (num_particles == 1 or not has_global_head_sites(module)):
+        return fused_elbo_loss(module, batch, n_total, kl_scale, num_particles, modality_mask)
     elbo = Trace_ELBO(num_particles=num_particles, vectorize_particles=False)
     return elbo.differentiable_loss(module.model, module.guide, batch, n_total, kl_scale, modality_mask)
+
+
+def make_optimizer(module: torch.nn.Module, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """Adam over all parameters as one fused kernel (CPU and CUDA; foreach where fused is unavailable)."""
+    params = list(module.parameters())
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
+
+
+def clip_gradients(params: list[torch.Tensor], max_norm: float) -> None:
+    """``clip_grad_norm_`` with the foreach kernels; no host sync (the clip factor stays on the device)."""
+    try:
+        torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+    except RuntimeError:
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+
+def svi_step(module: FusionModule, optim: torch.optim.Optimizer, params: list[torch.Tensor], train: TensorStore,
+             idx: torch.Tensor, kl_scale: float, config: TrainConfig) -> torch.Tensor:
+    """One optimisation step on the patients ``idx`` (LongTensor (B,) on the device) of ``train``.
+
+    Returns the detached loss (negative ELBO per patient, a 0-d device tensor; not synced).
+    """
+    batch = train.batch(idx)
+    mmask = module.random_modality_mask(batch.presence, config.modality_dropout)
+    loss = elbo_loss(module, batch, train.n, kl_scale, config.num_particles, mmask, config.elbo) / train.n
+    optim.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.clip_norm:
+        clip_gradients(params, config.clip_norm)
+    optim.step()
+    return loss.detach()
+
+
+def validation_loss(module: FusionModule, store: TensorStore, chunk: int = 1024, method: str = "fused"
+                    ) -> torch.Tensor:
+    """Negative ELBO per patient of a whole cohort, in chunks of ``chunk`` patients (bounded memory)."""
+    total = torch.zeros((), dtype=store.presence.dtype, device=store.presence.device)
+    for start in range(0, store.n, chunk):
+        idx = torch.arange(start, min(store.n, start + chunk), device=store.presence.device)
+        total = total + elbo_loss(module, store.batch(idx), store.n, 1.0, 1, None, method) * (idx.numel() / store.n)
+    return total / store.n
 
 
 def train_svi(module: FusionModule, train: TensorStore, val: TensorStore | None, config: TrainConfig,
@@ -72,7 +132,8 @@ def train_svi(module: FusionModule, train: TensorStore, val: TensorStore | None,
     n = train.n
     bs = min(config.batch_size, n)
     steps_per_epoch = max(1, math.ceil(n / bs))
-    optim = torch.optim.Adam(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optim = make_optimizer(module, config.lr, config.weight_decay)
+    params = [p for p in module.parameters() if p.requires_grad]
     rows = []
     best = (math.inf, -1, None)
     stalled = 0
@@ -91,21 +152,13 @@ def train_svi(module: FusionModule, train: TensorStore, val: TensorStore | None,
             total = torch.zeros((), dtype=train.presence.dtype, device=device)
             for s in range(steps_per_epoch):
                 idx = perm[s * bs:(s + 1) * bs]
-                batch = train.batch(idx)
-                mmask = module.random_modality_mask(batch.presence, config.modality_dropout)
-                loss = elbo_loss(module, batch, n, kl_scale, config.num_particles, mmask) / n
-                optim.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.clip_norm:
-                    torch.nn.utils.clip_grad_norm_(module.parameters(), config.clip_norm)
-                optim.step()
-                total = total + loss.detach()
+                total = total + svi_step(module, optim, params, train, idx, kl_scale, config)
             train_loss = float(total) / steps_per_epoch
             val_loss = math.nan
             if val is not None and val.n > 0:
                 module.eval()
                 with torch.no_grad():
-                    val_loss = float(elbo_loss(module, val.full(), val.n, 1.0, 1)) / val.n
+                    val_loss = float(validation_loss(module, val, max(bs, 1024), config.elbo))
             rows.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "kl_scale": kl_scale,
                          "seconds": time.perf_counter() - t0})
             if bar is not None:

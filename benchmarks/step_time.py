@@ -1,0 +1,309 @@
+"""Step time of bayesfuse's training step versus plain torch and NumPyro + jax.jit.
+
+One and the same model in all three: two Gaussian modalities (1000 + 500 features), encoders
+``Linear-LayerNorm-GELU-Dropout(0.1)-Linear`` to a Gaussian expert over ``z`` (D = 32), product
+of experts with the N(0, I) prior, decoders ``Linear-LayerNorm-GELU-Linear`` with a learned
+per-feature scale, a linear 5-class head; the Monte-Carlo ELBO with one particle; Adam;
+minibatches of 256 from a cohort kept in memory.
+
+* ``bayesfuse``: :func:`bayesfuse.train.svi.svi_step` (the fit loop's step) on a
+  :class:`~bayesfuse.module.FusionModule`: fused ELBO, modality dropout 0.25, masks,
+  gradient clipping, fused Adam. ``bayesfuse[trace]``: the same step with Pyro ``Trace_ELBO``.
+* ``torch``: a hand-written torch ELBO of the same network (complete data: no masks, no
+  modality dropout, no clipping) with ``torch.optim.Adam`` defaults.
+* ``numpyro``: NumPyro model/guide of the same network, ``SVI(Trace_ELBO, Adam).update``
+  under ``jax.jit`` (``block_until_ready`` each step).
+
+Before timing, the three losses are compared at equal parameters (the torch weights are
+copied into the others) and equal ``z`` (encoder dropout off).
+
+Each thread count runs in its own subprocess (XLA's thread pool is fixed at start-up); within a
+process the implementations are timed round-robin in blocks of 10 steps, so load from other
+users hits all of them alike. Usage::
+
+    python benchmarks/step_time.py --threads 1 2 --steps 300 --json step_time.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+DIMS = {"a": 1000, "b": 500}
+LATENT, HIDDEN, CLASSES, BATCH, N_COHORT, LR = 32, 256, 5, 256, 4096, 1e-3
+
+
+# --------------------------------------------------------------------------- torch
+def build_bayesfuse(torch, seed=0):
+    from bayesfuse.module.batch import TensorStore
+    from bayesfuse.module.fusion_module import FusionModule
+    from bayesfuse.module.heads import CategoricalHeadModule
+
+    torch.manual_seed(seed)
+    module = FusionModule(DIMS, {m: "gaussian" for m in DIMS}, LATENT,
+                          {"y": CategoricalHeadModule(LATENT, CLASSES)}, hidden=HIDDEN, encoder_dropout=0.1)
+    g = torch.Generator().manual_seed(seed + 1)
+    x = {m: torch.randn(N_COHORT, f, generator=g) for m, f in DIMS.items()}
+    y = torch.randint(0, CLASSES, (N_COHORT,), generator=g)
+    store = TensorStore(encoder_input=x, observed=x, cell_mask={m: torch.ones(N_COHORT, f) for m, f in DIMS.items()},
+                        library={m: torch.ones(N_COHORT) for m in DIMS}, presence=torch.ones(len(DIMS), N_COHORT),
+                        targets={"y": {"y": y}})
+    return module, store, x, y
+
+
+def make_plain(torch, module):
+    """Hand-written torch VAE with the same layers; weights copied from ``module``."""
+    nn, F = torch.nn, torch.nn.functional
+
+    def mlp(i, o, drop):
+        layers = [nn.Linear(i, HIDDEN), nn.LayerNorm(HIDDEN), nn.GELU()] + ([nn.Dropout(drop)] if drop else [])
+        return nn.Sequential(*layers, nn.Linear(HIDDEN, o))
+
+    class PlainVAE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.ModuleDict({m: mlp(f, 2 * LATENT, 0.1) for m, f in DIMS.items()})
+            self.dec = nn.ModuleDict({m: mlp(LATENT, f, 0) for m, f in DIMS.items()})
+            self.raw_scale = nn.ParameterDict({m: nn.Parameter(torch.zeros(f)) for m, f in DIMS.items()})
+            self.head = nn.Linear(LATENT, CLASSES)
+
+        def loss(self, xs, y, n_total, eps=None):
+            prec, wloc = 1.0, 0.0
+            for m in DIMS:
+                loc, raw = self.enc[m](xs[m]).split(LATENT, -1)
+                p = 1.0 / (F.softplus(raw) + 1e-3) ** 2
+                prec, wloc = prec + p, wloc + p * loc
+            loc, scale = wloc / prec, prec.rsqrt()
+            eps = torch.randn_like(loc) if eps is None else eps
+            z = loc + eps * scale
+            elbo = (0.5 * (eps ** 2 - z ** 2) + scale.log()).sum(-1)
+            for m in DIMS:
+                s = F.softplus(self.raw_scale[m] + 0.5413) + 1e-3
+                elbo = elbo + (-0.5 * ((xs[m] - self.dec[m](z)) / s) ** 2 - s.log() - 0.9189385332046727).sum(-1)
+            elbo = elbo + torch.log_softmax(self.head(z), -1).gather(-1, y[:, None]).squeeze(-1) * module.heads["y"].weight
+            return -elbo.sum() * (n_total / y.shape[0])
+
+    plain = PlainVAE()
+    with torch.no_grad():
+        for m in DIMS:
+            for a, b in zip(plain.enc[m].parameters(), module.encoders[m].net.parameters()):
+                a.copy_(b)
+            for a, b in zip(plain.dec[m].parameters(), module.decoders[m].net.parameters()):
+                a.copy_(b)
+            plain.raw_scale[m].copy_(module.decoders[m].raw_scale)
+        for a, b in zip(plain.head.parameters(), module.heads["y"].net.parameters()):
+            a.copy_(b)
+    return plain
+
+
+# --------------------------------------------------------------------------- numpyro
+def make_numpyro(module, x, y):
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as ndist
+    from numpyro.infer import SVI, Trace_ELBO
+
+    init = {k: jnp.asarray(v.detach().numpy()) for k, v in module.state_dict().items()}
+    w = float(module.heads["y"].weight)
+
+    def lin(pre, h):
+        return h @ numpyro.param(f"{pre}.weight", init[f"{pre}.weight"]).T + numpyro.param(f"{pre}.bias", init[f"{pre}.bias"])
+
+    def mlp(pre, h, key=None, has_dropout=False):
+        h = lin(f"{pre}.0", h)
+        mu, var = h.mean(-1, keepdims=True), h.var(-1, keepdims=True)
+        h = (h - mu) / jnp.sqrt(var + 1e-5) * numpyro.param(f"{pre}.1.weight", init[f"{pre}.1.weight"]) \
+            + numpyro.param(f"{pre}.1.bias", init[f"{pre}.1.bias"])
+        h = jax.nn.gelu(h, approximate=False)
+        if key is not None:
+            keep = jax.random.bernoulli(key, 0.9, h.shape)
+            h = jnp.where(keep, h / 0.9, 0.0)
+        return lin(f"{pre}.4" if has_dropout else f"{pre}.3", h)
+
+    def model(xs, y, idx, n_total, dropout=True):
+        xb = {m: v[idx] for m, v in xs.items()}
+        yb = y[idx]
+        with numpyro.plate("patients", idx.shape[0]), numpyro.handlers.scale(scale=n_total / idx.shape[0]):
+            z = numpyro.sample("z", ndist.Normal(0.0, 1.0).expand([idx.shape[0], LATENT]).to_event(1))
+            for m in DIMS:
+                raw = numpyro.param(f"decoders.{m}.raw_scale", init[f"decoders.{m}.raw_scale"])
+                s = jax.nn.softplus(raw + 0.5413) + 1e-3
+                ll = (-0.5 * ((xb[m] - mlp(f"decoders.{m}.net", z)) / s) ** 2 - jnp.log(s) - 0.9189385332046727).sum(-1)
+                numpyro.factor(f"x_{m}", ll)
+            logp = jax.nn.log_softmax(lin("heads.y.net.0", z), -1)
+            numpyro.factor("y", w * jnp.take_along_axis(logp, yb[:, None], -1)[:, 0])
+
+    def guide(xs, y, idx, n_total, dropout=True):
+        xb = {m: v[idx] for m, v in xs.items()}
+        prec, wloc = 1.0, 0.0
+        for m in DIMS:
+            key = numpyro.prng_key() if dropout else None
+            out = mlp(f"encoders.{m}.net", xb[m], key, has_dropout=True)
+            loc, raw = out[:, :LATENT], out[:, LATENT:]
+            p = 1.0 / (jax.nn.softplus(raw) + 1e-3) ** 2
+            prec, wloc = prec + p, wloc + p * loc
+        with numpyro.plate("patients", idx.shape[0]), numpyro.handlers.scale(scale=n_total / idx.shape[0]):
+            numpyro.sample("z", ndist.Normal(wloc / prec, jax.lax.rsqrt(prec)).to_event(1))
+
+    xs = {m: jnp.asarray(v.numpy()) for m, v in x.items()}
+    yj = jnp.asarray(y.numpy())
+    svi = SVI(model, guide, numpyro.optim.Adam(LR), Trace_ELBO())
+    return svi, model, guide, xs, yj
+
+
+def numpyro_elbo_at(model, guide, xs, yj, idx, z, n_total):
+    """-ELBO at a given z: log q(z) - log p(x, y, z) with the initial (copied) parameters."""
+    from numpyro.infer.util import log_density
+
+    lp, _ = log_density(model, (xs, yj, idx, n_total, False), {}, {"z": z})
+    lq, _ = log_density(guide, (xs, yj, idx, n_total, False), {}, {"z": z})
+    return float(lq - lp)
+
+
+# --------------------------------------------------------------------------- driver
+def run_worker(threads: int, steps: int, block: int) -> dict:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    import jax
+    import jax.numpy as jnp
+
+    from bayesfuse.train.svi import TrainConfig, make_optimizer, svi_step
+
+    module, store, x, y = build_bayesfuse(torch)
+    plain = make_plain(torch, module)
+    svi, nmodel, nguide, xs, yj = make_numpyro(module, x, y)
+
+    # ---- identical model: equal -ELBO at equal parameters and equal z (dropout off)
+    from bayesfuse.module.fused_elbo import fused_elbo_loss
+    from bayesfuse.train.svi import elbo_loss
+
+    module.eval()
+    plain.eval()
+    idx = torch.arange(BATCH)
+    batch = store.batch(idx)
+    eps = torch.randn(BATCH, LATENT, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        l_bf = float(fused_elbo_loss(module, batch, N_COHORT, eps=eps))
+        l_pl = float(plain.loss({m: v[idx] for m, v in x.items()}, y[idx], N_COHORT, eps))
+        loc, scale, _ = module.posterior(batch)
+        z = (loc + eps * scale).numpy()
+        torch.manual_seed(3)
+        l_tr = float(elbo_loss(module, batch, N_COHORT, method="trace"))
+        torch.manual_seed(3)
+        l_fu = float(elbo_loss(module, batch, N_COHORT, method="fused"))
+    l_np = numpyro_elbo_at(nmodel, nguide, xs, yj, jnp.arange(BATCH), jnp.asarray(z), N_COHORT)
+    check = {"bayesfuse_fused": l_bf, "plain_torch": l_pl, "numpyro": l_np,
+             "pyro_trace_elbo_seed3": l_tr, "bayesfuse_fused_seed3": l_fu}
+    rel = max(abs(l_pl - l_bf), abs(l_np - l_bf)) / abs(l_bf)
+    rel_trace = abs(l_tr - l_fu) / abs(l_tr)
+    if rel > 1e-4 or rel_trace > 1e-5:
+        raise SystemExit(f"models differ: {check}")
+    module.train()
+    plain.train()
+
+    # ---- steps
+    cfg = TrainConfig(batch_size=BATCH, lr=LR)
+    cfg_trace = TrainConfig(batch_size=BATCH, lr=LR, elbo="trace")
+    opt_bf = make_optimizer(module, LR)
+    params_bf = list(module.parameters())
+    import copy
+
+    module_tr = copy.deepcopy(module)
+    opt_tr = make_optimizer(module_tr, LR)
+    params_tr = list(module_tr.parameters())
+    opt_pl = torch.optim.Adam(plain.parameters(), lr=LR)
+    gen = torch.Generator().manual_seed(11)
+
+    def step_bf():
+        svi_step(module, opt_bf, params_bf, store, torch.randint(0, N_COHORT, (BATCH,), generator=gen), 1.0, cfg)
+
+    def step_tr():
+        svi_step(module_tr, opt_tr, params_tr, store, torch.randint(0, N_COHORT, (BATCH,), generator=gen), 1.0,
+                 cfg_trace)
+
+    def step_pl():
+        i = torch.randint(0, N_COHORT, (BATCH,), generator=gen)
+        loss = plain.loss({m: v.index_select(0, i) for m, v in x.items()}, y.index_select(0, i), N_COHORT) / N_COHORT
+        opt_pl.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_pl.step()
+
+    state = svi.init(jax.random.PRNGKey(0), xs, yj, jnp.arange(BATCH), N_COHORT)
+    update = jax.jit(svi.update, static_argnums=(4,))
+    rng = np.random.default_rng(0)
+    nstate = [state]
+
+    def step_np():
+        i = jnp.asarray(rng.integers(0, N_COHORT, BATCH))
+        s, loss = update(nstate[0], xs, yj, i, N_COHORT)
+        loss.block_until_ready()
+        nstate[0] = s
+
+    impls = {"bayesfuse": step_bf, "bayesfuse[trace]": step_tr, "torch": step_pl, "numpyro": step_np}
+    times = {k: [] for k in impls}
+    for f in impls.values():  # warm-up (jit compile, allocator)
+        for _ in range(20):
+            f()
+    while min(len(v) for v in times.values()) < steps:
+        for k, f in impls.items():
+            for _ in range(block):
+                t = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t)
+    med = {k: 1000 * float(np.median(v)) for k, v in times.items()}
+    return {"threads": threads, "steps": steps, "median_ms": med,
+            "ratio_vs_torch": {k: v / med["torch"] for k, v in med.items()},
+            "ratio_vs_numpyro": {k: v / med["numpyro"] for k, v in med.items()},
+            "loss_check": check, "loss_check_max_rel_diff": rel, "trace_vs_fused_rel_diff": rel_trace,
+            "loadavg_before": os.getloadavg()}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--steps", type=int, default=300, help="timed steps per implementation (>= 200)")
+    ap.add_argument("--block", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=1, help="independent processes per thread count")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker is not None:
+        print(json.dumps(run_worker(args.worker, args.steps, args.block)))
+        return
+    results = []
+    for t in args.threads:
+        for r in range(args.repeats):
+            env = dict(os.environ, XLA_FLAGS=f"--xla_cpu_multi_thread_eigen={'true' if t > 1 else 'false'} "
+                       f"intra_op_parallelism_threads={t}", OMP_NUM_THREADS=str(t), JAX_PLATFORMS="cpu")
+            load = os.getloadavg()
+            out = subprocess.run([sys.executable, __file__, "--worker", str(t), "--steps", str(args.steps),
+                                  "--block", str(args.block)], env=env, capture_output=True, text=True)
+            if out.returncode:
+                raise SystemExit(out.stderr)
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            res["repeat"], res["loadavg_1min"] = r, load[0]
+            results.append(res)
+    print(f"{'threads':>7} {'rep':>3} {'load':>5} | " + " ".join(f"{k:>16}" for k in results[0]["median_ms"])
+          + " | bf/torch bf/numpyro trace/torch")
+    for res in results:
+        med, rt, rn = res["median_ms"], res["ratio_vs_torch"], res["ratio_vs_numpyro"]
+        print(f"{res['threads']:>7} {res['repeat']:>3} {res['loadavg_1min']:>5.1f} | "
+              + " ".join(f"{v:>13.2f} ms" for v in med.values())
+              + f" | {rt['bayesfuse']:>8.2f} {rn['bayesfuse']:>11.2f} {rt['bayesfuse[trace]']:>11.2f}")
+    print(f"loss check (max rel diff bayesfuse vs torch / numpyro at equal params and z): "
+          f"{max(r['loss_check_max_rel_diff'] for r in results):.1e}; fused vs Pyro Trace_ELBO (same seed): "
+          f"{max(r['trace_vs_fused_rel_diff'] for r in results):.1e}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
