@@ -158,7 +158,7 @@ def _bench():
     return mod
 
 
-def _real_validity(name, target, log_cpm, drop):
+def _assert_real_validity(name, target, log_cpm, drop):
     from conftest import dataset_dir
 
     bench = _bench()
@@ -185,10 +185,10 @@ def _real_validity(name, target, log_cpm, drop):
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_gbmlgg_subtype_ltt_validity_crossfit():
-    _real_validity("tcga_gbmlgg", "subtype", False, {"mutation": ["IDH1", "IDH2"], "cnv_arm": ["1p", "19q"]})
+    _assert_real_validity("tcga_gbmlgg", "subtype", False, {"mutation": ["IDH1", "IDH2"], "cnv_arm": ["1p", "19q"]})
 
 
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_rare6_origin_ltt_validity_crossfit():
-    _real_validity("tcga_rare6", "origin", True, None)
+    _assert_real_validity("tcga_rare6", "origin", True, None)
