@@ -1,4 +1,4 @@
-"""Command line: ``bayesfuse fit | predict | demo``.
+"""Command line: ``bayesfuse fit | predict | evaluate | demo``.
 
 Examples
 --------
@@ -6,6 +6,7 @@ Examples
     bayesfuse fit ../shared/data/tcga_gbmlgg --head subtype=categorical --split train \
         --drop-features mutation:IDH1,IDH2 --drop-features cnv_arm:1p,19q --out model_dir
     bayesfuse predict model_dir ../shared/data/tcga_gbmlgg --split test --out predictions/
+    bayesfuse evaluate model_dir ../shared/data/tcga_gbmlgg --split test --out report/
     torchrun --standalone --nproc_per_node=4 -m bayesfuse.cli fit ../shared/data/tcga_gbmlgg \
         --head subtype=categorical --split train --distributed --batch-size 1024 --out model_dir
 """
@@ -130,6 +131,23 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from bayesfuse.evaluation.report import build_report
+
+    data = _read_data(args.data, args.modality, args.targets, args.drop_features)
+    if args.split:
+        data = data.subset(split=args.split)
+    rep = build_report(args.model, data, args.out, head=args.head, max_risk=args.max_risk, delta=args.delta,
+                       calibration_fraction=args.calibration_fraction, seed=args.seed,
+                       num_samples=args.num_samples, starts=args.starts)
+    for r in rep.heads.values():
+        if r.kind == "categorical":
+            print(f"{r.head}: threshold {r.threshold:.4g}, test coverage {r.coverage:.3f}, error among accepted "
+                  f"{r.error:.3f} (target <= {rep.max_risk:g} w.p. >= {1 - rep.delta:g})")
+    print(f"report written to {rep.markdown} ({len(rep.figures)} figures, {rep.seconds:.1f} s)")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from bayesfuse.evaluation.demo import run_demo
 
@@ -172,6 +190,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("evaluate", help="calibrate 'I don't know' on half the labelled data, report on the rest")
+    p.add_argument("model", help="saved model directory")
+    _add_data_args(p)
+    p.add_argument("--head", help="report only this head (default: all)")
+    p.add_argument("--max-risk", type=float, default=0.05, help="tolerated error among accepted patients")
+    p.add_argument("--delta", type=float, default=0.1, help="tolerated failure probability of the guarantee")
+    p.add_argument("--calibration-fraction", type=float, default=0.5)
+    p.add_argument("--starts", type=int, default=1, help="LTT fixed sequences (4 = robust to an early error)")
+    p.add_argument("--num-samples", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output folder (report.md + PNG figures)")
+    p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("demo", help="simulate a cohort, fit, predict, print a table, write a report")
     p.add_argument("--out", default="bayesfuse_demo")
     p.add_argument("--quick", action="store_true", help="fewer epochs (default when CI is set)")

@@ -143,8 +143,12 @@ def ood(held_out="UVM"):
 
 
 def nuts():
-    from bayesfuse.diagnostics.reference import (compare_posteriors, fit_svi_submodel, run_nuts,
-                                                 softmax_predictive)
+    from bayesfuse.diagnostics.reference import (
+        compare_posteriors,
+        fit_svi_submodel,
+        run_nuts,
+        softmax_predictive,
+    )
     from bayesfuse.diagnostics.vi import guide_khat
 
     d, target = load("tcga_gbmlgg")

@@ -25,8 +25,13 @@ import pandas as pd
 import torch
 
 import bayesfuse as bf
-from bayesfuse.metrics import (concordance_harrell, concordance_uno, d_calibration, integrated_brier_score,
-                               interval_coverage)
+from bayesfuse.metrics import (
+    concordance_harrell,
+    concordance_uno,
+    d_calibration,
+    integrated_brier_score,
+    interval_coverage,
+)
 
 DATA = Path(os.environ.get("BAYESFUSE_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
 DEEPSURV_C = {"metabric": 0.6545, "support": 0.6189, "gbsg": 0.6684, "whas": 0.8667}

@@ -194,7 +194,7 @@ def _validity_run(n_splits, n_cal, seed=0, max_risk=0.05, delta=0.1):
     return np.mean(viol), np.mean(viol_sharp), np.mean(viol_naive), np.mean(cov), np.mean(viol_exp)
 
 
-def _check_validity(n_splits, n_cal, delta=0.1):
+def _assert_validity(n_splits, n_cal, delta=0.1):
     v, v_sharp, v_naive, cov, v_exp = _validity_run(n_splits, n_cal, delta=delta)
     slack = 3 * math.sqrt(delta * (1 - delta) / n_splits)  # 3 binomial sd
     print(f"LTT violation (calibrated) {v:.3f}, (over-confident) {v_sharp:.3f}, naive plug-in "
@@ -207,12 +207,12 @@ def _check_validity(n_splits, n_cal, delta=0.1):
 
 
 def test_validity_positive_and_negative_control_fast():
-    _check_validity(n_splits=100, n_cal=800)
+    _assert_validity(n_splits=100, n_cal=800)
 
 
 @pytest.mark.slow
 def test_validity_positive_and_negative_control_slow():
-    _check_validity(n_splits=1000, n_cal=1000)
+    _assert_validity(n_splits=1000, n_cal=1000)
 
 
 def test_nothing_certifiable_abstains_everything():

@@ -72,7 +72,7 @@ def _coverage_run(n_splits, n_cal, alpha=0.1, seed=0):
             {k: float(np.mean(v)) for k, v in sizes.items()})
 
 
-def _check_coverage(n_splits, n_cal, alpha=0.1):
+def _assert_coverage(n_splits, n_cal, alpha=0.1):
     cov, per_class, sizes = _coverage_run(n_splits, n_cal, alpha)
     for name in ("lac", "aps", "raps", "mondrian"):
         c = cov[name]
@@ -87,12 +87,12 @@ def _check_coverage(n_splits, n_cal, alpha=0.1):
 
 
 def test_coverage_lac_aps_raps_mondrian_fast():
-    _check_coverage(n_splits=100, n_cal=300)
+    _assert_coverage(n_splits=100, n_cal=300)
 
 
 @pytest.mark.slow
 def test_coverage_lac_aps_raps_mondrian_slow():
-    _check_coverage(n_splits=500, n_cal=1000)
+    _assert_coverage(n_splits=500, n_cal=1000)
 
 
 def test_marginal_method_undercovers_hard_class_but_mondrian_does_not():

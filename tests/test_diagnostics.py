@@ -5,8 +5,14 @@ import pytest
 import torch
 
 from bayesfuse.diagnostics import khat_threshold, psis_khat
-from bayesfuse.diagnostics.reference import (compare_posteriors, fit_svi_submodel, numpyro_log_joint,
-                                             pyro_log_joint, run_nuts, sbc_ranks)
+from bayesfuse.diagnostics.reference import (
+    compare_posteriors,
+    fit_svi_submodel,
+    numpyro_log_joint,
+    pyro_log_joint,
+    run_nuts,
+    sbc_ranks,
+)
 from bayesfuse.diagnostics.vi import guide_khat
 from bayesfuse.module.bayesian_heads import BayesianCategoricalHeadModule
 

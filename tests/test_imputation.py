@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 
 import bayesfuse as bf
 from bayesfuse.exceptions import NoModalityWarning

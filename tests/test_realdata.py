@@ -40,7 +40,7 @@ def _logreg(train, test, target, transform=None):
     return accuracy_score(yte[kte], pred), f1_score(yte[kte], pred, average="macro")
 
 
-def _check(train, test, target, lr_acc, lr_f1, **model_kw):
+def _assert_beats_logreg(train, test, target, lr_acc, lr_f1, **model_kw):
     model = bf.FusionModel(train, heads={target: "categorical"}, **model_kw)
     model.fit(seed=0, progress=False)
     post = model.predict(test, num_samples=200)
@@ -59,7 +59,7 @@ def test_gbmlgg_subtype_beats_logistic_regression():
         assert not set(cols) & set(data.features(m))
     train, test = data.subset(split="train"), data.subset(split="test")
     lr_acc, lr_f1 = _logreg(train, test, "subtype")
-    _check(train, test, "subtype", lr_acc, lr_f1, latent_dim=16)
+    _assert_beats_logreg(train, test, "subtype", lr_acc, lr_f1, latent_dim=16)
 
 
 def test_rare6_origin_beats_logistic_regression():
@@ -70,4 +70,4 @@ def test_rare6_origin_beats_logistic_regression():
         return np.log1p(df.div(df.sum(axis=1), axis=0) * 1e6)
 
     lr_acc, lr_f1 = _logreg(train, test, "origin", transform=log_cpm)
-    _check(train, test, "origin", lr_acc, lr_f1, latent_dim=16)
+    _assert_beats_logreg(train, test, "origin", lr_acc, lr_f1, latent_dim=16)

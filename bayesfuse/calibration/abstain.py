@@ -138,6 +138,11 @@ class Abstainer:
         use the pooled threshold (with a :class:`CalibrationWarning` naming them).
     grid : array-like, optional
         Candidate thresholds (label-free). Default :func:`~bayesfuse.calibration.ltt.default_grid`.
+    starts : int
+        Fixed sequences run at level ``delta / starts`` from label-free start points (see
+        :func:`~bayesfuse.calibration.ltt.ltt_fixed_sequence`). ``1`` (default): plain fixed
+        sequence, which certifies nothing when one of the ~``n_min`` most confident calibration
+        patients is wrong; ``4`` is robust to such an early error (measured in docs/calibration.md).
 
     Attributes
     ----------
@@ -180,7 +185,7 @@ class Abstainer:
 
     def __init__(self, max_risk: float = 0.05, delta: float = 0.1, *,
                  ood_score: str | Callable | None = None, ood_quantile: float = 0.95,
-                 per_pattern: bool = False, grid=None) -> None:
+                 per_pattern: bool = False, grid=None, starts: int = 1) -> None:
         _check_levels(max_risk, delta)
         if ood_score is not None and not callable(ood_score) and ood_score not in _OOD_SCORES:
             raise ValueError(f"ood_score={ood_score!r}; use None, one of {_OOD_SCORES} or a callable "
@@ -193,10 +198,13 @@ class Abstainer:
         self.ood_quantile = float(ood_quantile)
         self.per_pattern = bool(per_pattern)
         self.grid = grid
+        if not (isinstance(starts, (int, np.integer)) and starts >= 1):
+            raise ValueError(f"starts={starts!r} must be an integer >= 1 (1 = plain fixed-sequence testing).")
+        self.starts = int(starts)
 
     def __repr__(self) -> str:
         return (f"Abstainer(max_risk={self.max_risk}, delta={self.delta}, ood_score={self.ood_score!r}, "
-                f"ood_quantile={self.ood_quantile}, per_pattern={self.per_pattern})")
+                f"ood_quantile={self.ood_quantile}, per_pattern={self.per_pattern}, starts={self.starts})")
 
     # ----------------------------------------------------------------- helpers
     def _ood(self, post: Posterior, head: str) -> np.ndarray | None:
@@ -219,7 +227,7 @@ class Abstainer:
 
     def _ltt(self, scores, errors, eligible) -> LTTResult:
         return ltt_fixed_sequence(scores, errors, self.max_risk, self.delta, grid=self.grid_full_,
-                                  eligible=eligible)
+                                  eligible=eligible, starts=self.starts)
 
     # --------------------------------------------------------------------- fit
     def fit(self, post: Posterior, labels: pd.Series, head: str) -> Abstainer:
@@ -250,7 +258,7 @@ class Abstainer:
         self.classes_ = list(classes)
         self.grid_full_ = default_grid(len(classes)) if self.grid is None else np.asarray(self.grid, float)
         self.n_calibration_ = int(len(codes))
-        self.n_min_ = min_certifiable(self.max_risk, self.delta)
+        self.n_min_ = min_certifiable(self.max_risk, self.delta / self.starts)
 
         ood = self._ood(post, head)
         if ood is None:
@@ -301,6 +309,11 @@ class Abstainer:
                 f"there were {self.n_calibration_} calibration patients ({self.n_gate_passed_} past the "
                 "OOD gate). Use more calibration patients, a larger max_risk or delta, or a better model.")
 
+    def _procedure(self) -> str:
+        if self.starts == 1:
+            return "fixed-sequence testing"
+        return f"{self.starts} fixed sequences at delta/{self.starts} each"
+
     def _guarantee_text(self) -> str:
         conf = f"{100 * (1 - self.delta):.4g}%"
         risk = f"{100 * self.max_risk:.4g}%"
@@ -312,7 +325,7 @@ class Abstainer:
             k = int(self.ltt_.n_accepted[self.ltt_.chosen])
             text = (f"With probability at least {conf} over the draw of the {self.n_calibration_} calibration "
                     f"patients, the error rate among accepted patients is at most {risk} (Learn-then-Test, "
-                    f"exact binomial p-values, fixed-sequence testing; accept when the posterior-predictive "
+                    f"exact binomial p-values, {self._procedure()}; accept when the posterior-predictive "
                     f"max probability >= {self.threshold_:.4g}; {k}/{self.n_calibration_} calibration patients "
                     f"accepted). This holds on average over accepted patients, for new patients exchangeable "
                     f"with the calibration patients (same cohort and preprocessing); it is not a "

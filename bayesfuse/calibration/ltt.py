@@ -127,7 +127,7 @@ class LTTResult:
 
 
 def ltt_fixed_sequence(scores, errors, max_risk: float, delta: float, grid=None,
-                       eligible=None) -> LTTResult:
+                       eligible=None, starts: int = 1) -> LTTResult:
     """Certify an acceptance threshold ``score >= lambda`` with fixed-sequence LTT.
 
     Parameters
@@ -146,6 +146,13 @@ def ltt_fixed_sequence(scores, errors, max_risk: float, delta: float, grid=None,
     eligible : array-like of bool, shape (n,), optional
         Patients passing an earlier label-free gate (e.g. an OOD filter); the others are
         never accepted.
+    starts : int
+        Number of fixed sequences (Bonferroni: each at level ``delta / starts``). Sequence
+        ``j`` starts at the most conservative threshold accepting at least
+        ``2**j * n_min(delta / starts)`` calibration patients; the certified set is the union.
+        ``1`` (default) is plain fixed-sequence testing, which stops for good when the few
+        most confident calibration patients contain an error; ``starts=4`` is robust to
+        that at the price of a larger ``n_min`` (benchmarks/calibration.py, docs/calibration.md).
 
     Returns
     -------
@@ -162,6 +169,8 @@ def ltt_fixed_sequence(scores, errors, max_risk: float, delta: float, grid=None,
     the first failure.
     """
     _check_levels(max_risk, delta)
+    if not (isinstance(starts, (int, np.integer)) and starts >= 1):
+        raise ValueError(f"starts={starts!r} must be an integer >= 1 (1 = plain fixed-sequence testing).")
     s = np.asarray(scores, dtype=float).ravel()
     e = np.asarray(errors, dtype=bool).ravel()
     if s.shape != e.shape:
@@ -172,7 +181,7 @@ def ltt_fixed_sequence(scores, errors, max_risk: float, delta: float, grid=None,
         keep = np.asarray(eligible, dtype=bool).ravel()
         s, e = s[keep], e[keep]
     g = default_grid(2) if grid is None else np.unique(np.asarray(grid, dtype=float))[::-1]
-    n_min = min_certifiable(max_risk, delta)
+    n_min = min_certifiable(max_risk, delta / starts)
 
     order = np.argsort(s)
     s_sorted = s[order]
@@ -189,15 +198,19 @@ def ltt_fixed_sequence(scores, errors, max_risk: float, delta: float, grid=None,
     sl = slice(start[0], None)
     g, n_acc, n_err = g[sl], n_acc[sl], n_err[sl]
     p = binomial_p_values(n_err, n_acc, max_risk)
-    fails = np.flatnonzero(p > delta)
-    n_cert = fails[0] if len(fails) else len(p)
     certified = np.zeros(len(p), dtype=bool)
-    certified[:n_cert] = True
-    if n_cert == 0:
+    level = delta / starts
+    for j in range(starts):  # label-free start points: the n_acc counts use scores only
+        first = np.flatnonzero(n_acc >= n_min * 2**j)
+        if len(first) == 0:
+            break
+        fails = np.flatnonzero(p[first[0]:] > level)
+        certified[first[0]:first[0] + (fails[0] if len(fails) else len(p) - first[0])] = True
+    if not certified.any():
         thr = float("inf")
     else:
-        best = n_acc[:n_cert].max()
-        thr = float(g[:n_cert][np.flatnonzero(n_acc[:n_cert] == best)[0]])
+        best = n_acc[certified].max()
+        thr = float(g[np.flatnonzero(certified & (n_acc == best))[0]])
     return LTTResult(grid=g, n_accepted=n_acc.astype(int), n_errors=n_err.astype(int), p_values=p,
                      certified=certified, threshold=thr, n_min=n_min,
                      max_risk=float(max_risk), delta=float(delta))

@@ -2,5 +2,6 @@
 
 from bayesfuse.evaluation.classification import evaluate_classification
 from bayesfuse.evaluation.imputation import ImputationEvaluation, evaluate_imputation
+from bayesfuse.evaluation.report import Report, build_report
 
-__all__ = ["ImputationEvaluation", "evaluate_classification", "evaluate_imputation"]
+__all__ = ["ImputationEvaluation", "Report", "build_report", "evaluate_classification", "evaluate_imputation"]

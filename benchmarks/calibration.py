@@ -1,0 +1,472 @@
+"""Acceptance benchmark of calibrated "I don't know" (Abstainer / Learn-then-Test, conformal sets).
+
+Run:  PYTHONPATH=. python benchmarks/calibration.py [--quick] [--json benchmarks/results/calibration.json]
+
+Sections (all numbers measured in this run, printed as tables and written to JSON):
+
+1. Validity. On the simulator, tcga_gbmlgg (subtype; IDH1/IDH2 mutations and 1p/19q arms dropped)
+   and tcga_rare6 (origin), held-out predictions are re-split >= 100 times into calibration /
+   test halves (stratified, patient level). Per split the LTT threshold is certified on the
+   calibration half and the error among accepted test patients is measured; the share of splits
+   where it exceeds ``max_risk`` must be <= delta (+ binomial slack). Held-out predictions:
+   * simulator (class_separation 2.5 = default, and 4.0): one model fitted on 600 simulated
+     patients, 2400 fresh patients predicted once;
+   * real data, protocol "train/test": one model on the dataset's train split, its test split
+     predicted once (small: 113 / 71 patients);
+   * real data, protocol "cross-fit": K-fold out-of-fold predictions over the whole cohort (each
+     patient predicted by the model that did not see it), so the calibration / test pools are the
+     whole cohort. Fold models use fewer epochs (``--cv-epochs``).
+   Negative controls in the same run: the same predictions sharpened (p ** 4, renormalised:
+   over-confident) with naive plug-in thresholds: (a) the model's own risk estimate
+   ``mean(1 - confidence)`` among accepted <= max_risk; (b) the empirical calibration error among
+   accepted <= max_risk (no finite-sample correction). LTT on the sharpened probabilities is shown
+   too (it must stay valid: LTT does not trust the probabilities).
+2. Usefulness: mean coverage (share accepted) of LTT (plain fixed sequence, and 4 Bonferroni-split
+   fixed sequences: ``Abstainer(starts=4)``) on bayesfuse vs the same on L2 logistic regression
+   probabilities (sklearn, standardised concatenated features, log1p CPM for rare6) on the same
+   folds and re-splits.
+3. Unseen class: tcga_rare6 cross-fitted without one tumour type; those patients are predicted by
+   the fold models; share refused by the Abstainer (confidence + OOD gate: mutual information, or
+   the mean latent distance to the 5 nearest training patients of the fold model; gate quantile
+   0.95 or 0.9) and coverage kept on the known types.
+4. Conformal sets (alpha = 0.1, LAC and APS): mean test coverage over re-splits vs 1 - alpha and
+   mean set size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import binom
+
+torch.set_num_threads(1)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import bayesfuse as bf  # noqa: E402
+from bayesfuse.calibration import (  # noqa: E402
+    Abstainer,
+    CalibrationWarning,
+    ConformalSets,
+    coverage,
+    default_grid,
+    ltt_fixed_sequence,
+    make_splits,
+    subset_posterior,
+)
+from bayesfuse.posterior import Posterior  # noqa: E402
+
+warnings.simplefilter("ignore", CalibrationWarning)
+warnings.simplefilter("ignore", bf.exceptions.BayesFuseWarning)
+
+DATA_ROOT = Path(os.environ.get("BAYESFUSE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+GBMLGG_LEAKAGE = {"mutation": ["IDH1", "IDH2"], "cnv_arm": ["1p", "19q"]}
+SHARPEN = 4.0  # over-confident control: p ** SHARPEN, renormalised (temperature 1/4)
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def concat_posteriors(posts: list[Posterior]) -> Posterior:
+    """Stack Posteriors of disjoint patients (same heads / classes) along the patient axis."""
+    p0 = posts[0]
+    draws = {h: {k: np.concatenate([p.draws[h][k] for p in posts], axis=1) for k in p0.draws[h]}
+             for h in p0.draws}
+    return dataclasses.replace(
+        p0, sample_ids=np.concatenate([np.asarray(p.sample_ids, dtype=object) for p in posts]), draws=draws,
+        latent=np.concatenate([p.latent for p in posts], axis=1),
+        latent_loc=np.concatenate([p.latent_loc for p in posts]),
+        latent_scale=np.concatenate([p.latent_scale for p in posts]),
+        presence=pd.concat([p.presence for p in posts]),
+        modality_precision=np.concatenate([p.modality_precision for p in posts]), extra={})
+
+
+def features(data: bf.MultiModalData, log_cpm: bool) -> pd.DataFrame:
+    frames = []
+    for m in data.modality_names:
+        df = data.modality(m)
+        if log_cpm:
+            df = np.log1p(df.div(df.sum(axis=1), axis=0) * 1e6)
+        frames.append(df.add_prefix(f"{m}:"))
+    return pd.concat(frames, axis=1).reindex(data.sample_ids)
+
+
+def logreg_probs(train: bf.MultiModalData, test: bf.MultiModalData, target: str, classes: list,
+                 log_cpm: bool) -> np.ndarray:
+    """L2 logistic regression (C=1) on standardised concatenated features; missing modality -> mean + indicator."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    xtr, xte = features(train, log_cpm), features(test, log_cpm)
+    keep = xtr.columns[xtr.std(skipna=True).fillna(0).to_numpy() > 0]
+    xtr, xte = xtr[keep], xte.reindex(columns=keep)
+    ytr = train.targets[target]
+    ok = ytr.notna().to_numpy()
+    steps = [SimpleImputer(strategy="mean", add_indicator=True)] if xtr.isna().any().any() or xte.isna().any().any() \
+        else []
+    clf = make_pipeline(*steps, StandardScaler(), LogisticRegression(C=1.0, max_iter=3000))
+    clf.fit(xtr[ok].to_numpy(), ytr[ok].to_numpy())
+    p = clf.predict_proba(xte.to_numpy())
+    out = np.zeros((len(xte), len(classes)))
+    for j, c in enumerate(clf.classes_):
+        out[:, classes.index(c)] = p[:, j]
+    return out
+
+
+def sharpen(p: np.ndarray, power: float = SHARPEN) -> np.ndarray:
+    q = np.clip(p, 1e-300, None) ** power
+    return q / q.sum(axis=1, keepdims=True)
+
+
+# ------------------------------------------------------------------------------ threshold rules
+def ltt_threshold(p_cal: np.ndarray, y_cal: np.ndarray, max_risk: float, delta: float, starts: int = 1) -> float:
+    """The Abstainer's rule on arrays: LTT on max probability with the default label-free grid."""
+    return ltt_fixed_sequence(p_cal.max(1), p_cal.argmax(1) != y_cal, max_risk, delta,
+                              grid=default_grid(p_cal.shape[1]), starts=starts).threshold
+
+
+def plugin_self_threshold(p_cal: np.ndarray, max_risk: float) -> float:
+    """Naive: trust the model; lowest threshold whose self-reported risk mean(1 - conf) <= max_risk."""
+    conf = np.sort(p_cal.max(1))[::-1]
+    self_risk = np.cumsum(1 - conf) / np.arange(1, len(conf) + 1)
+    ok = np.flatnonzero(self_risk <= max_risk)
+    return float(conf[ok[-1]]) if len(ok) else float("inf")
+
+
+def plugin_empirical_threshold(p_cal: np.ndarray, y_cal: np.ndarray, max_risk: float) -> float:
+    """Naive: lowest threshold whose empirical calibration error among accepted <= max_risk (no correction)."""
+    order = np.argsort(-p_cal.max(1), kind="stable")
+    conf = p_cal.max(1)[order]
+    err = np.cumsum(p_cal.argmax(1)[order] != y_cal[order]) / np.arange(1, len(conf) + 1)
+    ok = np.flatnonzero(err <= max_risk)
+    return float(conf[ok[-1]]) if len(ok) else float("inf")
+
+
+def slack(n_splits: int, delta: float, level: float = 0.95) -> float:
+    """Upper ``level`` binomial quantile of the violation share when the true rate is delta."""
+    return float(binom.ppf(level, n_splits, delta) / n_splits)
+
+
+# ------------------------------------------------------------------------------------ re-splits
+def resplit_study(name: str, post: Posterior, labels: pd.Series, head: str, lr_probs: np.ndarray | None,
+                  n_splits: int, max_risks: tuple[float, ...], delta: float, conformal: bool = True,
+                  population: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict:
+    """Validity, usefulness and conformal coverage over random calibration / test re-splits.
+
+    ``population = (bayesfuse probs, logistic-regression probs, labels)`` of a large fresh sample
+    (simulator only): the error among accepted of each chosen threshold is also measured there, a
+    close estimate of the population risk the guarantee is about (free of test-half noise).
+    """
+    classes = post.classes(head)
+    ids = pd.Index(np.asarray(post.sample_ids, dtype=object))
+    known = labels.reindex(ids).notna().to_numpy()  # unlabelled patients cannot be scored
+    if not known.all():
+        post, ids = subset_posterior(post, ids[known]), ids[known]
+        lr_probs = lr_probs[known] if lr_probs is not None else None
+    y = pd.Index(classes).get_indexer(labels.reindex(ids).to_numpy())
+    assert (y >= 0).all(), "labels outside the model's classes"
+    p_bf = np.asarray(post.probs(head), dtype=np.float64).mean(0)
+    methods = {"bayesfuse LTT": (p_bf, "ltt", "bf"), "bayesfuse LTT, 4 starts": (p_bf, "ltt4", "bf"),
+               "over-confident LTT": (sharpen(p_bf), "ltt", "sharp"),
+               "over-confident plug-in (self-reported risk)": (sharpen(p_bf), "self", "sharp"),
+               "over-confident plug-in (empirical risk)": (sharpen(p_bf), "emp", "sharp"),
+               "bayesfuse plug-in (empirical risk)": (p_bf, "emp", "bf")}
+    if lr_probs is not None:
+        methods["logistic regression LTT"] = (lr_probs, "ltt", "lr")
+        methods["logistic regression LTT, 4 starts"] = (lr_probs, "ltt4", "lr")
+    pop = None
+    if population is not None:
+        pp, pl, py = population
+        pop = {"bf": pp, "sharp": sharpen(pp), "lr": pl, "y": py}
+    rec = {(m, r): {"viol": [], "cov": [], "err": [], "pop_viol": []} for m in methods for r in max_risks}
+    conf_rec = {meth: {"cov": [], "size": []} for meth in ("lac", "aps")}
+    checked = False
+    lab_series = pd.Series(np.asarray(classes, dtype=object)[y], index=ids)
+    for s in range(n_splits):
+        split = make_splits(ids, lab_series, fractions={"calibration": 0.5, "test": 0.5}, seed=1000 + s)
+        cal = split.to_numpy() == "calibration"
+        te = ~cal
+        for r in max_risks:
+            for m, (p, rule, src) in methods.items():
+                if rule in ("ltt", "ltt4"):
+                    thr = ltt_threshold(p[cal], y[cal], r, delta, starts=4 if rule == "ltt4" else 1)
+                elif rule == "self":
+                    thr = plugin_self_threshold(p[cal], r)
+                else:
+                    thr = plugin_empirical_threshold(p[cal], y[cal], r)
+                acc = p[te].max(1) >= thr
+                k = int(acc.sum())
+                e = int((p[te][acc].argmax(1) != y[te][acc]).sum())
+                d = rec[(m, r)]
+                d["viol"].append(k > 0 and e / k > r)
+                d["cov"].append(k / te.sum())
+                d["err"].append(e / k if k else np.nan)
+                if pop is not None:
+                    pa = pop[src].max(1) >= thr
+                    d["pop_viol"].append(bool(pa.any() and (pop[src][pa].argmax(1) != pop["y"][pa]).mean() > r))
+            if not checked:  # the array rule is exactly bf.Abstainer
+                cal_ids = ids[cal]
+                ab = Abstainer(max_risk=r, delta=delta).fit(subset_posterior(post, cal_ids), lab_series, head=head)
+                assert ab.threshold_ == ltt_threshold(p_bf[cal], y[cal], r, delta), "array rule != Abstainer"
+                ab = Abstainer(max_risk=r, delta=delta, starts=4).fit(subset_posterior(post, cal_ids), lab_series,
+                                                                       head=head)
+                assert ab.threshold_ == ltt_threshold(p_bf[cal], y[cal], r, delta, 4), "array rule != Abstainer"
+        checked = True
+        if conformal:
+            cp, tp = subset_posterior(post, ids[cal]), subset_posterior(post, ids[te])
+            for meth in conf_rec:
+                cs = ConformalSets(alpha=0.1, method=meth, seed=s).fit(cp, lab_series, head=head)
+                sets = cs.predict(tp)
+                conf_rec[meth]["cov"].append(coverage(sets, lab_series))
+                conf_rec[meth]["size"].append(float(sets["size"].mean()))
+    n_cal = int(round(len(ids) / 2))
+    rows = []
+    for (m, r), d in rec.items():
+        v = np.array(d["viol"])
+        rows.append({"dataset": name, "method": m, "max_risk": r, "n_pool": len(ids), "n_splits": n_splits,
+                     "violation_share": float(v.mean()), "allowed (delta + slack)": slack(n_splits, delta),
+                     "valid": bool(v.mean() <= slack(n_splits, delta)),
+                     "population_violation_share": float(np.mean(d["pop_viol"])) if d["pop_viol"] else None,
+                     "mean_coverage": float(np.mean(d["cov"])),
+                     "mean_error_accepted": float(np.nanmean(d["err"])) if np.isfinite(d["err"]).any() else None,
+                     "share_nothing_certified": float(np.mean(np.array(d["cov"]) == 0))})
+    out = {"dataset": name, "n_pool": len(ids), "n_calibration": n_cal,
+           "base_error": float((p_bf.argmax(1) != y).mean()),
+           "base_error_logreg": float((lr_probs.argmax(1) != y).mean()) if lr_probs is not None else None,
+           "rows": rows}
+    if conformal:
+        n_te = len(ids) - n_cal
+        out["conformal"] = [{"dataset": name, "alpha": 0.1, "method": meth,
+                             "mean_coverage": float(np.mean(d["cov"])),
+                             "sd_coverage_over_splits": float(np.std(d["cov"])),
+                             "binomial_2se_one_split": float(2 * np.sqrt(0.1 * 0.9 / n_te)),
+                             "within_binomial_error": bool(abs(np.mean(d["cov"]) - 0.9) <= 2 * np.sqrt(0.09 / n_te)),
+                             "mean_set_size": float(np.mean(d["size"]))} for meth, d in conf_rec.items()]
+    return out
+
+
+# ------------------------------------------------------------------------------------ fitting
+def fit_predict(train: bf.MultiModalData, test: bf.MultiModalData, target: str, epochs: int, seed: int,
+                num_samples: int, latent_dim: int = 16, **kw):
+    model = bf.FusionModel(train, heads={target: "categorical"}, latent_dim=latent_dim, **kw)
+    model.fit(max_epochs=epochs, seed=seed, progress=False)
+    return model, model.predict(test, num_samples=num_samples, seed=seed)
+
+
+def crossfit(data: bf.MultiModalData, target: str, k: int, epochs: int, seed: int, num_samples: int,
+             log_cpm: bool, extra: bf.MultiModalData | None = None, with_lr: bool = True):
+    """K-fold out-of-fold posteriors (and logistic-regression probabilities) for every labelled patient.
+
+    ``extra`` patients (e.g. an unseen class) are split into the same K folds and predicted by the fold
+    model that excludes their fold (none of the fold models sees them).
+    """
+    lab = data.targets[target].dropna()
+    folds = make_splits(lab.index, lab, fractions={f"f{i}": 1 / k for i in range(k)}, seed=seed)
+    extra_folds = None
+    if extra is not None:
+        extra_folds = make_splits(extra.sample_ids, None, fractions={f"f{i}": 1 / k for i in range(k)}, seed=seed)
+    posts, extra_posts, lr, lr_ids, secs, latents = [], [], [], [], 0.0, {}
+    for i in range(k):
+        test_ids = folds.index[folds.to_numpy() == f"f{i}"]
+        train_ids = folds.index[folds.to_numpy() != f"f{i}"]
+        train, test = data.subset(ids=train_ids), data.subset(ids=test_ids)
+        t0 = time.perf_counter()
+        model, post = fit_predict(train, test, target, epochs, seed + i, num_samples)
+        secs += time.perf_counter() - t0
+        posts.append(post)
+        tr_loc = model.predict(train, num_samples=1, seed=seed).latent_loc
+        latents[i] = tr_loc
+        post.extra["fold"] = i
+        if extra is not None:
+            ex_ids = extra_folds.index[extra_folds.to_numpy() == f"f{i}"]
+            extra_posts.append(model.predict(extra.subset(ids=ex_ids), num_samples=num_samples, seed=seed))
+        if with_lr:
+            lr.append(logreg_probs(train, test, target, post.classes(target), log_cpm))
+            lr_ids.append(test_ids)
+        log(f"  fold {i + 1}/{k}: {len(train_ids)} train / {len(test_ids)} held out, "
+            f"{len(model.history_)} epochs")
+    # latent kNN distance to the fold model's own training patients (a label-free OOD score)
+    knn = {}
+    for i, post in enumerate(posts + extra_posts):
+        fold = i if i < k else i - k
+        ref = latents[fold]
+        d = np.sqrt(((post.latent_loc[:, None, :] - ref[None, :, :]) ** 2).sum(-1))
+        knn.update(dict(zip(post.sample_ids, np.sort(d, axis=1)[:, :5].mean(1))))
+    oof = concat_posteriors(posts)
+    ex = concat_posteriors(extra_posts) if extra_posts else None
+    lr_probs = None
+    if with_lr:
+        order = pd.Index(np.concatenate([np.asarray(x, dtype=object) for x in lr_ids]))
+        lr_probs = np.concatenate(lr)[order.get_indexer(oof.sample_ids)]
+    return oof, ex, lr_probs, secs, pd.Series(knn)
+
+
+# ----------------------------------------------------------------------------------- unseen class
+def unseen_study(data: bf.MultiModalData, target: str, held: str, k: int, epochs: int, seed: int,
+                 num_samples: int, n_splits: int, max_risk: float, delta: float) -> list[dict]:
+    lab = data.targets[target]
+    known = data.subset(ids=lab.index[(lab != held).to_numpy() & lab.notna().to_numpy()])
+    unseen = data.subset(ids=lab.index[(lab == held).to_numpy()])
+    oof, ex, _, secs, knn = crossfit(known, target, k, epochs, seed, num_samples, log_cpm=True, extra=unseen,
+                                     with_lr=False)
+    y_known = known.targets[target]
+    ids = pd.Index(np.asarray(oof.sample_ids, dtype=object))
+
+    def knn_score(post, head):
+        return knn.reindex(np.asarray(post.sample_ids, dtype=object)).to_numpy()
+
+    gates = {("none (confidence only)", None): None}
+    for q in (0.95, 0.9):
+        gates[("mutual_info", q)] = "mutual_info"
+        gates[("latent kNN distance", q)] = knn_score
+    res = {g: {"refused_unseen": [], "coverage_known": [], "err_known": [], "refused_by_gate": []} for g in gates}
+    for s in range(n_splits):
+        split = make_splits(ids, y_known.reindex(ids), fractions={"calibration": 0.5, "test": 0.5}, seed=2000 + s)
+        cal_ids, te_ids = ids[split.to_numpy() == "calibration"], ids[split.to_numpy() == "test"]
+        cp, tp = subset_posterior(oof, cal_ids), subset_posterior(oof, te_ids)
+        for g, score in gates.items():
+            ab = Abstainer(max_risk=max_risk, delta=delta, ood_score=score,
+                           ood_quantile=g[1] or 0.95).fit(cp, y_known, head=target)
+            du = ab.predict(ex)
+            rc = ab.risk_coverage(tp, y_known)
+            res[g]["refused_unseen"].append(float((~du["accepted"]).mean()))
+            res[g]["refused_by_gate"].append(float((du["reason"] == "out of distribution").mean()))
+            res[g]["coverage_known"].append(rc.coverage)
+            res[g]["err_known"].append(rc.error)
+    rows = []
+    for g, d in res.items():
+        rows.append({"held_out_class": held, "n_unseen": unseen.n_samples, "n_known_pool": len(ids),
+                     "gate": g[0], "ood_quantile": g[1], "n_splits": n_splits, "max_risk": max_risk,
+                     "refused_unseen": float(np.mean(d["refused_unseen"])),
+                     "refused_unseen_min": float(np.min(d["refused_unseen"])),
+                     "refused_by_gate": float(np.mean(d["refused_by_gate"])),
+                     "coverage_known": float(np.mean(d["coverage_known"])),
+                     "error_known_accepted": float(np.nanmean(d["err_known"])),
+                     "fit_seconds": secs})
+    return rows
+
+
+# --------------------------------------------------------------------------------------- main
+def print_table(title: str, rows: list[dict], cols: list[str]) -> None:
+    df = pd.DataFrame(rows)[cols]
+    print(f"\n== {title} ==")
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.3f}".format):
+        print(df.to_string(index=False))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: few splits, epochs and datasets")
+    ap.add_argument("--n-splits", type=int, default=200)
+    ap.add_argument("--epochs", type=int, default=300, help="max epochs of the train/test models")
+    ap.add_argument("--cv-epochs", type=int, default=150, help="max epochs of the cross-fitted fold models")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--unseen-folds", type=int, default=3)
+    ap.add_argument("--unseen", default="CHOL,DLBC", help="rare6 classes to hold out, comma-separated")
+    ap.add_argument("--num-samples", type=int, default=100)
+    ap.add_argument("--max-risk", type=float, default=0.05)
+    ap.add_argument("--delta", type=float, default=0.1)
+    ap.add_argument("--json", default="benchmarks/results/calibration.json")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.n_splits, args.epochs, args.cv_epochs, args.folds, args.unseen = 20, 30, 30, 2, "CHOL"
+    t_start = time.perf_counter()
+    delta, r0 = args.delta, args.max_risk
+    risks_real = (r0, 0.02)  # real cohorts have base error < 5%: 0.02 makes the selection matter
+    results: dict = {"date": time.strftime("%Y-%m-%d"), "machine": "2-core CPU, shared", "args": vars(args),
+                     "studies": [], "unseen": []}
+
+    # ---- simulator: default class separation (Bayes error ~20%) and an easier one
+    n_pop = 2000 if args.quick else 20000
+    for sep in (2.5, 4.0):
+        log(f"simulator (class_separation={sep}): fit on 600, predict 2400 fresh patients (+{n_pop} 'population')")
+        data, _ = bf.datasets.simulate(n_patients=3000 + n_pop, missing_rate=0.2, class_separation=sep, seed=0)
+        ids = data.sample_ids
+        train, test = data.subset(ids=ids[:600]), data.subset(ids=ids[600:3000])
+        popd = data.subset(ids=ids[3000:])
+        model, post = fit_predict(train, test, "subtype", args.epochs, 0, args.num_samples, latent_dim=8)
+        classes = post.classes("subtype")
+        lr = logreg_probs(train, test, "subtype", classes, log_cpm=False)
+        p_pop = model.predict(popd, num_samples=args.num_samples, seed=1).probs("subtype").mean(0).astype(float)
+        lr_pop = logreg_probs(train, popd, "subtype", classes, log_cpm=False)
+        y_pop = pd.Index(classes).get_indexer(popd.targets["subtype"].to_numpy())
+        st = resplit_study(f"simulator sep={sep} (600 train / 2400 held out)", post, test.targets["subtype"],
+                           "subtype", lr, args.n_splits, (r0, 0.1), delta, population=(p_pop, lr_pop, y_pop))
+        results["studies"].append(st)
+        log(f"simulator done ({time.perf_counter() - t_start:.0f} s)")
+        if args.quick:
+            break
+
+    real = [("tcga_gbmlgg", "subtype", False, GBMLGG_LEAKAGE), ("tcga_rare6", "origin", True, None)]
+    if args.quick:
+        real = real[:1]
+    rare6 = None
+    for name, target, log_cpm, drop in real:
+        path = DATA_ROOT / name
+        if not path.is_dir():
+            log(f"{name}: not found at {path}; skipped")
+            continue
+        t0 = time.perf_counter()
+        data = bf.MultiModalData.read_dir(path, drop_features=drop)
+        if name == "tcga_rare6":
+            rare6 = data
+        log(f"{name}: read in {time.perf_counter() - t0:.0f} s; protocol train/test")
+        train, test = data.subset(split="train"), data.subset(split="test")
+        _, post = fit_predict(train, test, target, args.epochs, 0, args.num_samples)
+        lr = logreg_probs(train, test, target, post.classes(target), log_cpm)
+        st = resplit_study(f"{name} {target}: train/test", post, test.targets[target], target, lr,
+                           args.n_splits, risks_real, delta)
+        results["studies"].append(st)
+        log(f"{name}: protocol cross-fit ({args.folds} folds, <= {args.cv_epochs} epochs)")
+        oof, _, lr_oof, secs, _ = crossfit(data, target, args.folds, args.cv_epochs, 0, args.num_samples, log_cpm)
+        st = resplit_study(f"{name} {target}: cross-fit {args.folds}-fold", oof, data.targets[target], target,
+                           lr_oof, args.n_splits, risks_real, delta)
+        results["studies"].append(st)
+        log(f"{name} done ({time.perf_counter() - t_start:.0f} s)")
+
+    if rare6 is not None:
+        for held in [c for c in args.unseen.split(",") if c]:
+            log(f"rare6 unseen class {held}: {args.unseen_folds}-fold cross-fit without it")
+            results["unseen"] += unseen_study(rare6, "origin", held, args.unseen_folds, args.cv_epochs, 0,
+                                              args.num_samples, max(20, args.n_splits // 2), r0, delta)
+            log(f"unseen {held} done ({time.perf_counter() - t_start:.0f} s)")
+
+    results["seconds"] = time.perf_counter() - t_start
+    rows = [r for st in results["studies"] for r in st["rows"]]
+    print_table("Validity and coverage over calibration/test re-splits", rows,
+                ["dataset", "method", "max_risk", "n_pool", "violation_share", "allowed (delta + slack)", "valid",
+                 "population_violation_share", "mean_coverage", "mean_error_accepted"])
+    print_table("Base error (no abstention)", results["studies"], ["dataset", "n_pool", "base_error",
+                                                                    "base_error_logreg"])
+    conf = [c for st in results["studies"] for c in st.get("conformal", [])]
+    print_table("Conformal sets, alpha = 0.1", conf, ["dataset", "method", "mean_coverage",
+                                                      "binomial_2se_one_split", "within_binomial_error",
+                                                      "mean_set_size"])
+    if results["unseen"]:
+        print_table("Unseen class (tcga_rare6)", results["unseen"],
+                    ["held_out_class", "n_unseen", "gate", "ood_quantile", "refused_unseen", "refused_unseen_min",
+                     "refused_by_gate",
+                     "coverage_known", "error_known_accepted"])
+    print(f"\ntotal {results['seconds']:.0f} s")
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
