@@ -237,8 +237,9 @@ class FusionModel:
         kl_warmup_epochs : int
             The KL term's weight rises linearly from 0 to 1 over these epochs.
         modality_dropout : float
-            Each present modality is hidden from the guide with this probability per step
-            (at least one kept), so every subset of modalities learns to infer ``z``.
+            Each present modality is hidden with this probability per step (at least one
+            kept) from both the guide and the likelihood, so each step optimises the ELBO of a
+            random subset (MVAE sub-sampled ELBO) and every subset learns to infer ``z``.
         num_particles : int
             ELBO particles per step.
         progress : bool
