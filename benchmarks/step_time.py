@@ -275,6 +275,11 @@ def main(argv=None):
     ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker is not None:
+        # XLA:CPU (jax 0.10) does not honour intra_op_parallelism_threads: without pinning, the
+        # "1 thread" NumPyro run used both cores (10.3 ms vs 15.3 ms pinned). Pin every
+        # implementation of a worker to the same `t` cores so the comparison is fair.
+        if hasattr(os, "sched_setaffinity") and args.worker < (os.cpu_count() or 1):
+            os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:args.worker]))
         print(json.dumps(run_worker(args.worker, args.steps, args.block)))
         return
     results = []
