@@ -22,6 +22,10 @@ class ModelFormatError(BayesFuseError, ValueError):
     """A saved model directory is missing files or has an unsupported format version."""
 
 
+class ConvergenceError(BayesFuseError, RuntimeError):
+    """Training diverged before producing any usable parameters."""
+
+
 class BayesFuseWarning(UserWarning):
     """Base class of bayesfuse warnings."""
 

@@ -10,6 +10,7 @@ torch modules from them, and :class:`bayesfuse.Posterior` uses them to name outp
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
@@ -110,6 +111,7 @@ class Survival(Head):
     column: str | None = None
     cuts: list | None = field(default=None, repr=False)
     baseline: list | None = field(default=None, repr=False)
+    shift_time: float | None = field(default=None, repr=False)
     kind: ClassVar[str] = "survival"
 
     def __post_init__(self) -> None:
@@ -138,6 +140,9 @@ def make_head(key: str, spec: str | Head) -> Head:
         raise TypeError(
             f"heads[{key!r}] must be a string or a bf.heads.Head object, got {type(spec).__name__}."
         )
+    # Fitting writes into the spec (classes, cuts, weight): work on a copy so a spec object reused
+    # across models or cohorts never carries one model's fitted state into another.
+    spec = copy.deepcopy(spec)
     if isinstance(spec, Categorical) and spec.column is None:
         spec.column = key
     return spec

@@ -9,10 +9,10 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
-from scipy.special import xlogy
 
 from bayesfuse.exceptions import BayesFuseWarning, DataError
 from bayesfuse.posterior import Posterior
+from bayesfuse.posterior._uncertainty import entropy_decomposition
 
 __all__ = [
     "CalibrationWarning",
@@ -114,30 +114,14 @@ def mean_probs(post: Posterior, head: str) -> np.ndarray:
     return np.asarray(post.probs(head), dtype=float).mean(axis=0)
 
 
-def entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Shannon entropy in nats along ``axis``."""
-    return -xlogy(p, p).sum(axis=axis)
-
-
 def mutual_information(post: Posterior, head: str) -> np.ndarray:
-    """Epistemic uncertainty ``I[y; theta] = H[E p] - E H[p]`` from the draws.
+    """Epistemic uncertainty ``I[y; theta] = H[E p] - E H[p]`` from the draws, shape (n_patients,).
 
-    Parameters
-    ----------
-    post : Posterior
-    head : str
-        Categorical head.
-
-    Returns
-    -------
-    numpy.ndarray, shape (n_patients,)
-        Mutual information (nats, >= 0) between the prediction and the posterior draws
-        (parameters / latent). High when draws disagree, e.g. for patients unlike the
-        training data.
+    Mutual information (nats, >= 0) between the prediction and the posterior draws (parameters /
+    latent); high when draws disagree, e.g. for patients unlike the training data. Computed by
+    :func:`bayesfuse.posterior._uncertainty.entropy_decomposition` (the one implementation).
     """
-    p = np.asarray(post.probs(head), dtype=float)
-    mi = entropy(p.mean(axis=0)) - entropy(p).mean(axis=0)
-    return np.maximum(mi, 0.0)
+    return entropy_decomposition(post.probs(head))[2]
 
 
 def missingness_patterns(post: Posterior) -> pd.Series:

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import entropy as _entropy
 from sklearn.metrics import accuracy_score, f1_score
 
 from bayesfuse.exceptions import DataError
@@ -23,6 +22,7 @@ from bayesfuse.metrics._validation import (
     check_probs,
     check_same_length,
 )
+from bayesfuse.posterior._uncertainty import entropy_decomposition
 
 __all__ = [
     "ClassificationMetrics",
@@ -340,8 +340,7 @@ def predictive_entropy(probs_draws) -> np.ndarray:
     -------
     np.ndarray, shape (n,)
     """
-    p = check_prob_draws(probs_draws)
-    return _entropy(p.mean(axis=0), axis=-1)
+    return entropy_decomposition(check_prob_draws(probs_draws))[0]
 
 
 def expected_entropy(probs_draws) -> np.ndarray:
@@ -355,8 +354,7 @@ def expected_entropy(probs_draws) -> np.ndarray:
     -------
     np.ndarray, shape (n,)
     """
-    p = check_prob_draws(probs_draws)
-    return _entropy(p, axis=-1).mean(axis=0)
+    return entropy_decomposition(check_prob_draws(probs_draws))[1]
 
 
 def mutual_information(probs_draws) -> np.ndarray:
@@ -371,4 +369,4 @@ def mutual_information(probs_draws) -> np.ndarray:
     np.ndarray, shape (n,)
         Clipped at 0 to remove round-off; total = aleatoric + epistemic holds by construction.
     """
-    return np.maximum(predictive_entropy(probs_draws) - expected_entropy(probs_draws), 0.0)
+    return entropy_decomposition(check_prob_draws(probs_draws))[2]

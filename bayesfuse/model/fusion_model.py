@@ -137,6 +137,9 @@ class FusionModel:
 
         if bayesian not in BAYESIAN_MODES:
             raise ValueError(f"bayesian={bayesian!r}; use one of {BAYESIAN_MODES}.")
+        if bayesian == "mc_dropout" and not (self.encoder_dropout > 0 and self.hidden > 0):
+            raise ValueError("bayesian='mc_dropout' needs encoder_dropout > 0 (e.g. 0.1) and hidden > 0 "
+                             "(a linear encoder has no dropout layer).")
         if head_guide not in GUIDE_FAMILIES:
             raise ValueError(f"head_guide={head_guide!r}; use one of {GUIDE_FAMILIES}.")
         if not float(prior_scale) > 0 or int(guide_rank) < 1:

@@ -84,10 +84,13 @@ def survival_arrays(key: str, spec: Survival, targets: pd.DataFrame, strict: boo
                 f"positive time) or nonpositive_times='drop' (treat their survival label as unknown; the "
                 f"patients still train the rest of the model).")
         if policy == "shift":
-            pos = time[known & (time > 0)]
-            if pos.size == 0:
-                raise DataError(f"Head {key!r}: no positive follow-up time to shift the non-positive ones to.")
-            time = np.where(nonpos, 0.5 * pos.min(), time)
+            shift = spec.shift_time
+            if shift is None:  # fit_survival_spec fixes it from the training targets; fallback for direct calls
+                pos = time[known & (time > 0)]
+                if pos.size == 0:
+                    raise DataError(f"Head {key!r}: no positive follow-up time to shift the non-positive ones to.")
+                shift = 0.5 * pos.min()
+            time = np.where(nonpos, float(shift), time)
         else:  # drop
             known = known & ~nonpos
     time = np.where(known, time, 1.0)
@@ -116,6 +119,12 @@ def fit_survival_spec(key: str, spec: Survival, targets: pd.DataFrame) -> Surviv
         raise ValueError(f"Head {key!r}: smoothness={spec.smoothness!r} must be > 0.")
     if int(spec.hidden) < 0:
         raise ValueError(f"Head {key!r}: hidden={spec.hidden!r} must be >= 0 (0 = linear in z).")
+    if spec.nonpositive_times == "shift" and spec.shift_time is None:
+        # one replacement time for every store built from this cohort (train, validation), saved with the model
+        t_raw, _, k_raw = _read_columns(key, spec, targets)
+        pos = t_raw[k_raw & (t_raw > 0)]
+        if pos.size:
+            spec.shift_time = float(0.5 * pos.min())
     time, event, known = survival_arrays(key, spec, targets, strict=True)
     if not known.any():
         raise DataError(f"Head {key!r}: no training patient has both {spec.time!r} and {spec.event!r}; a "

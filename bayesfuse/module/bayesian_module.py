@@ -65,8 +65,9 @@ class BayesianFusionModule(FusionModule):
                  bayesian: str = "heads", prior_scale: float = 1.0, head_guide: str = "lowrank", guide_rank: int = 4):
         if bayesian not in BAYESIAN_MODES or bayesian == "none":
             raise ValueError(f"bayesian={bayesian!r}; BayesianFusionModule takes one of {BAYESIAN_MODES[1:]}.")
-        if bayesian == "mc_dropout" and not encoder_dropout > 0:
-            raise ValueError("bayesian='mc_dropout' needs encoder_dropout > 0 (e.g. 0.1).")
+        if bayesian == "mc_dropout" and not (encoder_dropout > 0 and hidden > 0):
+            raise ValueError("bayesian='mc_dropout' needs encoder_dropout > 0 (e.g. 0.1) and hidden > 0 "
+                             "(a linear encoder has no dropout layer).")
         if bayesian in ("heads", "encoders+heads", "all"):
             heads = bayesian_heads(heads, prior_scale, head_guide, guide_rank)
         super().__init__(modality_dims, likelihoods, latent_dim, heads, hidden, encoder_dropout)

@@ -14,6 +14,7 @@ import pandas as pd
 
 from bayesfuse.heads import Categorical, Head, Survival
 from bayesfuse.posterior import survival as _surv
+from bayesfuse.posterior._uncertainty import entropy_decomposition
 
 __all__ = ["Posterior"]
 
@@ -243,8 +244,9 @@ class Posterior:
         if head is not None:
             self._head(head)
         expert = self.modality_precision.sum(axis=2)  # (N, M)
-        total = (1.0 / np.square(self.latent_scale)).sum(axis=1)  # (N,)
-        prior = np.maximum(total - expert.sum(axis=1), 0.0)
+        # the prior expert is N(0, I): precision 1 per latent dimension (not back-computed from
+        # latent_scale, which in weight-draw modes also holds the spread between draws)
+        prior = np.full(expert.shape[0], float(self.latent_loc.shape[1]))
         shares = np.column_stack([expert, prior]) / (expert.sum(axis=1) + prior)[:, None]
         return pd.DataFrame(shares, index=pd.Index(self.sample_ids, name="sample_id"),
                             columns=[*self.presence.columns, "prior"])
@@ -257,11 +259,8 @@ class Posterior:
         entropy of the per-draw probabilities, ``epistemic`` = their difference, the mutual
         information between the label and the draw (weights and ``z``); total = aleatoric + epistemic.
         """
-        from bayesfuse.metrics.classification import expected_entropy, mutual_information, predictive_entropy
-
-        p = self.probs(head)
-        total, alea = predictive_entropy(p), expected_entropy(p)
-        return pd.DataFrame({"total": total, "aleatoric": alea, "epistemic": mutual_information(p)},
+        total, alea, epi = entropy_decomposition(self.probs(head))
+        return pd.DataFrame({"total": total, "aleatoric": alea, "epistemic": epi},
                             index=pd.Index(self.sample_ids, name="sample_id"))
 
     # ------------------------------------------------------------------ arviz

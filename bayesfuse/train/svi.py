@@ -24,7 +24,7 @@ import pyro
 import torch
 from pyro.infer import Trace_ELBO
 
-from bayesfuse.exceptions import ConvergenceWarning
+from bayesfuse.exceptions import ConvergenceError, ConvergenceWarning
 from bayesfuse.module.batch import TensorStore
 from bayesfuse.module.fused_elbo import fused_elbo_loss, fused_supported, has_global_head_sites
 from bayesfuse.module.fusion_module import FusionModule
@@ -165,6 +165,11 @@ def train_svi(module: FusionModule, train: TensorStore, val: TensorStore | None,
                 bar.update(1)
                 bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
             if not math.isfinite(train_loss):
+                if best[2] is None:
+                    raise ConvergenceError(
+                        f"Training diverged (non-finite loss) at epoch {epoch}, before the KL warm-up ended and any "
+                        "parameters were validated; there is nothing usable to keep. Lower lr=, standardise the "
+                        "inputs, or check for extreme values.")
                 warnings.warn(f"Non-finite training loss at epoch {epoch}; stopping and keeping the best "
                               "parameters so far. Lower lr= or check the input scaling.", ConvergenceWarning,
                               stacklevel=3)
