@@ -62,3 +62,22 @@ def test_mc_dropout_needs_a_hidden_layer():
     data = _cohort(0, 10.0, ["A", "B"])
     with pytest.raises(ValueError, match="hidden > 0"):
         bf.FusionModel(data, heads={"subtype": "categorical"}, hidden=0, bayesian="mc_dropout")
+
+
+@pytest.mark.parametrize("mode", ["encoders+heads", "mc_dropout"])
+def test_impute_in_weight_draw_modes_uses_per_draw_weights(mode, monkeypatch):
+    """impute must take predict's per-draw path (weights / dropout masks drawn once per draw and shared by all
+    patients), never the single-weight-perturbation path ``module.posterior`` (the defect)."""
+    data = _cohort(0, 10.0, ["A", "B"])
+    x2 = data.modality("x").rename(columns=lambda c: c + "_b") * 2 + 1
+    data = bf.MultiModalData.from_frames({"x": data.modality("x"), "y": x2}, targets=data.targets)
+    m = bf.FusionModel(data, heads={"subtype": "categorical"}, latent_dim=2, hidden=8, encoder_dropout=0.3,
+                       bayesian=mode).fit(max_epochs=3, progress=False)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("impute used module.posterior in a weight-draw mode")
+
+    monkeypatch.setattr(m.module, "posterior", forbidden)
+    imp = m.impute(data.drop_modalities(["y"]), modalities=["y"], num_samples=40, seed=0)
+    assert imp["y"].shape == (40, data.n_samples, 5) and np.isfinite(imp["y"]).all()
+    assert (imp["y"].std(axis=0) > 0).all()

@@ -13,6 +13,7 @@ training median library (the patient's sequencing depth is unknown).
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -111,13 +112,18 @@ def impute(model: FusionModel, data: MultiModalData, modalities: Sequence[str] |
             libraries[m] = torch.where(has, store.library[m], torch.full_like(store.library[m], tf.library_median))
     chunks: dict[str, list[np.ndarray]] = {m: [] for m in modalities}
     devices = [model.device.index or 0] if model.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    # Weight-uncertainty modes: encoder weights / dropout masks are drawn once per draw and shared by
+    # every patient and chunk, exactly as in FusionModel.predict.
+    draw_mode = hasattr(module, "prediction_draws")
+    with torch.random.fork_rng(devices=devices), \
+            (module.prediction_draws(S) if draw_mode else contextlib.nullcontext()):
         torch.manual_seed(seed)
         for start in range(0, N, int(batch_size)):
             idx = torch.arange(start, min(N, start + int(batch_size)), device=model.device)
             batch = store.batch(idx)
-            loc, scale, _ = module.posterior(batch)
-            z = loc + scale * torch.randn((S, *loc.shape), dtype=loc.dtype, device=loc.device)
+            loc, scale, _ = module.posterior_draws(batch) if draw_mode else module.posterior(batch)
+            b, d = loc.shape[-2], loc.shape[-1]   # loc: (B, D), or (S, B, D) with per-draw weights
+            z = loc + scale * torch.randn((S, b, d), dtype=loc.dtype, device=loc.device)
             for m in modalities:
                 params = module.decoders[m](z)
                 lib = libraries[m].index_select(0, idx) if m in libraries else batch.library[m]
