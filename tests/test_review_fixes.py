@@ -81,3 +81,26 @@ def test_impute_in_weight_draw_modes_uses_per_draw_weights(mode, monkeypatch):
     imp = m.impute(data.drop_modalities(["y"]), modalities=["y"], num_samples=40, seed=0)
     assert imp["y"].shape == (40, data.n_samples, 5) and np.isfinite(imp["y"]).all()
     assert (imp["y"].std(axis=0) > 0).all()
+
+
+def test_label_alignment_is_one_rule_for_evaluation_and_calibration():
+    """Integer-indexed labels and partly missing labels are handled the same way everywhere."""
+    from bayesfuse.calibration._common import align_labels
+    from bayesfuse.evaluation import evaluate_classification
+
+    rng = np.random.default_rng(0)
+    ids = [str(i) for i in range(30)]
+    x = pd.DataFrame(rng.normal(size=(30, 4)), index=ids, columns=list("abcd"))
+    y = pd.Series(rng.choice(["A", "B"], 30), index=ids)
+    data = bf.MultiModalData.from_frames({"x": x}, targets=pd.DataFrame({"subtype": y}))
+    m = bf.FusionModel(data, heads={"subtype": "categorical"}, latent_dim=2, hidden=4).fit(max_epochs=2, progress=False)
+    post = m.predict(data, num_samples=5)
+    int_labels = pd.Series(y.to_numpy(), index=np.arange(30))          # integer ids
+    codes = align_labels(post, int_labels, "subtype")
+    assert (codes == (y.to_numpy() == "B").astype(int)).all()
+    partial = int_labels.astype(object)
+    partial.iloc[:5] = np.nan
+    with pytest.raises(bf.exceptions.DataError, match="missing"):
+        align_labels(post, partial, "subtype")
+    assert (align_labels(post, partial, "subtype", allow_missing=True)[:5] == -1).all()
+    assert evaluate_classification(post, partial, "subtype").n == 25

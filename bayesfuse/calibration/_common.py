@@ -51,7 +51,7 @@ def check_posterior(post, head: str) -> None:
         raise DataError(f"Posterior has duplicated sample ids (e.g. {dup}); ids must be unique per patient.")
 
 
-def align_labels(post: Posterior, labels, head: str) -> np.ndarray:
+def align_labels(post: Posterior, labels, head: str, allow_missing: bool = False) -> np.ndarray:
     """Integer class codes of ``labels`` in the patient order of ``post``.
 
     Parameters
@@ -62,11 +62,19 @@ def align_labels(post: Posterior, labels, head: str) -> np.ndarray:
         Class labels indexed by patient id (may contain extra ids; order is irrelevant).
     head : str
         Categorical head whose ``classes`` define the codes.
+    allow_missing : bool
+        ``True``: NaN labels are allowed and coded -1 (evaluation on partly labelled data);
+        ``False`` (calibration): every patient needs a label.
 
     Returns
     -------
     numpy.ndarray of int, shape (n_patients,)
         ``codes[i]`` is the column of ``post.probs(head)`` holding patient ``i``'s label.
+
+    Notes
+    -----
+    Ids are compared as strings (``MultiModalData`` stores sample ids as strings), so a label
+    Series indexed by integers matches a posterior of the same ids.
 
     Raises
     ------
@@ -80,10 +88,11 @@ def align_labels(post: Posterior, labels, head: str) -> np.ndarray:
             f"labels must be a pandas Series indexed by patient id, got {type(labels).__name__}. "
             "Build one with pd.Series(values, index=patient_ids)."
         )
+    labels = pd.Series(labels.to_numpy(), index=pd.Index(labels.index.map(str)))
     if labels.index.has_duplicates:
         dup = labels.index[labels.index.duplicated()].unique()[:5].tolist()
         raise DataError(f"labels has duplicated patient ids (e.g. {dup}); keep one label per patient.")
-    ids = _ids_index(post)
+    ids = pd.Index([str(s) for s in post.sample_ids], name="sample_id")
     missing = ids.difference(labels.index)
     if len(missing):
         raise DataError(
@@ -92,6 +101,11 @@ def align_labels(post: Posterior, labels, head: str) -> np.ndarray:
             "as post.sample_ids, or subset the posterior to the labelled patients."
         )
     y = labels.reindex(ids)
+    known = y.notna().to_numpy()
+    if allow_missing and not known.all():
+        codes = np.full(len(y), -1, dtype=int)
+        codes[known] = align_labels(_subset_for_codes(post, known), y[known], head)
+        return codes
     if y.isna().any():
         bad = y.index[y.isna().to_numpy()][:5].tolist()
         raise DataError(
@@ -107,6 +121,11 @@ def align_labels(post: Posterior, labels, head: str) -> np.ndarray:
             "Check spelling/dtype (e.g. 1 vs '1'), or declare them with Categorical(classes=[...])."
         )
     return codes.astype(int)
+
+
+def _subset_for_codes(post: Posterior, keep: np.ndarray) -> Posterior:
+    """Posterior restricted to rows ``keep`` (only ids and classes are read by align_labels)."""
+    return subset_posterior(post, np.asarray(post.sample_ids, dtype=object)[keep])
 
 
 def mean_probs(post: Posterior, head: str) -> np.ndarray:
