@@ -96,7 +96,8 @@ def _fit_distributed(args, data) -> int:
     import torch.distributed as dist
 
     import bayesfuse as bf
-    from bayesfuse.train.distributed import fit_distributed, init_from_env
+    from bayesfuse.model.distributed import fit_distributed
+    from bayesfuse.train.distributed import init_from_env
 
     rank, world, device = init_from_env()
     try:
