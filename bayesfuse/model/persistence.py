@@ -63,7 +63,9 @@ def save_model(model, path: Path, overwrite: bool = False) -> Path:
         "model": {"latent_dim": model.latent_dim, "hidden": model.hidden, "encoder_dropout": model.encoder_dropout,
                   "dtype": dtype_name(model.dtype), "bayesian": getattr(model, "bayesian", "none"),
                   "prior_scale": getattr(model, "prior_scale", 1.0), "head_guide": getattr(model, "head_guide", "fullrank"),
-                  "guide_rank": getattr(model, "guide_rank", 4)},
+                  "guide_rank": getattr(model, "guide_rank", 4),
+                  "encoder_layers": getattr(model, "encoder_layers", "all"),
+                  "head_refit_steps": getattr(model, "head_refit_steps", 0)},
         "modalities": [tf.config() for tf in model.transforms.values()],
         "heads": {k: spec.to_config() for k, spec in model.heads.items()},
         "train_config": model.train_config_,
@@ -96,7 +98,8 @@ def load_model(cls, path: Path, device: str = "auto"):
     model.dtype = resolve_dtype(mcfg["dtype"])
     # files written before weight uncertainty existed are point-estimate models
     model._set_bayesian(mcfg.get("bayesian", "none"), mcfg.get("prior_scale", 1.0), mcfg.get("head_guide", "fullrank"),
-                        mcfg.get("guide_rank", 4))
+                        mcfg.get("guide_rank", 4), mcfg.get("encoder_layers", "all"),
+                        mcfg.get("head_refit_steps", 0))
     model.diagnostics_ = None
     model.transforms = {}
     for tcfg in config["modalities"]:

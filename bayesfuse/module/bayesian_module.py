@@ -59,10 +59,14 @@ class BayesianFusionModule(FusionModule):
         Prior sd of every Bayesian weight.
     head_guide : {"meanfield", "lowrank", "fullrank"}
     guide_rank : int
+    encoder_layers : {"last", "all"}
+        Which linear layers of each encoder (and decoder, in ``"all"``) get weight uncertainty:
+        the output layer only (default: cheap, see docs/bayesian.md) or every layer.
     """
 
     def __init__(self, modality_dims, likelihoods, latent_dim, heads, hidden=128, encoder_dropout=0.1,
-                 bayesian: str = "heads", prior_scale: float = 1.0, head_guide: str = "lowrank", guide_rank: int = 4):
+                 bayesian: str = "heads", prior_scale: float = 1.0, head_guide: str = "lowrank", guide_rank: int = 4,
+                 encoder_layers: str = "last"):
         if bayesian not in BAYESIAN_MODES or bayesian == "none":
             raise ValueError(f"bayesian={bayesian!r}; BayesianFusionModule takes one of {BAYESIAN_MODES[1:]}.")
         if bayesian == "mc_dropout" and not (encoder_dropout > 0 and hidden > 0):
@@ -73,9 +77,10 @@ class BayesianFusionModule(FusionModule):
         super().__init__(modality_dims, likelihoods, latent_dim, heads, hidden, encoder_dropout)
         self.bayesian = bayesian
         if bayesian in ("encoders+heads", "all"):
-            bayesianize(self.encoders, prior_scale)
+            bayesianize(self.encoders, prior_scale, layers=encoder_layers)
         if bayesian == "all":
-            bayesianize(self.decoders, prior_scale)
+            bayesianize(self.decoders, prior_scale, layers=encoder_layers)
+        self.encoder_layers = encoder_layers
         if bayesian == "mc_dropout":
             mc_dropoutize(self.encoders)
 

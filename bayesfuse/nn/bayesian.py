@@ -131,8 +131,28 @@ class DrawDropout(nn.Dropout):
         return x * keep.to(x.dtype) / (1.0 - self.p)
 
 
-def bayesianize(module: nn.Module, prior_scale: float = 1.0, init_log_scale: float = -5.0) -> nn.Module:
-    """Replace every :class:`torch.nn.Linear` inside ``module`` by a :class:`BayesLinear` (in place)."""
+def bayesianize(module: nn.Module, prior_scale: float = 1.0, init_log_scale: float = -5.0,
+                layers: str = "all") -> nn.Module:
+    """Replace :class:`torch.nn.Linear` layers inside ``module`` by :class:`BayesLinear` (in place).
+
+    ``layers="all"``: every linear layer. ``layers="last"``: only the last linear layer of each
+    :class:`torch.nn.Sequential` that is a direct ``net`` of a child (the output layer of each
+    encoder / decoder; hidden layers keep point-estimate weights). The output layer is small
+    (hidden x 2D), so weight draws at prediction and the local reparameterisation during
+    training cost little, whereas a Bayesian first layer (features x hidden) costs
+    ``S x N x F x hidden`` at prediction.
+    """
+    if layers not in ("all", "last"):
+        raise ValueError(f"layers={layers!r}; use 'all' or 'last'.")
+    if layers == "last":
+        seqs = [m for m in module.modules() if isinstance(m, nn.Sequential)
+                and any(isinstance(c, nn.Linear) for c in m)]
+        if not seqs:
+            raise ValueError("layers='last' found no nn.Sequential with a linear layer inside the module.")
+        for seq in seqs:
+            i = max(j for j, c in enumerate(seq) if isinstance(c, nn.Linear))
+            seq[i] = BayesLinear.from_linear(seq[i], prior_scale, init_log_scale)
+        return module
     for name, child in list(module.named_children()):
         if isinstance(child, nn.Linear):
             setattr(module, name, BayesLinear.from_linear(child, prior_scale, init_log_scale))
