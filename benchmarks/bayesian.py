@@ -231,9 +231,17 @@ def nuts():
           f"{res.seconds:.1f} s; predictive ECE {ece(softmax_predictive(zt, ref, C), yt):.4f}")
     rows = []
     zz, yy = torch.as_tensor(z, dtype=torch.float64), torch.as_tensor(y)
-    for fam, shrink in [("meanfield", 1), ("lowrank", 1), ("fullrank", 1), ("fullrank", 3)]:
+    from bayesfuse.module.bayesian_heads import BayesianCategoricalHeadModule
+    from bayesfuse.module.head_refit import refit_head_posterior
+
+    for fam, shrink in [("meanfield", 1), ("lowrank", 1), ("fullrank", 1), ("fullrank refit", 1), ("fullrank", 3)]:
         t = time.perf_counter()
-        head = fit_svi_submodel(z, y, C, guide=fam, steps=2000, num_particles=2)
+        if fam == "fullrank refit":  # the package's post-SVI refit (head_refit.py) on the same fixed z
+            torch.manual_seed(0)
+            head = BayesianCategoricalHeadModule(z.shape[1], C, guide="fullrank").double()
+            refit_head_posterior(head, zz, torch.full_like(zz, 1e-9), yy, steps=600)
+        else:
+            head = fit_svi_submodel(z, y, C, guide=fam, steps=2000, num_particles=2)
         secs = time.perf_counter() - t
         with torch.no_grad():
             dr = head.posterior_q.distribution().sample((4000,)).numpy()

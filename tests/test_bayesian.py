@@ -74,7 +74,7 @@ def test_encoder_weights_shared_across_patients_and_chunks(sim, bayes_model):
         la, _, _ = module.posterior_draws(a)
         lb, _, _ = module.posterior_draws(b)             # a later chunk reuses the same weight draws
     assert la.shape == (7, 3, 2)
-    torch.testing.assert_close(la[:, 2], lb[:, 0], rtol=0, atol=0)
+    torch.testing.assert_close(la[:, 2], lb[:, 0], rtol=0, atol=1e-6)  # float32 rounding differs with batch size
     assert la[:, 2].std(0).max() > 0                      # draws differ from each other
     with module.prediction_draws(7):                      # a fresh context = fresh weights (negative control)
         lc, _, _ = module.posterior_draws(b)
