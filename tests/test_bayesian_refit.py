@@ -32,7 +32,7 @@ def test_refit_reaches_the_posterior_and_lowers_khat():
     assert np.mean(trace[-50:]) < np.mean(trace[:50])                         # the objective improved
     assert before > 0.7                                                       # negative control: unfitted guide
     assert after < khat_threshold(1000)                                       # positive: a usable posterior
-    # same answer as the Pyro Trace_ELBO fit of the same sub-model (validated against NUTS in test_vi_reference)
+    # same answer as the Pyro Trace_ELBO fit of the same sub-model (validated against NUTS in tests/test_diagnostics.py)
     ref = fit_svi_submodel(z.numpy(), y.numpy(), 3, guide="fullrank", steps=1000, num_particles=4, seed=1)
     with torch.no_grad():
         a = head.posterior_q.distribution().sample((4000,)).numpy()
