@@ -150,9 +150,9 @@ def mofa_baseline(train: bf.MultiModalData, test: bf.MultiModalData, modality: s
         names.append(m)
         start += len(cols)
     t0 = time.perf_counter()
-    ent = entry_point()
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        ent = entry_point()
         ent.set_data_options(scale_views=False, center_groups=False)
         ent.set_data_matrix(views, views_names=names, likelihoods=["gaussian"] * len(views))
         ent.set_model_options(factors=factors, spikeslab_weights=True, ard_weights=True)
@@ -175,8 +175,28 @@ def mofa_baseline(train: bf.MultiModalData, test: bf.MultiModalData, modality: s
 
 
 # ----------------------------------------------------------------- downstream
-def subtype_metrics(model: bf.FusionModel, test: bf.MultiModalData, head: str = "subtype") -> list[dict]:
-    """Subtype metrics with all modalities and with each modality hidden in turn."""
+def validation_temperature(model: bf.FusionModel, train: bf.MultiModalData, seed: int, head: str = "subtype"):
+    """``TemperatureScaler`` fitted on the model's own early-stopping patients (all modalities present).
+
+    These patients took no gradient step (``fit(validation_fraction=0.1)`` picks them with the
+    same seed), so the test split stays untouched.
+    """
+    from bayesfuse.calibration import TemperatureScaler
+
+    ids = train.sample_ids[train.presence.to_numpy().any(axis=1)]
+    _, val = model._validation_split(ids, train, model.train_config_["validation_fraction"], seed)
+    labels = train.targets[head].reindex(val)
+    tune = train.subset(ids=labels.index[labels.notna().to_numpy()])  # calibration needs known labels
+    post = model.predict(tune, num_samples=200, seed=0)
+    return TemperatureScaler().fit(post, tune.targets[head], head)
+
+
+def subtype_metrics(model: bf.FusionModel, test: bf.MultiModalData, head: str = "subtype", scaler=None) -> list[dict]:
+    """Subtype metrics with all modalities and with each modality hidden in turn.
+
+    With ``scaler`` (a fitted ``TemperatureScaler``) every row is repeated after temperature
+    scaling (``calibrated=True``).
+    """
     y_all = test.targets[head]
     known = y_all.notna().to_numpy()
     rows = []
@@ -185,12 +205,13 @@ def subtype_metrics(model: bf.FusionModel, test: bf.MultiModalData, head: str = 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", bf.exceptions.NoModalityWarning)
             post = model.predict(d, num_samples=200, seed=0)
-        draws = post.probs(head)[:, known]
-        probs = draws.mean(axis=0)
-        y = encode_labels(y_all[known].to_numpy(), post.classes(head))
-        rows.append({"hidden": hidden or "(none)", "accuracy": accuracy(probs, y), "nll": nll(probs, y),
-                     "ece": ece(probs, y), "mean_entropy": float(predictive_entropy(draws).mean()),
-                     "n": int(known.sum())})
+        for calibrated, p in ((False, post), *(((True, scaler.transform(post)),) if scaler is not None else ())):
+            draws = p.probs(head)[:, known]
+            probs = draws.mean(axis=0)
+            y = encode_labels(y_all[known].to_numpy(), p.classes(head))
+            rows.append({"hidden": hidden or "(none)", "calibrated": calibrated, "accuracy": accuracy(probs, y),
+                         "nll": nll(probs, y), "ece": ece(probs, y), "mean_top_prob": float(probs.max(1).mean()),
+                         "mean_entropy": float(predictive_entropy(draws).mean()), "n": int(known.sum())})
     return rows
 
 
@@ -218,7 +239,7 @@ def selection_split(train: bf.MultiModalData, fraction: float = 0.25, seed: int 
 
 def run(dataset: str, dropouts: list[float], seeds: list[int], num_samples: int, latent_dim: int,
         with_baselines: bool = True, modes: tuple[str, ...] = ("both",), select: bool = False,
-        mofa: bool = False) -> dict:
+        mofa: bool = False, temperature: bool = False) -> dict:
     data = load(dataset)
     train, test = data.subset(split="train"), data.subset(split="test")
     if select:
@@ -262,10 +283,16 @@ def run(dataset: str, dropouts: list[float], seeds: list[int], num_samples: int,
             extra = f"  auroc {row['auroc']:.3f}  brier {row['brier']:.4f}" if "auroc" in row else ""
             print(f"   impute {m:>10}: r {row['pearson_r']:.3f}  rmse {row['rmse']:.3f}  "
                   f"cov50 {row['coverage_50']:.3f}  cov90 {row['coverage_90']:.3f}{extra}", flush=True)
-        for row in subtype_metrics(model, test):
-            results["downstream"].append({"mode": mode, "dropout": p, "seed": seed, **row})
-            print(f"   subtype hidden {row['hidden']:>10}: acc {row['accuracy']:.3f}  nll {row['nll']:.3f}  "
-                  f"ece {row['ece']:.3f}  H {row['mean_entropy']:.3f}", flush=True)
+        scaler = validation_temperature(model, train, seed) if temperature else None
+        if scaler is not None:
+            print(f"   temperature (fitted on the {model.train_config_['n_validation']} early-stopping patients): "
+                  f"{scaler.temperature_:.3f}")
+        for row in subtype_metrics(model, test, scaler=scaler):
+            results["downstream"].append({"mode": mode, "dropout": p, "seed": seed,
+                                          "temperature": scaler.temperature_ if scaler else 1.0, **row})
+            print(f"   subtype hidden {row['hidden']:>10}{' (T)' if row['calibrated'] else '    '}: acc "
+                  f"{row['accuracy']:.3f}  nll {row['nll']:.3f}  ece {row['ece']:.3f}  "
+                  f"top {row['mean_top_prob']:.3f}  H {row['mean_entropy']:.3f}", flush=True)
     _print(results)
     return results
 
@@ -282,7 +309,8 @@ def _print(results: dict) -> None:
         print(pd.DataFrame(results["baselines"]).set_index(["modality", "method"]).round(3).to_string())
     ds = pd.DataFrame(results["downstream"])
     print("\ndownstream subtype (mean over seeds):")
-    print(ds.groupby(["mode", "dropout", "hidden"], sort=False)[["accuracy", "nll", "ece", "mean_entropy"]].mean()
+    print(ds.groupby(["mode", "dropout", "calibrated", "hidden"], sort=False)[
+        ["accuracy", "nll", "ece", "mean_top_prob", "mean_entropy"]].mean()
           .round(3).to_string())
 
 
@@ -307,9 +335,11 @@ def main() -> None:
     ap.add_argument("--select", action="store_true",
                     help="settings-selection run: fit on 75%% of the train split, score on the other 25%%")
     ap.add_argument("--mofa", action="store_true", help="also run MOFA+ (needs mofapy2)")
+    ap.add_argument("--temperature", action="store_true",
+                    help="also report subtype metrics after temperature scaling on the early-stopping patients")
     args = ap.parse_args()
     res = run(args.dataset, args.dropouts, args.seeds, args.num_samples, args.latent_dim, not args.no_baselines,
-              tuple(args.modes), args.select, args.mofa)
+              tuple(args.modes), args.select, args.mofa, args.temperature)
     if args.json:
         args.json.write_text(json.dumps(res, indent=1, default=float))
         print(f"wrote {args.json}")

@@ -79,3 +79,39 @@ def test_fit_accepts_mode_and_rejects_unknown():
     with pytest.raises(ValueError, match="hide_from"):
         module, store = _setup()
         fused_elbo_loss(module, store.batch(torch.arange(4)), store.n, hide_from="nope")
+
+
+@pytest.mark.slow
+def test_guide_only_mode_makes_subset_posteriors_overconfident():
+    """Why ``"both"`` stays the default: in the linear-Gaussian case the guide-only objective
+    shrinks q(z | x_subset) below the exact p(z | x_subset) (it is pulled towards p(z | x_all)),
+    while ``"both"`` matches it (tests/test_linear_gaussian.py, same data and schedule)."""
+    import numpy as np
+    from test_linear_gaussian import _exact_posterior, _fix_decoders, _linear_gaussian_cohort
+
+    import bayesfuse as bf
+    from bayesfuse.train.svi import TrainConfig, train_svi
+
+    torch.manual_seed(0)
+    data, truth, _ = _linear_gaussian_cohort()
+    ratios = {}
+    for mode in ("guide", "both"):
+        model = bf.FusionModel(data, heads={}, latent_dim=2, hidden=0, encoder_dropout=0.0, dtype="float64")
+        model.module = model._build_module()
+        _fix_decoders(model, truth)
+        store = model._store(data, strict_targets=True)
+        gen = torch.Generator().manual_seed(0)
+        for lr, epochs in ((1e-2, 150), (1e-3, 100)):
+            cfg = TrainConfig(max_epochs=epochs, batch_size=250, lr=lr, kl_warmup_epochs=0, modality_dropout=0.5,
+                              progress=False, patience=10**6, min_epochs=0, num_particles=4,
+                              modality_dropout_mode=mode)
+            train_svi(model.module, store, None, cfg, gen)
+        for drop in ("a", "b"):
+            post = model.predict(data.drop_modalities([drop]), num_samples=2)
+            presence = {m: (m != drop) * np.ones(data.n_samples, bool) for m in truth}
+            _, sd = _exact_posterior(data, truth, presence)
+            ratios[mode, drop] = float((post.latent_scale / sd).mean())
+    print("posterior sd / exact sd:", ratios)
+    for drop in ("a", "b"):
+        assert abs(ratios["both", drop] - 1) < 0.03, ratios      # positive control: exact
+        assert ratios["guide", drop] < 0.95, ratios              # over-confident subset posterior
