@@ -97,7 +97,7 @@ class FusionModule(nn.Module):
         ``hide_from="guide"`` the hidden modality is still reconstructed (only the guide drops
         it): a valid ELBO of all of x whose guide is q(z | x_subset); it trains cross-modal
         prediction directly but pulls q(z | x_subset) towards p(z | x_all), i.e. makes subset
-        posteriors over-confident (measured in tests/test_linear_gaussian.py, docs/imputation.md).
+        posteriors over-confident (measured in tests/test_cross_modal_objective.py, docs/imputation.md).
         """
         _check_hide_from(hide_from)
         head_params = self.sample_head_params(guide=False)
