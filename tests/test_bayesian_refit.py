@@ -95,7 +95,7 @@ def test_model_options_round_trip_and_refit_changes_guide(tmp_path, sim):
     kw = dict(heads={"subtype": "categorical"}, latent_dim=2, hidden=16)
     fit = dict(max_epochs=6, kl_warmup_epochs=2, seed=0, progress=False)
     m = bf.FusionModel(tr, bayesian="encoders+heads", **kw).fit(**fit)
-    assert m.encoder_layers == "last" and m.head_refit_steps > 0 and m.prior_scale == 3.0
+    assert m.encoder_layers == "last" and m.head_refit_steps > 0 and m.prior_scale == 1.0
     n_bayes = sum(isinstance(x, BayesLinear) for x in m.module.encoders.modules())
     assert n_bayes == len(m.modalities)
     m0 = bf.FusionModel(tr, bayesian="encoders+heads", head_refit_steps=0, **kw).fit(**fit)
