@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bayesfuse.metrics.classification import (
     ClassificationMetrics,
+    ECEConsistency,
     RiskCoverage,
     accuracy,
     aurc,
@@ -11,6 +12,7 @@ from bayesfuse.metrics.classification import (
     classification_metrics,
     classwise_ece,
     ece,
+    ece_consistency,
     encode_labels,
     expected_entropy,
     macro_f1,
@@ -47,6 +49,7 @@ __all__ = [
     "ClassificationMetrics",
     "CumulativeDynamicAUC",
     "DCalibration",
+    "ECEConsistency",
     "ImputationMetrics",
     "IntervalCoverage",
     "RiskCoverage",
@@ -62,6 +65,7 @@ __all__ = [
     "cumulative_dynamic_auc",
     "d_calibration",
     "ece",
+    "ece_consistency",
     "encode_labels",
     "expected_entropy",
     "imputation_metrics",
