@@ -36,6 +36,7 @@ from bayesfuse.metrics import (
     accuracy,
     binary_imputation_metrics,
     ece,
+    ece_consistency,
     encode_labels,
     imputation_metrics,
     nll,
@@ -209,8 +210,10 @@ def subtype_metrics(model: bf.FusionModel, test: bf.MultiModalData, head: str = 
             draws = p.probs(head)[:, known]
             probs = draws.mean(axis=0)
             y = encode_labels(y_all[known].to_numpy(), p.classes(head))
+            cons = ece_consistency(probs, y, n_resamples=2000, seed=0)
             rows.append({"hidden": hidden or "(none)", "calibrated": calibrated, "accuracy": accuracy(probs, y),
-                         "nll": nll(probs, y), "ece": ece(probs, y), "mean_top_prob": float(probs.max(1).mean()),
+                         "nll": nll(probs, y), "ece": ece(probs, y), "ece_null_mean": cons.null_mean,
+                         "ece_p": cons.p_value, "mean_top_prob": float(probs.max(1).mean()),
                          "mean_entropy": float(predictive_entropy(draws).mean()), "n": int(known.sum())})
     return rows
 
@@ -291,7 +294,8 @@ def run(dataset: str, dropouts: list[float], seeds: list[int], num_samples: int,
             results["downstream"].append({"mode": mode, "dropout": p, "seed": seed,
                                           "temperature": scaler.temperature_ if scaler else 1.0, **row})
             print(f"   subtype hidden {row['hidden']:>10}{' (T)' if row['calibrated'] else '    '}: acc "
-                  f"{row['accuracy']:.3f}  nll {row['nll']:.3f}  ece {row['ece']:.3f}  "
+                  f"{row['accuracy']:.3f}  nll {row['nll']:.3f}  ece {row['ece']:.3f} (calibrated-model floor "
+                  f"{row['ece_null_mean']:.3f}, p {row['ece_p']:.2f})  "
                   f"top {row['mean_top_prob']:.3f}  H {row['mean_entropy']:.3f}", flush=True)
     _print(results)
     return results
@@ -310,7 +314,7 @@ def _print(results: dict) -> None:
     ds = pd.DataFrame(results["downstream"])
     print("\ndownstream subtype (mean over seeds):")
     print(ds.groupby(["mode", "dropout", "calibrated", "hidden"], sort=False)[
-        ["accuracy", "nll", "ece", "mean_top_prob", "mean_entropy"]].mean()
+        ["accuracy", "nll", "ece", "ece_null_mean", "ece_p", "mean_top_prob", "mean_entropy"]].mean()
           .round(3).to_string())
 
 

@@ -172,7 +172,7 @@ def _categorical_section(post, cal_ids, test_ids, labels, head, out, max_risk, d
     import bayesfuse as bf
     from bayesfuse.calibration import ABSTAIN, Abstainer, ConformalSets, class_coverage, subset_posterior
     from bayesfuse.calibration._common import missingness_patterns
-    from bayesfuse.metrics import aurc, classification_metrics, classwise_ece, ece, encode_labels
+    from bayesfuse.metrics import aurc, classification_metrics, classwise_ece, ece, ece_consistency, encode_labels
     from bayesfuse.plotting import confusion_matrix_plot, reliability_diagram, risk_coverage_plot
 
     classes = post.classes(head)
@@ -193,9 +193,11 @@ def _categorical_section(post, cal_ids, test_ids, labels, head, out, max_risk, d
     accepted = dec["accepted"].to_numpy()
 
     m = classification_metrics(probs, y)
+    cons = ece_consistency(probs, y)
     metrics = pd.DataFrame([{
         "n_test": m.n, "accuracy": m.accuracy, "macro_f1": m.macro_f1, "nll": m.nll, "brier": m.brier,
         "ece (15 equal-width)": m.ece, "ece (15 equal-mass)": ece(probs, y, strategy="quantile"),
+        "ece floor if calibrated": cons.null_mean, "ece consistency p": cons.p_value,
         "classwise ece": classwise_ece(probs, y), "aurc": aurc(conf, correct)}]).set_index("n_test")
 
     rows = []
