@@ -64,8 +64,9 @@ from bayesfuse.calibration import (  # noqa: E402
     mutual_information,
     subset_posterior,
 )
+from bayesfuse.model.ood import reconstruction_elbo  # noqa: E402
 from bayesfuse.model.tuning import select_head_weight  # noqa: E402
-from bayesfuse.posterior import LatentMahalanobis, Posterior  # noqa: E402
+from bayesfuse.posterior import JointScore, LatentMahalanobis, PatientScores, Posterior  # noqa: E402
 
 warnings.simplefilter("ignore", CalibrationWarning)
 warnings.simplefilter("ignore", bf.exceptions.BayesFuseWarning)
@@ -319,6 +320,7 @@ def crossfit(data: bf.MultiModalData, target: str, k: int, epochs: int, seed: in
     if extra is not None:
         extra_folds = make_splits(extra.sample_ids, None, fractions={f"f{i}": 1 / k for i in range(k)}, seed=seed)
     posts, extra_posts, lr, lr_ids, secs, latents, mahas = [], [], [], [], 0.0, {}, {}
+    elbo_of, joints = {}, {}
     for i in range(k):
         test_ids = folds.index[folds.to_numpy() == f"f{i}"]
         train_ids = folds.index[folds.to_numpy() != f"f{i}"]
@@ -330,6 +332,12 @@ def crossfit(data: bf.MultiModalData, target: str, k: int, epochs: int, seed: in
         tr_post = model.predict(train, num_samples=1, seed=seed)
         latents[i] = tr_post.latent_loc
         mahas[i] = LatentMahalanobis.from_posterior(tr_post, train.targets[target])  # fold model's own training latents
+        if extra is not None:  # input-space score and the joint gate, references = the fold's training patients
+            tr_elbo = reconstruction_elbo(model, train)
+            elbo_of.update(dict(zip(test.sample_ids, reconstruction_elbo(model, test))))
+            ex_ids_i = extra_folds.index[extra_folds.to_numpy() == f"f{i}"]
+            elbo_of.update(dict(zip(ex_ids_i, reconstruction_elbo(model, extra.subset(ids=ex_ids_i)))))
+            joints[i] = (tr_elbo, mahas[i](tr_post))
         post.extra["fold"] = i
         if extra is not None:
             ex_ids = extra_folds.index[extra_folds.to_numpy() == f"f{i}"]
@@ -340,20 +348,28 @@ def crossfit(data: bf.MultiModalData, target: str, k: int, epochs: int, seed: in
         log(f"  fold {i + 1}/{k}: {len(train_ids)} train / {len(test_ids)} held out, "
             f"{len(model.history_)} epochs")
     # latent kNN distance to the fold model's own training patients (a label-free OOD score)
-    knn, maha = {}, {}
+    knn, maha, joint_of = {}, {}, {}
     for i, post in enumerate(posts + extra_posts):
         fold = i if i < k else i - k
         ref = latents[fold]
         d = np.sqrt(((post.latent_loc[:, None, :] - ref[None, :, :]) ** 2).sum(-1))
         knn.update(dict(zip(post.sample_ids, np.sort(d, axis=1)[:, :5].mean(1))))
         maha.update(dict(zip(post.sample_ids, mahas[fold](post))))
+        if fold in joints:
+            elbo_gate = PatientScores(pd.Series(elbo_of), name="-ELBO per feature")
+            joint = JointScore([mahas[fold], elbo_gate], [joints[fold][1], joints[fold][0]])
+            joint_of.update(dict(zip(post.sample_ids, joint(post))))
     oof = concat_posteriors(posts)
     ex = concat_posteriors(extra_posts) if extra_posts else None
     lr_probs = None
     if with_lr:
         order = pd.Index(np.concatenate([np.asarray(x, dtype=object) for x in lr_ids]))
         lr_probs = np.concatenate(lr)[order.get_indexer(oof.sample_ids)]
-    return oof, ex, lr_probs, secs, pd.Series(knn), pd.Series(maha)
+    scores = {"latent kNN distance": pd.Series(knn), "latent Mahalanobis": pd.Series(maha)}
+    if joint_of:
+        scores["-ELBO per feature"] = pd.Series(elbo_of)
+        scores["joint (Mahalanobis, -ELBO)"] = pd.Series(joint_of)
+    return oof, ex, lr_probs, secs, scores
 
 
 # ----------------------------------------------------------------------------------- unseen class
@@ -362,18 +378,11 @@ def unseen_study(data: bf.MultiModalData, target: str, held: str, k: int, epochs
     lab = data.targets[target]
     known = data.subset(ids=lab.index[(lab != held).to_numpy() & lab.notna().to_numpy()])
     unseen = data.subset(ids=lab.index[(lab == held).to_numpy()])
-    oof, ex, _, secs, knn, maha = crossfit(known, target, k, epochs, seed, num_samples, log_cpm=True,
-                                           extra=unseen, with_lr=False)
+    oof, ex, _, secs, scores = crossfit(known, target, k, epochs, seed, num_samples, log_cpm=True, extra=unseen,
+                                        with_lr=False)
     y_known = known.targets[target]
     ids = pd.Index(np.asarray(oof.sample_ids, dtype=object))
-
-    def knn_score(post, head):
-        return knn.reindex(np.asarray(post.sample_ids, dtype=object)).to_numpy()
-
-    def maha_score(post, head):  # each patient scored by its fold model's LatentMahalanobis
-        return maha.reindex(np.asarray(post.sample_ids, dtype=object)).to_numpy()
-
-    maha_score.name = LatentMahalanobis.name
+    gate_fns = {name: PatientScores(sc, name=name) for name, sc in scores.items()}
     # label-free separation of the unseen type from the known out-of-fold patients, per score
     from sklearn.metrics import roc_auc_score
 
@@ -381,15 +390,15 @@ def unseen_study(data: bf.MultiModalData, target: str, held: str, k: int, epochs
     auroc = {"1 - max probability": roc_auc_score(ood_lab, -np.r_[oof.probs(target).mean(0).max(1),
                                                                   ex.probs(target).mean(0).max(1)]),
              "mutual_info": roc_auc_score(ood_lab, np.r_[mutual_information(oof, target),
-                                                         mutual_information(ex, target)]),
-             "latent kNN distance": roc_auc_score(ood_lab, np.r_[knn_score(oof, target), knn_score(ex, target)]),
-             "latent Mahalanobis": roc_auc_score(ood_lab, np.r_[maha_score(oof, target), maha_score(ex, target)])}
+                                                         mutual_information(ex, target)])}
+    for name, fn in gate_fns.items():
+        auroc[name] = roc_auc_score(ood_lab, np.r_[fn(oof, target), fn(ex, target)])
 
     gates = {("none (confidence only)", None): None}
     for q in (0.95, 0.9):
         gates[("mutual_info", q)] = "mutual_info"
-        gates[("latent kNN distance", q)] = knn_score
-        gates[("latent Mahalanobis", q)] = maha_score
+        for name, fn in gate_fns.items():
+            gates[(name, q)] = fn
     res = {g: {"refused_unseen": [], "coverage_known": [], "err_known": [], "refused_by_gate": []} for g in gates}
     for s in range(n_splits):
         split = make_splits(ids, y_known.reindex(ids), fractions={"calibration": 0.5, "test": 0.5}, seed=2000 + s)
@@ -553,7 +562,7 @@ def main(argv=None) -> int:
         results["studies"].append(st)
         log(f"{name}: protocol cross-fit ({args.folds} folds, <= {args.cv_epochs} epochs)")
         for cs in range(args.crossfit_seeds):
-            oof, _, lr_oof, secs, _, _ = crossfit(data, target, args.folds, args.cv_epochs, 100 * cs,
+            oof, _, lr_oof, secs, _ = crossfit(data, target, args.folds, args.cv_epochs, 100 * cs,
                                                   args.num_samples, log_cpm)
             st = resplit_study(f"{name} {target}: cross-fit {args.folds}-fold, seed {cs}", oof, data.targets[target],
                                target, lr_oof, args.n_splits, risks_real, delta, split_seed=1000 + 10000 * cs)

@@ -123,6 +123,26 @@ def test_abstainer_gate_refuses_unseen_and_keeps_known_quantile():
     assert gated.ood_threshold_ == s[int(np.ceil(801 * 0.9)) - 1]
 
 
+def test_patient_scores_gate_aligns_by_id():
+    from bayesfuse.posterior import PatientScores
+
+    z, y = clusters(300, seed=0, centres=CENTRES)
+    ids = np.array([f"p{i}" for i in range(300)], dtype=object)
+    post = make_post(z, ids)
+    vals = pd.Series(np.arange(300.0), index=ids)[::-1]  # reversed order: must be aligned by id
+    gate = PatientScores(vals, name="my score")
+    np.testing.assert_array_equal(gate(post), np.arange(300.0))
+    lab = pd.Series(np.asarray(CLASSES, dtype=object)[y], index=ids)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        ab = Abstainer(0.1, 0.1, ood_score=gate, ood_quantile=0.8).fit(post, lab, head="origin")
+    assert "my score" in ab.guarantee_ and ab.ood_threshold_ == np.sort(np.arange(300.0))[int(np.ceil(301 * 0.8)) - 1]
+    with pytest.raises(DataError, match="no precomputed score"):
+        PatientScores(vals.iloc[:10])(post)
+    with pytest.raises(DataError, match="NaN"):
+        PatientScores(pd.Series([np.nan], index=["a"]))
+
+
 # --------------------------------------------------------------------- select_head_weight
 def test_select_head_weight_uses_training_only_and_picks_minimum():
     import bayesfuse as bf
@@ -172,3 +192,38 @@ def test_latent_mahalanobis_from_fitted_model_flags_shifted_patients():
     assert 0.35 < roc_auc_score(np.r_[np.zeros(half), np.ones(len(s_fresh) - half)], s_fresh) < 0.65
     s_fresh2 = maha(model.predict(fresh, num_samples=5, seed=3))
     np.testing.assert_allclose(s_fresh, s_fresh2)  # label-free, uses the posterior mean only (not the draws)
+
+
+def test_reconstruction_elbo_equals_fused_elbo_and_flags_shifted_patients():
+    """-ELBO per patient (no head terms) equals the package's fused ELBO on the same draws (float64), and
+    separates shifted patients (positive control) but not two halves of fresh ones (negative control)."""
+    import torch
+
+    import bayesfuse as bf
+    from bayesfuse.model.ood import reconstruction_elbo
+    from bayesfuse.module.fused_elbo import fused_elbo_loss
+
+    data, _ = bf.datasets.simulate(n_patients=400, missing_rate=0.3, class_separation=4.0, seed=6)
+    ids = data.sample_ids
+    train, fresh = data.subset(ids=ids[:250]), data.subset(ids=ids[250:])
+    model = bf.FusionModel(train, latent_dim=4, hidden=32, dtype="float64")  # no head: ELBO of modalities only
+    model.fit(max_epochs=30, seed=0, progress=False)
+    raw = reconstruction_elbo(model, fresh, num_samples=1, seed=7, per_feature=False)
+    assert raw.shape == (fresh.n_samples,) and raw.dtype == np.float64
+    store = model._store(fresh, strict_targets=False)
+    batch = store.batch(torch.arange(store.n))
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(7)
+        eps = torch.randn((1, store.n, 4), dtype=torch.float64)
+        ref = fused_elbo_loss(model.module, batch, n_total=store.n, eps=eps[0]).item()
+    assert raw.sum() == pytest.approx(ref, rel=1e-10)
+    per = reconstruction_elbo(model, fresh, num_samples=32, seed=0)
+    frames = {m: fresh.modality(m) for m in fresh.modality_names}
+    rng = np.random.default_rng(0)
+    shift = {m: (f + rng.normal(0, 3.0, size=f.shape[1]) if m != "mutation" else 1 - f) for m, f in frames.items()}
+    shifted = bf.MultiModalData.from_frames(shift, targets=fresh.targets)
+    per_shift = reconstruction_elbo(model, shifted, num_samples=32, seed=0)
+    lab = np.r_[np.zeros(len(per)), np.ones(len(per_shift))]
+    assert roc_auc_score(lab, np.r_[per, per_shift]) > 0.95
+    half = len(per) // 2
+    assert 0.35 < roc_auc_score(np.r_[np.zeros(half), np.ones(len(per) - half)], per) < 0.65

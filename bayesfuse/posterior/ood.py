@@ -22,7 +22,7 @@ import pandas as pd
 
 from bayesfuse.exceptions import DataError
 
-__all__ = ["LatentMahalanobis"]
+__all__ = ["JointScore", "LatentMahalanobis", "PatientScores"]
 
 
 @dataclass
@@ -136,3 +136,77 @@ class LatentMahalanobis:
     def __call__(self, post, head: str | None = None) -> np.ndarray:
         """Score a Posterior (``post.latent_loc``), shape (n_patients,). ``head`` is ignored."""
         return self.score(post.latent_loc)
+
+
+class PatientScores:
+    """Precomputed per-patient OOD scores (e.g. :func:`bayesfuse.model.ood.reconstruction_elbo`) as a gate.
+
+    Parameters
+    ----------
+    scores : pandas.Series
+        Score per patient id (higher = more unusual).
+    name : str
+        Name used in the Abstainer's guarantee text.
+
+    Calling it with a Posterior returns the scores of ``post.sample_ids`` (shape (n_patients,));
+    a patient without a score raises :class:`~bayesfuse.exceptions.DataError`.
+    """
+
+    def __init__(self, scores: pd.Series, name: str = "precomputed OOD score") -> None:
+        if not isinstance(scores, pd.Series):
+            raise DataError("scores must be a pandas Series indexed by patient id.")
+        s = pd.Series(np.asarray(scores, dtype=np.float64), index=scores.index.map(str))
+        if s.index.has_duplicates:
+            raise DataError("scores has duplicated patient ids; keep one score per patient.")
+        if not np.isfinite(s.to_numpy()).all():
+            raise DataError("scores contain NaN or infinite values.")
+        self.scores = s
+        self.name = str(name)
+
+    def __call__(self, post, head: str | None = None) -> np.ndarray:
+        ids = pd.Index([str(i) for i in post.sample_ids])
+        missing = ids.difference(self.scores.index)
+        if len(missing):
+            raise DataError(f"{len(missing)} patient(s) have no precomputed score (e.g. {missing[:5].tolist()}); "
+                            "compute the score for every patient you predict.")
+        return self.scores.reindex(ids).to_numpy()
+
+
+class JointScore:
+    """Several OOD scores joined into one: the maximum of their robust z-scores against reference patients.
+
+    ``joint(x) = max_k (s_k(x) - median_k) / IQR_k``, with the median and inter-quartile range of
+    each score ``s_k`` taken on reference patients (the training patients: never the calibration
+    ones). Each component's ranking is kept, and a patient unusual under any one of them scores high.
+    The Abstainer then sets the gate threshold at a conformal quantile of the *joint* score on
+    calibration patients, so the joint gate keeps the same "at least ``ood_quantile`` of
+    exchangeable patients pass" statement as a single score.
+
+    Parameters
+    ----------
+    components : list of callables ``f(post, head) -> (n_patients,)``
+        E.g. :class:`LatentMahalanobis` and :class:`PatientScores` of a reconstruction ELBO.
+    reference : list of array-like, each shape (n_reference,)
+        Scores of the reference patients, one array per component.
+    name : str, optional
+        Name used in the Abstainer's guarantee text.
+    """
+
+    def __init__(self, components, reference, name: str | None = None) -> None:
+        components, reference = list(components), [np.asarray(r, dtype=np.float64).ravel() for r in reference]
+        if not components or len(components) != len(reference):
+            raise ValueError(f"Give one reference array per component ({len(components)} components, "
+                             f"{len(reference)} reference arrays).")
+        self.components = components
+        self.median_ = np.array([np.median(r) for r in reference])
+        iqr = np.array([np.subtract(*np.percentile(r, [75, 25])) for r in reference])
+        if not (np.isfinite(iqr).all() and (iqr > 0).all()):
+            raise DataError("A reference score has zero or non-finite inter-quartile range; it cannot be scaled.")
+        self.iqr_ = iqr
+        self.name = name or ("max robust z of [" + ", ".join(getattr(c, "name", type(c).__name__)
+                                                              for c in components) + "]")
+
+    def __call__(self, post, head: str | None = None) -> np.ndarray:
+        z = [(np.asarray(c(post, head), dtype=np.float64) - m) / q
+             for c, m, q in zip(self.components, self.median_, self.iqr_)]
+        return np.max(np.stack(z), axis=0)
