@@ -143,6 +143,43 @@ def test_patient_scores_gate_aligns_by_id():
         PatientScores(pd.Series([np.nan], index=["a"]))
 
 
+def test_joint_score_catches_what_either_component_misses():
+    """Two OOD kinds: far in latent space (Mahalanobis sees it) and with a large input-space score that
+    the latent cannot see. The joint gate refuses both; each single score misses one kind (negative control)."""
+    from bayesfuse.posterior import JointScore, PatientScores
+
+    rng = np.random.default_rng(0)
+    z_tr, y_tr = clusters(600, seed=0, centres=CENTRES)
+    maha = LatentMahalanobis.fit(z_tr, np.asarray(CLASSES, dtype=object)[y_tr])
+    n_cal, n_a, n_b = 1000, 300, 300
+    z_cal, y_cal = clusters(n_cal, seed=1, centres=CENTRES)
+    z_a, _ = clusters(n_a, seed=2, centres=UNSEEN)          # kind A: unusual latent, ordinary input score
+    z_b, _ = clusters(n_b, seed=3, centres=CENTRES)          # kind B: ordinary latent, unusual input score
+    z_all = np.r_[z_tr, z_cal, z_a, z_b]
+    ids = np.array([f"p{i}" for i in range(len(z_all))], dtype=object)
+    recon = np.r_[rng.normal(0, 1, 600 + n_cal + n_a), rng.normal(6, 1, n_b)]
+    other = PatientScores(pd.Series(recon, index=ids), name="input score")
+    post = make_post(z_all, ids)
+    sl = {"tr": slice(0, 600), "cal": slice(600, 600 + n_cal), "a": slice(600 + n_cal, 600 + n_cal + n_a),
+          "b": slice(600 + n_cal + n_a, None)}
+    from bayesfuse.calibration import subset_posterior
+
+    part = {k: subset_posterior(post, ids[v]) for k, v in sl.items()}
+    joint = JointScore([maha, other], [maha(part["tr"]), other(part["tr"])])
+    assert "Mahalanobis" in joint.name and "input score" in joint.name
+    lab = pd.Series(np.asarray(CLASSES, dtype=object)[y_cal], index=ids[sl["cal"]])
+    refused = {}
+    for name, gate in (("maha", maha), ("other", other), ("joint", joint)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CalibrationWarning)
+            ab = Abstainer(0.05, 0.1, ood_score=gate, ood_quantile=0.95).fit(part["cal"], lab, head="origin")
+        refused[name] = {k: float((ab.predict(part[k])["reason"] == "out of distribution").mean()) for k in "ab"}
+    assert refused["joint"]["a"] > 0.95 and refused["joint"]["b"] > 0.95
+    assert refused["maha"]["b"] < 0.2 and refused["other"]["a"] < 0.2  # each single score misses one kind
+    with pytest.raises(ValueError, match="one reference"):
+        JointScore([maha, other], [maha(part["tr"])])
+
+
 # --------------------------------------------------------------------- select_head_weight
 def test_select_head_weight_uses_training_only_and_picks_minimum():
     import bayesfuse as bf
@@ -165,11 +202,17 @@ def test_select_head_weight_uses_training_only_and_picks_minimum():
     with pytest.raises(DataError, match="target column"):
         select_head_weight(data, "nope")
     model = sel.refit(max_epochs=3)
-    assert model.heads["subtype"].weight == sel.best_weight and len(model.history_) <= 3
+    best = sel.resolved_weights[sel.weights.index(sel.best_weight)]
+    assert model.heads["subtype"].weight == pytest.approx(best) and len(model.history_) <= 3
 
 
-def test_latent_mahalanobis_from_fitted_model_flags_shifted_patients():
-    """Model layer: fitted on training latents; shifted (unlike training) patients score higher than fresh ones."""
+def test_latent_mahalanobis_from_fitted_model_wiring_and_negative_control():
+    """Model layer: latent_mahalanobis == LatentMahalanobis on the training posterior means; label-free and
+    draw-independent; two halves of fresh in-distribution patients are not separated (negative control).
+
+    (Positive controls: the synthetic-cluster tests above and the rare6 held-out types in the benchmark. On the
+    simulator an unseen class is not out of distribution in latent space, since z ~ N(0, I) for every class.)
+    """
     import bayesfuse as bf
     from bayesfuse.model.ood import latent_mahalanobis
 
@@ -180,18 +223,15 @@ def test_latent_mahalanobis_from_fitted_model_flags_shifted_patients():
     model.fit(max_epochs=40, seed=0, progress=False)
     maha = latent_mahalanobis(model, train, "subtype")
     assert maha.means_.shape == (3, 4) and maha.n_train_ == 300
-    frames = {m: fresh.modality(m) for m in fresh.modality_names}
-    rng = np.random.default_rng(0)
-    shift = {m: (f + rng.normal(0, 4.0, size=f.shape[1]) if m != "mutation" else 1 - f) for m, f in frames.items()}
-    shifted = bf.MultiModalData.from_frames(shift, targets=fresh.targets)
+    ref = LatentMahalanobis.from_posterior(model.predict(train, num_samples=3, seed=9), train.targets["subtype"])
+    np.testing.assert_allclose(maha.means_, ref.means_, rtol=1e-6)
+    np.testing.assert_allclose(maha.precision_, ref.precision_, rtol=1e-5)
     s_fresh = maha(model.predict(fresh, num_samples=5))
-    s_shift = maha(model.predict(shifted, num_samples=5))
-    lab = np.r_[np.zeros(len(s_fresh)), np.ones(len(s_shift))]
-    assert roc_auc_score(lab, np.r_[s_fresh, s_shift]) > 0.9  # positive control
-    half = len(s_fresh) // 2  # negative control: two halves of the fresh patients are not separated
+    np.testing.assert_allclose(s_fresh, maha(model.predict(fresh, num_samples=5, seed=3)))  # posterior mean only
+    half = len(s_fresh) // 2
     assert 0.35 < roc_auc_score(np.r_[np.zeros(half), np.ones(len(s_fresh) - half)], s_fresh) < 0.65
-    s_fresh2 = maha(model.predict(fresh, num_samples=5, seed=3))
-    np.testing.assert_allclose(s_fresh, s_fresh2)  # label-free, uses the posterior mean only (not the draws)
+    with pytest.raises(DataError, match="target column"):
+        latent_mahalanobis(model, train, "nope")
 
 
 def test_reconstruction_elbo_equals_fused_elbo_and_flags_shifted_patients():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from bayesfuse.data.multimodal import MultiModalData
 from bayesfuse.exceptions import DataError
 from bayesfuse.posterior.ood import LatentMahalanobis
@@ -40,7 +42,7 @@ def latent_mahalanobis(model, data: MultiModalData, head: str, shrinkage: float 
 
 
 def reconstruction_elbo(model, data: MultiModalData, num_samples: int = 16, seed: int = 0,
-                        per_feature: bool = True, batch_size: int = 1024) -> "np.ndarray":
+                        per_feature: bool = True, batch_size: int = 1024) -> np.ndarray:
     """Per-patient ELBO of the present modalities (labels not used): an input-space OOD score.
 
     ``ELBO_i = E_q[sum_m presence_im log p(x_im | z)] - KL(q(z | x_i) || p(z))``, estimated with
@@ -71,7 +73,6 @@ def reconstruction_elbo(model, data: MultiModalData, num_samples: int = 16, seed
         ``data.sample_ids`` order. As an Abstainer gate:
         ``PatientScores(pd.Series(scores, index=data.sample_ids), name="-ELBO")``.
     """
-    import numpy as np  # noqa: PLC0415
     import torch  # noqa: PLC0415
 
     from bayesfuse.nn.decoders import decoder_log_likelihood  # noqa: PLC0415

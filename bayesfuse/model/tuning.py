@@ -52,8 +52,10 @@ class HeadWeightSelection:
         What ``best_weight`` minimises.
     best_weight : float or str
         Candidate with the lowest validation NLL (the first on ties).
-    n_train, n_validation : int
-        Inner-training and validation patients.
+    n_train : int
+        Labelled patients used by the selection (``folds >= 2``) or in the inner-training part (``folds=1``).
+    n_validation : int
+        Patients scored out-of-fold (every labelled patient once when ``folds >= 2``).
     """
 
     head: str
