@@ -20,6 +20,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 import warnings
@@ -31,7 +32,15 @@ import torch
 
 import bayesfuse as bf
 from bayesfuse.evaluation import evaluate_imputation
-from bayesfuse.metrics import accuracy, ece, encode_labels, imputation_metrics, nll, predictive_entropy
+from bayesfuse.metrics import (
+    accuracy,
+    binary_imputation_metrics,
+    ece,
+    encode_labels,
+    imputation_metrics,
+    nll,
+    predictive_entropy,
+)
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 CONFIG = {
@@ -82,7 +91,9 @@ def baselines(train: bf.MultiModalData, test: bf.MultiModalData, modality: str, 
     obs = np.isfinite(truth)
     q = np.nanquantile(tr_m, [0.25, 0.75, 0.05, 0.95], axis=0)
     pm = imputation_metrics(truth, np.stack([mean, mean]))
-    rows.append({"method": "train-mean", "pearson_r": float("nan"), "rmse": pm.rmse,
+    binary = bool(np.all(np.isin(truth[obs], (0.0, 1.0))))
+    bx = _binary(truth, mean) if binary else {}
+    rows.append({"method": "train-mean", "pearson_r": float("nan"), "rmse": pm.rmse, **bx,
                  "coverage_50": float((((truth >= q[0]) & (truth <= q[1])) & obs).sum() / obs.sum()),
                  "coverage_90": float((((truth >= q[2]) & (truth <= q[3])) & obs).sum() / obs.sum()),
                  "seconds": 0.0})
@@ -100,14 +111,92 @@ def baselines(train: bf.MultiModalData, test: bf.MultiModalData, modality: str, 
             out = imp.transform(z_te)
         pred = out[:, pos] * sd[cols] + mu[cols]
         pm = imputation_metrics(truth, np.stack([pred, pred]))
-        rows.append({"method": name, "pearson_r": pm.pearson_r, "rmse": pm.rmse, "coverage_50": float("nan"),
+        bx = _binary(truth, np.clip(pred, 0.0, 1.0)) if binary else {}
+        rows.append({"method": name, "pearson_r": pm.pearson_r, "rmse": pm.rmse, **bx, "coverage_50": float("nan"),
                      "coverage_90": float("nan"), "seconds": time.perf_counter() - t0})
     return rows
 
 
+def _binary(truth: np.ndarray, prob: np.ndarray) -> dict:
+    """AUROC (median over features with >= 3 ones), Brier, log loss of a 0/1 imputation."""
+    b = binary_imputation_metrics(truth, prob)
+    return {"auroc": b.auroc, "brier": b.brier, "log_loss": b.log_loss}
+
+
+def mofa_baseline(train: bf.MultiModalData, test: bf.MultiModalData, modality: str,
+                  features: dict[str, list[str]], factors: int = 15, seed: int = 0) -> dict | None:
+    """MOFA+ (mofapy2, optional): one transductive fit on train + test with ``modality`` hidden in test.
+
+    Views = modalities (Gaussian likelihood on the standardised features, as for the other
+    baselines); the imputation is the MOFA+ reconstruction ``Z W^T`` of the hidden cells.
+    Returns None when mofapy2 is not installed.
+    """
+    try:
+        from mofapy2.run.entry_point import entry_point
+    except ImportError:
+        return None
+    import contextlib
+    import io
+
+    held = test.modality(modality)
+    test_h = test.subset(ids=held.index).drop_modalities([modality])
+    x_tr, x_te = _matrix(train, features), _matrix(test_h, features)
+    mu, sd = np.nanmean(x_tr, axis=0), np.nanstd(x_tr, axis=0)
+    sd = np.where(sd > 1e-8, sd, 1.0)
+    x = (np.concatenate([x_tr, x_te]) - mu) / sd
+    views, names, start = [], [], 0
+    for m, cols in features.items():
+        views.append([x[:, start:start + len(cols)]])
+        names.append(m)
+        start += len(cols)
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ent = entry_point()
+        ent.set_data_options(scale_views=False, center_groups=False)
+        ent.set_data_matrix(views, views_names=names, likelihoods=["gaussian"] * len(views))
+        ent.set_model_options(factors=factors, spikeslab_weights=True, ard_weights=True)
+        ent.set_train_options(iter=500, convergence_mode="fast", seed=seed, verbose=False, quiet=True)
+        ent.build()
+        ent.run()
+    exp = ent.model.getExpectations()
+    z = exp["Z"]["E"]
+    k = names.index(modality)
+    w = exp["W"][k]["E"]
+    pred = (z @ w.T)[len(x_tr):]
+    cols = slice(sum(len(features[m]) for m in names[:k]), sum(len(features[m]) for m in names[:k + 1]))
+    pred = pred * sd[cols] + mu[cols]
+    truth = held[features[modality]].to_numpy(dtype=np.float64)
+    pm = imputation_metrics(truth, np.stack([pred, pred]))
+    obs = np.isfinite(truth)
+    bx = _binary(truth, np.clip(pred, 0, 1)) if np.all(np.isin(truth[obs], (0.0, 1.0))) else {}
+    return {"method": f"MOFA+({factors})", "pearson_r": pm.pearson_r, "rmse": pm.rmse, **bx,
+            "coverage_50": float("nan"), "coverage_90": float("nan"), "seconds": time.perf_counter() - t0}
+
+
 # ----------------------------------------------------------------- downstream
-def subtype_metrics(model: bf.FusionModel, test: bf.MultiModalData, head: str = "subtype") -> list[dict]:
-    """Subtype metrics with all modalities and with each modality hidden in turn."""
+def validation_temperature(model: bf.FusionModel, train: bf.MultiModalData, seed: int, head: str = "subtype"):
+    """``TemperatureScaler`` fitted on the model's own early-stopping patients (all modalities present).
+
+    These patients took no gradient step (``fit(validation_fraction=0.1)`` picks them with the
+    same seed), so the test split stays untouched.
+    """
+    from bayesfuse.calibration import TemperatureScaler
+
+    ids = train.sample_ids[train.presence.to_numpy().any(axis=1)]
+    _, val = model._validation_split(ids, train, model.train_config_["validation_fraction"], seed)
+    labels = train.targets[head].reindex(val)
+    tune = train.subset(ids=labels.index[labels.notna().to_numpy()])  # calibration needs known labels
+    post = model.predict(tune, num_samples=200, seed=0)
+    return TemperatureScaler().fit(post, tune.targets[head], head)
+
+
+def subtype_metrics(model: bf.FusionModel, test: bf.MultiModalData, head: str = "subtype", scaler=None) -> list[dict]:
+    """Subtype metrics with all modalities and with each modality hidden in turn.
+
+    With ``scaler`` (a fitted ``TemperatureScaler``) every row is repeated after temperature
+    scaling (``calibrated=True``).
+    """
     y_all = test.targets[head]
     known = y_all.notna().to_numpy()
     rows = []
@@ -116,12 +205,13 @@ def subtype_metrics(model: bf.FusionModel, test: bf.MultiModalData, head: str = 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", bf.exceptions.NoModalityWarning)
             post = model.predict(d, num_samples=200, seed=0)
-        draws = post.probs(head)[:, known]
-        probs = draws.mean(axis=0)
-        y = encode_labels(y_all[known].to_numpy(), post.classes(head))
-        rows.append({"hidden": hidden or "(none)", "accuracy": accuracy(probs, y), "nll": nll(probs, y),
-                     "ece": ece(probs, y), "mean_entropy": float(predictive_entropy(draws).mean()),
-                     "n": int(known.sum())})
+        for calibrated, p in ((False, post), *(((True, scaler.transform(post)),) if scaler is not None else ())):
+            draws = p.probs(head)[:, known]
+            probs = draws.mean(axis=0)
+            y = encode_labels(y_all[known].to_numpy(), p.classes(head))
+            rows.append({"hidden": hidden or "(none)", "calibrated": calibrated, "accuracy": accuracy(probs, y),
+                         "nll": nll(probs, y), "ece": ece(probs, y), "mean_top_prob": float(probs.max(1).mean()),
+                         "mean_entropy": float(predictive_entropy(draws).mean()), "n": int(known.sum())})
     return rows
 
 
@@ -130,10 +220,31 @@ def load(name: str) -> bf.MultiModalData:
     return bf.MultiModalData.read_dir(DATA / name, drop_features=CONFIG[name]["drop"])
 
 
+def selection_split(train: bf.MultiModalData, fraction: float = 0.25, seed: int = 123
+                    ) -> tuple[bf.MultiModalData, bf.MultiModalData]:
+    """Split the TRAIN patients into fit / selection parts (stratified by subtype where known).
+
+    Used to choose settings (``--select``) without looking at the test split.
+    """
+    rs = np.random.RandomState(seed)
+    ids = np.asarray(train.sample_ids)
+    y = train.targets["subtype"].reindex(ids).astype(str).to_numpy() if "subtype" in train.targets else None
+    sel = []
+    for level in (np.unique(y) if y is not None else [None]):
+        grp = ids if level is None else ids[y == level]
+        sel.extend(rs.choice(grp, int(round(fraction * len(grp))), replace=False))
+    sel = np.isin(ids, sel)
+    return train.subset(ids=ids[~sel]), train.subset(ids=ids[sel])
+
+
 def run(dataset: str, dropouts: list[float], seeds: list[int], num_samples: int, latent_dim: int,
-        with_baselines: bool = True) -> dict:
+        with_baselines: bool = True, modes: tuple[str, ...] = ("both",), select: bool = False,
+        mofa: bool = False, temperature: bool = False) -> dict:
     data = load(dataset)
     train, test = data.subset(split="train"), data.subset(split="test")
+    if select:
+        train, test = selection_split(train)
+        print("(selection run: train split divided into fit / selection patients; the test split is not used)")
     print(f"\n=== {dataset}: train {train.n_samples}, test {test.n_samples}; "
           f"{dict(data.missingness_patterns())}")
     results: dict = {"dataset": dataset, "bayesfuse": [], "downstream": [], "baselines": []}
@@ -143,30 +254,45 @@ def run(dataset: str, dropouts: list[float], seeds: list[int], num_samples: int,
     features = {m: ModalityTransform.fit(m, train.modality(m)).features for m in train.modality_names}
     if with_baselines:
         for m in CONFIG[dataset]["impute"]:
-            for row in baselines(train, test, m, features, seed=0):
+            rows = baselines(train, test, m, features, seed=0)
+            if mofa:
+                mrow = mofa_baseline(train, test, m, features, seed=0)
+                if mrow is None:
+                    print("   MOFA+: mofapy2 is not installed; skipped")
+                else:
+                    rows.append(mrow)
+            for row in rows:
                 results["baselines"].append({"modality": m, **row})
+                extra = f"  auroc {row['auroc']:.3f}  brier {row['brier']:.4f}" if "auroc" in row else ""
                 print(f"   baseline {m:>10} {row['method']:>18}: r {row['pearson_r']:.3f}  rmse {row['rmse']:.3f}  "
-                      f"cov90 {row['coverage_90']:.3f}  ({row['seconds']:.1f}s)", flush=True)
-    for p in dropouts:
-        for seed in seeds:
-            model = bf.FusionModel(train, heads={"subtype": "categorical"}, latent_dim=latent_dim)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model.fit(seed=seed, modality_dropout=p, progress=False)
-            assert features == {m: tf.features for m, tf in model.transforms.items()}
-            print(f"-- modality_dropout={p} seed={seed}: {model.fit_seconds_:.1f}s, best epoch {model.best_epoch_}, "
-                  f"n_train {model.train_config_['n_train']} + val {model.train_config_['n_validation']}")
-            for m in CONFIG[dataset]["impute"]:
-                t0 = time.perf_counter()
-                ev = evaluate_imputation(model, test, m, num_samples=num_samples, seed=seed)
-                row = {"dropout": p, "seed": seed, **ev.as_row(), "seconds": time.perf_counter() - t0}
-                results["bayesfuse"].append(row)
-                print(f"   impute {m:>10}: r {row['pearson_r']:.3f}  rmse {row['rmse']:.3f}  "
-                      f"cov50 {row['coverage_50']:.3f}  cov90 {row['coverage_90']:.3f}", flush=True)
-            for row in subtype_metrics(model, test):
-                results["downstream"].append({"dropout": p, "seed": seed, **row})
-                print(f"   subtype hidden {row['hidden']:>10}: acc {row['accuracy']:.3f}  nll {row['nll']:.3f}  "
-                      f"ece {row['ece']:.3f}  H {row['mean_entropy']:.3f}", flush=True)
+                      f"cov90 {row['coverage_90']:.3f}{extra}  ({row['seconds']:.1f}s)", flush=True)
+    for mode, p, seed in itertools.product(modes, dropouts, seeds):
+        model = bf.FusionModel(train, heads={"subtype": "categorical"}, latent_dim=latent_dim)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(seed=seed, modality_dropout=p, progress=False, modality_dropout_mode=mode)
+        assert features == {m: tf.features for m, tf in model.transforms.items()}
+        print(f"-- mode={mode} modality_dropout={p} seed={seed}: {model.fit_seconds_:.1f}s, best epoch "
+              f"{model.best_epoch_}, n_train {model.train_config_['n_train']} + val "
+              f"{model.train_config_['n_validation']}")
+        for m in CONFIG[dataset]["impute"]:
+            t0 = time.perf_counter()
+            ev = evaluate_imputation(model, test, m, num_samples=num_samples, seed=seed)
+            row = {"mode": mode, "dropout": p, "seed": seed, **ev.as_row(), "seconds": time.perf_counter() - t0}
+            results["bayesfuse"].append(row)
+            extra = f"  auroc {row['auroc']:.3f}  brier {row['brier']:.4f}" if "auroc" in row else ""
+            print(f"   impute {m:>10}: r {row['pearson_r']:.3f}  rmse {row['rmse']:.3f}  "
+                  f"cov50 {row['coverage_50']:.3f}  cov90 {row['coverage_90']:.3f}{extra}", flush=True)
+        scaler = validation_temperature(model, train, seed) if temperature else None
+        if scaler is not None:
+            print(f"   temperature (fitted on the {model.train_config_['n_validation']} early-stopping patients): "
+                  f"{scaler.temperature_:.3f}")
+        for row in subtype_metrics(model, test, scaler=scaler):
+            results["downstream"].append({"mode": mode, "dropout": p, "seed": seed,
+                                          "temperature": scaler.temperature_ if scaler else 1.0, **row})
+            print(f"   subtype hidden {row['hidden']:>10}{' (T)' if row['calibrated'] else '    '}: acc "
+                  f"{row['accuracy']:.3f}  nll {row['nll']:.3f}  ece {row['ece']:.3f}  "
+                  f"top {row['mean_top_prob']:.3f}  H {row['mean_entropy']:.3f}", flush=True)
     _print(results)
     return results
 
@@ -174,7 +300,8 @@ def run(dataset: str, dropouts: list[float], seeds: list[int], num_samples: int,
 def _print(results: dict) -> None:
     pd.set_option("display.width", 200)
     bfr = pd.DataFrame(results["bayesfuse"])
-    agg = bfr.groupby(["modality", "dropout"])[["pearson_r", "rmse", "coverage_50", "coverage_90"]].mean()
+    cols = [c for c in ("pearson_r", "rmse", "coverage_50", "coverage_90", "auroc", "brier") if c in bfr]
+    agg = bfr.groupby(["modality", "mode", "dropout"])[cols].mean()
     print("\nbayesfuse imputation (mean over seeds):")
     print(agg.round(3).to_string())
     if results["baselines"]:
@@ -182,7 +309,8 @@ def _print(results: dict) -> None:
         print(pd.DataFrame(results["baselines"]).set_index(["modality", "method"]).round(3).to_string())
     ds = pd.DataFrame(results["downstream"])
     print("\ndownstream subtype (mean over seeds):")
-    print(ds.groupby(["dropout", "hidden"], sort=False)[["accuracy", "nll", "ece", "mean_entropy"]].mean()
+    print(ds.groupby(["mode", "dropout", "calibrated", "hidden"], sort=False)[
+        ["accuracy", "nll", "ece", "mean_top_prob", "mean_entropy"]].mean()
           .round(3).to_string())
 
 
@@ -202,8 +330,16 @@ def main() -> None:
     ap.add_argument("--latent-dim", type=int, default=16)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--modes", nargs="+", default=["both"], choices=["both", "guide"],
+                    help="modality_dropout_mode values to fit")
+    ap.add_argument("--select", action="store_true",
+                    help="settings-selection run: fit on 75%% of the train split, score on the other 25%%")
+    ap.add_argument("--mofa", action="store_true", help="also run MOFA+ (needs mofapy2)")
+    ap.add_argument("--temperature", action="store_true",
+                    help="also report subtype metrics after temperature scaling on the early-stopping patients")
     args = ap.parse_args()
-    res = run(args.dataset, args.dropouts, args.seeds, args.num_samples, args.latent_dim, not args.no_baselines)
+    res = run(args.dataset, args.dropouts, args.seeds, args.num_samples, args.latent_dim, not args.no_baselines,
+              tuple(args.modes), args.select, args.mofa, args.temperature)
     if args.json:
         args.json.write_text(json.dumps(res, indent=1, default=float))
         print(f"wrote {args.json}")

@@ -7,6 +7,7 @@ predicted-risk tertiles at three horizons (bayesfuse only). Writes JSON with ``-
 
     PYTHONPATH=. python benchmarks/survival.py --datasets metabric whas --json out.json
     PYTHONPATH=. python benchmarks/survival.py --datasets tcga_gbmlgg --plot docs/img/survival_tcga_gbmlgg.png
+    PYTHONPATH=. python benchmarks/survival.py --select 3 --json out.json   # hidden chosen on train only
 
 RandomSurvivalForest (scikit-survival, GPL-3) is used here only as a benchmark baseline.
 """
@@ -38,15 +39,19 @@ DEEPSURV_C = {"metabric": 0.6545, "support": 0.6189, "gbsg": 0.6684, "whas": 0.8
 DATASETS = ["metabric", "support", "gbsg", "whas", "tcga_gbmlgg"]
 
 
-def load(name: str, validation: bool = False):
-    """Train/test by the dataset's split; ``validation``: train -> 80% fit / 20% validation (test unused)."""
+def load(name: str, validation: bool = False, val_seed: int = 1):
+    """Train/test by the dataset's split; ``validation``: train -> 80% fit / 20% validation (test unused).
+
+    ``val_seed`` seeds the random 80/20 partition of the training set (1 = the split of the tables in
+    docs/survival.md).
+    """
     data = bf.MultiModalData.read_dir(DATA / name)
     # times <= 0 (tcga_gbmlgg: 3, metabric: 1): opt in to dropping their survival label in training;
     # they are left out of the test metrics (every metric needs positive times)
     train, test = data.subset(split="train"), data.subset(split="test")
     if validation:
         ids = train.sample_ids
-        val = np.random.RandomState(1).permutation(len(ids))[: len(ids) // 5]
+        val = np.random.RandomState(val_seed).permutation(len(ids))[: len(ids) // 5]
         mask = np.zeros(len(ids), bool)
         mask[val] = True
         train, test = train.subset(ids=ids[~mask]), train.subset(ids=ids[mask])
@@ -74,14 +79,37 @@ def metrics(name, tr_t, tr_e, t, e, risk, surv_grid, grid, s_own):
             "dcal_p": d_calibration(s_own, e).p_value}
 
 
+HEAD_KEYS = ("n_intervals", "hidden", "weight", "smoothness")
+
+
+def _head(cfg):
+    return bf.heads.Survival(time="time", event="event", nonpositive_times="drop",
+                             **{k: cfg[k] for k in HEAD_KEYS if k in cfg})
+
+
+def _model_kwargs(cfg):
+    return {"latent_dim": cfg.get("latent_dim", 16), "hidden": cfg.get("enc_hidden", 128), "device": "cpu"}
+
+
+def _fit_kwargs(cfg):
+    return {"max_epochs": cfg.get("max_epochs", 300), "lr": cfg.get("lr", 2e-3),
+            "batch_size": cfg.get("batch_size", 128), "patience": cfg.get("patience", 30),
+            "weight_decay": cfg.get("weight_decay", 0.0)}
+
+
+def select_head(train, cfg, n_splits=3, seed=1):
+    """Validation-based choice of the head's ``hidden`` (0 vs 32) on the TRAINING set only
+    (``bf.evaluation.select_survival_head``); returns the cfg with the choice and the selection."""
+    sel = bf.evaluation.select_survival_head(train, heads={"survival": _head(cfg)},
+                                             candidates=[{"hidden": 0}, {"hidden": 32}], n_splits=n_splits,
+                                             seed=seed, model_kwargs=_model_kwargs(cfg), fit_kwargs=_fit_kwargs(cfg))
+    return {**cfg, **sel.best}, sel
+
+
 def run_bayesfuse(train, test, grid, t, cfg, seed=0):
-    head = bf.heads.Survival(time="time", event="event", nonpositive_times="drop",
-                             **{k: cfg[k] for k in ("n_intervals", "hidden", "weight", "smoothness") if k in cfg})
-    model = bf.FusionModel(train, heads={"survival": head}, latent_dim=cfg.get("latent_dim", 16),
-                           hidden=cfg.get("enc_hidden", 128), device="cpu")
+    model = bf.FusionModel(train, heads={"survival": _head(cfg)}, **_model_kwargs(cfg))
     t0 = time.perf_counter()
-    model.fit(seed=seed, progress=False, max_epochs=cfg.get("max_epochs", 300), lr=cfg.get("lr", 2e-3),
-              batch_size=cfg.get("batch_size", 128))
+    model.fit(seed=seed, progress=False, **_fit_kwargs(cfg))
     fit_s = time.perf_counter() - t0
     post = model.predict(test, num_samples=cfg.get("num_samples", 300), seed=seed)
     surv_draws = post.survival_function("survival", grid)               # (S, n, T)
@@ -138,8 +166,16 @@ DEFAULTS = {"latent_dim": 16, "n_intervals": 12, "hidden": 0}
 
 
 def benchmark(name: str, cfg: dict, baselines: bool = True, plot: str | None = None, seed: int = 0,
-              validation: bool = False) -> dict:
-    data, train, test = load(name, validation)
+              validation: bool = False, val_seed: int = 1, select_splits: int = 0) -> dict:
+    data, train, test = load(name, validation, val_seed)
+    extra = {}
+    cfg0 = dict(cfg)
+    if select_splits:
+        t0 = time.perf_counter()
+        cfg, sel = select_head(train, cfg, n_splits=select_splits)
+        extra["selection"] = sel.summary.to_dict(orient="list")
+        extra["selection_table"] = sel.table.to_dict(orient="list")
+        extra["selection_s"] = time.perf_counter() - t0
     t_all, e_all, ok = eval_arrays(test)
     test_eval = test.subset(ids=test.sample_ids[ok])
     t, e = t_all[ok], e_all[ok]
@@ -149,17 +185,29 @@ def benchmark(name: str, cfg: dict, baselines: bool = True, plot: str | None = N
     grid = np.quantile(t[e] if e.sum() > 10 else t, np.linspace(0.1, 0.9, 25))
     grid = grid[(grid < min(t.max(), tr_t.max())) & (grid > 0)]
     grid = np.unique(grid)
-    rows, extra = [], {}
+    rows = []
     post, surv_draws, risk, s_own, fit_s, model = run_bayesfuse(train, test_eval, grid, t, cfg, seed)
     surv = surv_draws.mean(0)
-    r = metrics("bayesfuse", tr_t, tr_e, t, e, risk, surv, grid, s_own)
+    r = metrics(f"bayesfuse (hidden={cfg.get('hidden', 0)})", tr_t, tr_e, t, e, risk, surv, grid, s_own)
     r["fit_s"] = fit_s
     r["best_epoch"] = model.best_epoch_
     rows.append(r)
     horizons = np.quantile(t, [0.25, 0.5, 0.75])
+    if cfg0.get("hidden", 0) != cfg.get("hidden", 0):
+        # the unselected default on the same split, for the before/after table
+        post0, sd0, risk0, so0, fit0, model0 = run_bayesfuse(train, test_eval, grid, t, cfg0, seed)
+        r0 = metrics(f"bayesfuse (hidden={cfg0.get('hidden', 0)})", tr_t, tr_e, t, e, risk0, sd0.mean(0), grid, so0)
+        r0["fit_s"], r0["best_epoch"] = fit0, model0.best_epoch_
+        rows.append(r0)
+        extra["coverage_default"] = interval_coverage(t, e, sd0, grid, horizons, groups=3, prob=0.9).coverage
+        extra["coverage_pred_default"] = interval_coverage(t, e, sd0, grid, horizons, groups=3, prob=0.9,
+                                                           km_error=True).coverage
     cov = interval_coverage(t, e, surv_draws, grid, horizons, groups=3, prob=0.9)
     extra["coverage"] = cov.coverage
     extra["coverage_table"] = cov.table.to_dict(orient="list")
+    # predictive coverage: band widened by the KM estimate's own Greenwood sampling error
+    extra["coverage_pred"] = interval_coverage(t, e, surv_draws, grid, horizons, groups=3, prob=0.9,
+                                               km_error=True).coverage
     if baselines:
         Xtr = features(train).loc[train.sample_ids[tr_ok]]
         Xte = features(test_eval)
@@ -185,7 +233,7 @@ def benchmark(name: str, cfg: dict, baselines: bool = True, plot: str | None = N
     for r in rows:
         r["dataset"] = name
         r["n_test"] = int(len(t))
-    return {"dataset": name, "rows": rows, **extra, "horizons": horizons.tolist(), "config": cfg}
+    return {"dataset": name, "rows": rows, **extra, "horizons": horizons.tolist(), "config": cfg, "seed": seed}
 
 
 def main():
@@ -195,6 +243,8 @@ def main():
     ap.add_argument("--config", type=json.loads, default={}, help='JSON overrides, e.g. \'{"hidden": 32}\'')
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--validation", action="store_true", help="evaluate on a 20%% split of train (model choice)")
+    ap.add_argument("--select", type=int, default=0, metavar="N_SPLITS",
+                    help="choose the head's hidden (0 vs 32) on N_SPLITS validation splits of train first")
     ap.add_argument("--json")
     ap.add_argument("--plot", help="PNG path for the tcga_gbmlgg calibration figure")
     args = ap.parse_args()
@@ -205,14 +255,20 @@ def main():
         cfg = {**DEFAULTS, **args.config}
         res = benchmark(name, cfg, baselines=not args.no_baselines,
                         plot=args.plot if name == "tcga_gbmlgg" else None, seed=args.seed,
-                        validation=args.validation)
+                        validation=args.validation, select_splits=args.select)
         out.append(res)
+        if "selection" in res:
+            print(f"\n-- {name}: validation selection on train ({args.select} splits, "
+                  f"{res['selection_s']:.0f} s)")
+            print(pd.DataFrame(res["selection"]).round(4).to_string(index=False))
         df = pd.DataFrame(res["rows"]).set_index("method")
         print(f"\n== {name} (n_test={res['rows'][0]['n_test']}; DeepSurv published C: "
               f"{DEEPSURV_C.get(name, 'n/a')})")
         print(df[[c for c in ("harrell_c", "uno_c", "ibs", "dcal_p", "fit_s") if c in df]].round(4).to_string())
         print(f"90% band coverage of KM (tertiles x horizons {np.round(res['horizons'], 1).tolist()}): "
-              f"{res['coverage']:.2f}")
+              f"{res['coverage']:.2f}; predictive (band + KM Greenwood error): {res['coverage_pred']:.2f}")
+        if "coverage_default" in res:
+            print(f"  unselected default: {res['coverage_default']:.2f}; predictive {res['coverage_pred_default']:.2f}")
         print(pd.DataFrame(res["coverage_table"]).round(3).to_string(index=False))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=float))

@@ -16,6 +16,7 @@ from bayesfuse.metrics import (
     integrated_brier_score,
     interval_coverage,
     km_calibration,
+    km_greenwood_se,
     surv_at,
     survival_metrics,
 )
@@ -256,6 +257,38 @@ def test_interval_coverage_good_vs_bad_model():
     assert len(good.table) == 9 and set(good.table["group"]) == {0, 1, 2}
     assert good.coverage >= 7 / 9
     assert bad.coverage <= 1 / 9
+
+
+def test_km_greenwood_se_matches_lifelines():
+    from lifelines import KaplanMeierFitter
+
+    t, e, _ = simulate(300, seed=5, round_to=0.05)  # tied times
+    kmf = KaplanMeierFitter().fit(t, e)
+    for h in (0.2, 0.7, 1.5):
+        sq = kmf._cumulative_sq_
+        ref = float(kmf.survival_function_at_times(h).iloc[0]) * np.sqrt(sq.loc[sq.index <= h].iloc[-1])
+        assert abs(km_greenwood_se(t, e, h) - ref) < TOL
+    assert km_greenwood_se(t, e, 0.5 * t.min()) == 0.0          # before the first event
+    # hand value: 4 patients, events at 1 and 2, censored at 3 and 4: S(2) = 3/4 * 2/3 = 1/2,
+    # Greenwood sum 1/(4*3) + 1/(3*2) = 1/4 -> se = 1/2 * 1/2
+    assert abs(km_greenwood_se([1.0, 2.0, 3.0, 4.0], [1, 1, 0, 0], 2.5) - 0.25) < TOL
+
+
+def test_interval_coverage_km_error_calibrated_oracle_near_nominal():
+    """A model with the TRUE survival and no posterior spread has a zero-width band: plain coverage
+    ~0, predictive coverage (band + KM sampling error) ~0.9; a 2x mis-scaled model stays ~0."""
+    times = np.linspace(0.05, 2.0, 40)
+    plain, pred, bad = [], [], []
+    for sd in range(10):
+        t, e, rate = simulate(600, seed=100 + sd)
+        draws = np.repeat(rate[None], 50, axis=0)[:, :, None]
+        hs = [0.3, 0.6, 1.0]
+        plain.append(interval_coverage(t, e, np.exp(-draws * times), times, hs).coverage)
+        pred.append(interval_coverage(t, e, np.exp(-draws * times), times, hs, km_error=True).coverage)
+        bad.append(interval_coverage(t, e, np.exp(-2 * draws * times), times, hs, km_error=True).coverage)
+    assert np.mean(plain) <= 0.15
+    assert 0.8 <= np.mean(pred) <= 0.98
+    assert np.mean(bad) <= 0.15
 
 
 def test_surv_at_step_function():

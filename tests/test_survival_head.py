@@ -319,9 +319,10 @@ def test_model_rejects_nonpositive_times_unless_opted_in():
 @pytest.mark.slow
 @pytest.mark.realdata
 @pytest.mark.parametrize("name,c_floor", [
-    ("tcga_gbmlgg", 0.8025), ("metabric", 0.6313),
+    ("tcga_gbmlgg", 0.8025), ("metabric", 0.6313), ("whas", 0.8165),
     # Known open gap (issue 3): after the head weight stopped tempering the head posterior, gbsg's
-    # D-calibration p on the external GBSG cohort is 0.03-0.045 (C 0.690 still >= DeepSurv's 0.6684).
+    # D-calibration p on the external GBSG cohort is 0.03-0.045 (C 0.690 still >= DeepSurv's 0.6684); CoxPH
+    # and RSF fail it too (cohort shift, docs/survival.md).
     pytest.param("gbsg", 0.6684, marks=pytest.mark.xfail(reason="gbsg D-calibration p < 0.05 (issue 3 open)",
                                                           strict=False)),
 ])

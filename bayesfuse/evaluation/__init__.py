@@ -3,5 +3,7 @@
 from bayesfuse.evaluation.classification import evaluate_classification
 from bayesfuse.evaluation.imputation import ImputationEvaluation, evaluate_imputation
 from bayesfuse.evaluation.report import Report, build_report
+from bayesfuse.evaluation.survival_selection import SurvivalSelection, select_survival_head
 
-__all__ = ["ImputationEvaluation", "Report", "build_report", "evaluate_classification", "evaluate_imputation"]
+__all__ = ["ImputationEvaluation", "Report", "SurvivalSelection", "build_report", "evaluate_classification",
+           "evaluate_imputation", "select_survival_head"]

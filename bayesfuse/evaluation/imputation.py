@@ -17,7 +17,12 @@ import numpy as np
 
 from bayesfuse.data.multimodal import MultiModalData
 from bayesfuse.exceptions import DataError, NoModalityWarning
-from bayesfuse.metrics.imputation import ImputationMetrics, imputation_metrics
+from bayesfuse.metrics.imputation import (
+    BinaryImputationMetrics,
+    ImputationMetrics,
+    binary_imputation_metrics,
+    imputation_metrics,
+)
 from bayesfuse.posterior.imputation import Imputation
 
 if TYPE_CHECKING:
@@ -44,6 +49,9 @@ class ImputationEvaluation:
         Hidden values in original units (NaN = not observed, not scored).
     imputation : Imputation
         The draws that were scored.
+    binary : BinaryImputationMetrics or None
+        Bernoulli modalities: per-feature AUROC, Brier score and log loss of
+        ``Imputation.probabilities`` (the informative scores for rare 0/1 features).
     """
 
     modality: str
@@ -52,13 +60,18 @@ class ImputationEvaluation:
     n_from_prior: int
     truth: np.ndarray
     imputation: Imputation
+    binary: BinaryImputationMetrics | None = None
 
     def as_row(self) -> dict:
         """Flat dict for a results table."""
         m = self.metrics
-        return {"modality": self.modality, "pearson_r": m.pearson_r, "rmse": m.rmse,
-                "coverage_50": m.coverage_50, "coverage_90": m.coverage_90, "n_features": m.n_features,
-                "n_patients": self.n_patients, "n_from_prior": self.n_from_prior}
+        row = {"modality": self.modality, "pearson_r": m.pearson_r, "rmse": m.rmse,
+               "coverage_50": m.coverage_50, "coverage_90": m.coverage_90, "n_features": m.n_features,
+               "n_patients": self.n_patients, "n_from_prior": self.n_from_prior}
+        if self.binary is not None:
+            row.update(auroc=self.binary.auroc, brier=self.binary.brier, log_loss=self.binary.log_loss,
+                       n_auroc_features=self.binary.n_scored)
+        return row
 
 
 def evaluate_imputation(model: FusionModel, data: MultiModalData, modality: str, num_samples: int = 200,
@@ -94,5 +107,6 @@ def evaluate_imputation(model: FusionModel, data: MultiModalData, modality: str,
         warnings.simplefilter("ignore", NoModalityWarning)
         imp = model.impute(hidden, modalities=[modality], num_samples=num_samples, seed=seed)
     metrics = imputation_metrics(truth, imp[modality])
+    binary = binary_imputation_metrics(truth, imp.probabilities[modality]) if modality in imp.probabilities else None
     return ImputationEvaluation(modality=modality, metrics=metrics, n_patients=len(held), n_from_prior=n_prior,
-                                truth=truth, imputation=imp)
+                                truth=truth, imputation=imp, binary=binary)

@@ -19,7 +19,12 @@ from bayesfuse.metrics.classification import (
     predictive_entropy,
     risk_coverage_curve,
 )
-from bayesfuse.metrics.imputation import ImputationMetrics, imputation_metrics
+from bayesfuse.metrics.imputation import (
+    BinaryImputationMetrics,
+    ImputationMetrics,
+    binary_imputation_metrics,
+    imputation_metrics,
+)
 from bayesfuse.metrics.survival import (
     CumulativeDynamicAUC,
     DCalibration,
@@ -32,6 +37,7 @@ from bayesfuse.metrics.survival import (
     d_calibration,
     integrated_brier_score,
     interval_coverage,
+    km_greenwood_se,
     km_calibration,
     surv_at,
     survival_metrics,
@@ -59,8 +65,11 @@ __all__ = [
     "encode_labels",
     "expected_entropy",
     "imputation_metrics",
+    "BinaryImputationMetrics",
+    "binary_imputation_metrics",
     "integrated_brier_score",
     "interval_coverage",
+    "km_greenwood_se",
     "km_calibration",
     "macro_f1",
     "mutual_information",

@@ -45,6 +45,7 @@ __all__ = [
     "d_calibration",
     "integrated_brier_score",
     "interval_coverage",
+    "km_greenwood_se",
     "km_calibration",
     "surv_at",
     "survival_metrics",
@@ -522,13 +523,49 @@ class IntervalCoverage:
     table: pd.DataFrame
 
 
+def km_greenwood_se(time, event, horizon: float) -> float:
+    """Greenwood standard error of the Kaplan-Meier estimate at ``horizon``.
+
+    ``se = S(h) * sqrt(sum_{t_j <= h} d_j / (n_j (n_j - d_j)))`` over the distinct event times
+    (``lifelines`` event table); ``0`` before the first event; ``nan`` once every patient at risk
+    has had the event (``n_j = d_j``, S = 0).
+
+    Parameters
+    ----------
+    time, event : array, shape (n,)
+    horizon : float
+
+    Returns
+    -------
+    float
+    """
+    from lifelines import KaplanMeierFitter
+
+    t, e = check_survival(time, event)
+    kmf = KaplanMeierFitter().fit(t, e)
+    tab = kmf.event_table
+    tab = tab.loc[(tab.index <= horizon) & (tab["observed"] > 0)]
+    n, d = tab["at_risk"].to_numpy(float), tab["observed"].to_numpy(float)
+    s = float(kmf.survival_function_at_times(horizon).iloc[0])
+    if np.any(n == d):
+        return float("nan")
+    return float(s * np.sqrt(np.sum(d / (n * (n - d)))))
+
+
 def interval_coverage(time, event, surv_draws, times, horizons, groups: int = 3,
-                      prob: float = 0.9) -> IntervalCoverage:
+                      prob: float = 0.9, km_error: bool = False, seed: int = 0) -> IntervalCoverage:
     """Share of risk groups whose Kaplan-Meier estimate falls in the credible band of their predictions.
 
     For each horizon, patients are grouped by posterior-mean predicted risk ``1 - S(horizon)``; for each
     group the group-mean predicted survival is computed per draw, and its central ``prob`` interval is
     compared with the group's Kaplan-Meier estimate (``lifelines``).
+
+    The credible band is for the group's *expected* survival; the KM estimate carries its own sampling
+    error, so even a perfectly calibrated model covers KM less often than ``prob`` (the more so the
+    narrower the band). ``km_error=True`` compares KM with the posterior *predictive* band of the KM
+    estimate instead: each draw of the group mean plus Normal noise with the group's Greenwood standard
+    error (:func:`km_greenwood_se`, 20 noise draws per posterior draw, ``seed``), which a calibrated
+    model covers about ``prob`` of the time.
 
     Parameters
     ----------
@@ -539,6 +576,10 @@ def interval_coverage(time, event, surv_draws, times, horizons, groups: int = 3,
     horizons : float or array, shape (H,)
     groups : int, default 3
     prob : float, default 0.9
+    km_error : bool, default False
+        Widen the band by the KM estimate's sampling error (predictive coverage, see above).
+    seed : int, default 0
+        Seeds the KM-noise draws (``km_error=True`` only).
 
     Returns
     -------
@@ -556,14 +597,20 @@ def interval_coverage(time, event, surv_draws, times, horizons, groups: int = 3,
         raise DataError(f"prob must be in (0, 1), got {prob!r}.")
     hs = check_times(np.atleast_1d(horizons), "horizons")
     k = np.searchsorted(grid, hs, side="right") - 1
+    rng = np.random.default_rng(seed)
     rows = []
     for h, kk in zip(hs, k):
         s_h = np.ones(d.shape[:2]) if kk < 0 else d[:, :, kk]  # (S, n)
         grp = _risk_groups(1.0 - s_h.mean(axis=0), groups)
         for g in range(int(grp.max()) + 1):
             m = grp == g
-            band = np.quantile(s_h[:, m].mean(axis=1), [(1 - prob) / 2, (1 + prob) / 2])
+            gm = s_h[:, m].mean(axis=1)                                   # (S,)
             km, _, _ = _km_at(t[m], e[m], float(h), 0.05)
+            if km_error:
+                se = km_greenwood_se(t[m], e[m], float(h))
+                se = 0.0 if not np.isfinite(se) else se
+                gm = (gm[:, None] + se * rng.standard_normal((gm.shape[0], 20))).ravel()
+            band = np.quantile(gm, [(1 - prob) / 2, (1 + prob) / 2])
             rows.append({"horizon": float(h), "group": g, "n": int(m.sum()), "km": km,
                          "lower": float(band[0]), "upper": float(band[1]),
                          "inside": bool(band[0] <= km <= band[1])})

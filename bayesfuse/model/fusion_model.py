@@ -223,7 +223,7 @@ class FusionModel:
     def fit(self, max_epochs: int = 300, batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
             validation_fraction: float = 0.1, patience: int = 30, kl_warmup_epochs: int = 30,
             modality_dropout: float = 0.25, num_particles: int = 1, weight_decay: float = 0.0,
-            progress: bool = True, elbo: str = "fused") -> FusionModel:
+            progress: bool = True, elbo: str = "fused", modality_dropout_mode: str = "both") -> FusionModel:
         """Fit by stochastic variational inference (Pyro ``Trace_ELBO``, Adam, minibatches).
 
         Parameters
@@ -243,6 +243,11 @@ class FusionModel:
             Each present modality is hidden with this probability per step (at least one
             kept) from both the guide and the likelihood, so each step optimises the ELBO of a
             random subset (MVAE sub-sampled ELBO) and every subset learns to infer ``z``.
+        modality_dropout_mode : {"both", "guide"}
+            ``"both"`` (default): a dropped modality is hidden from the guide and the
+            likelihood (as above). ``"guide"``: hidden from the guide only, so the step's ELBO
+            reconstructs it from ``q(z | other modalities)`` (trains cross-modal prediction
+            directly; measured in docs/imputation.md).
         num_particles : int
             ELBO particles per step.
         progress : bool
@@ -259,6 +264,9 @@ class FusionModel:
         data = self._train_data
         if not 0 <= validation_fraction < 1:
             raise ValueError(f"validation_fraction={validation_fraction} must be in [0, 1).")
+        if modality_dropout_mode not in ("both", "guide"):
+            raise ValueError(f"modality_dropout_mode={modality_dropout_mode!r} is not supported; use 'both' "
+                             "(hide a dropped modality from the guide and the likelihood) or 'guide' (guide only).")
         gen = seed_everything(seed)
         pres = data.presence.to_numpy()
         has_any = pres.any(axis=1)
@@ -273,6 +281,7 @@ class FusionModel:
         config = TrainConfig(max_epochs=max_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                              kl_warmup_epochs=kl_warmup_epochs, patience=patience, num_particles=num_particles,
                              modality_dropout=modality_dropout, progress=progress, elbo=elbo,
+                             modality_dropout_mode=modality_dropout_mode,
                              min_epochs=min(max_epochs, kl_warmup_epochs + 10))
         result = train_svi(self.module, train_store, val_store, config, gen)
         self.history_ = result.history

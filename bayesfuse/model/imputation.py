@@ -111,6 +111,7 @@ def impute(model: FusionModel, data: MultiModalData, modalities: Sequence[str] |
             has = store.presence[mod_index[m]] > 0
             libraries[m] = torch.where(has, store.library[m], torch.full_like(store.library[m], tf.library_median))
     chunks: dict[str, list[np.ndarray]] = {m: [] for m in modalities}
+    prob_chunks: dict[str, list[np.ndarray]] = {m: [] for m in modalities if module.likelihoods[m] == "bernoulli"}
     devices = [model.device.index or 0] if model.device.type == "cuda" else []
     # Weight-uncertainty modes: encoder weights / dropout masks are drawn once per draw and shared by
     # every patient and chunk, exactly as in FusionModel.predict.
@@ -129,8 +130,10 @@ def impute(model: FusionModel, data: MultiModalData, modalities: Sequence[str] |
                 lib = libraries[m].index_select(0, idx) if m in libraries else batch.library[m]
                 x = sample_decoder(module.likelihoods[m], params, lib)
                 chunks[m].append(x.double().cpu().numpy())
+                if m in prob_chunks:  # Rao-Blackwellised P(x = 1): decoder probability averaged over z
+                    prob_chunks[m].append(torch.sigmoid(params["logits"]).mean(0).double().cpu().numpy())
 
-    draws, observed_mask, features = {}, {}, {}
+    draws, observed_mask, features, probs = {}, {}, {}, {}
     ids = data.sample_ids
     for m in modalities:
         tf = model.transforms[m]
@@ -146,9 +149,14 @@ def impute(model: FusionModel, data: MultiModalData, modalities: Sequence[str] |
                 full = np.zeros((N, tf.n_features))
                 full[rows] = np.where(obs, raw, 0.0)
                 x = np.where(mask[None], full[None], x)
+                if m in prob_chunks:
+                    probs[m] = np.where(mask, full, np.concatenate(prob_chunks[m], axis=0))
+        if m in prob_chunks and m not in probs:
+            probs[m] = np.concatenate(prob_chunks[m], axis=0)
         draws[m], observed_mask[m], features[m] = x, mask, list(tf.features)
     return Imputation(sample_ids=ids, draws=draws, feature_names=features, observed_mask=observed_mask,
                       likelihoods={m: model.transforms[m].likelihood for m in modalities}, presence=presence,
                       reconstruct=bool(reconstruct), unmodelled_features=unmodelled,
-                      library={m: v.double().cpu().numpy() for m, v in libraries.items()}, seed=int(seed))
+                      library={m: v.double().cpu().numpy() for m, v in libraries.items()}, seed=int(seed),
+                      probabilities=probs)
 

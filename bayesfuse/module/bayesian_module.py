@@ -85,11 +85,11 @@ class BayesianFusionModule(FusionModule):
         return torch.stack(kls).sum() if kls else None
 
     def model(self, batch: Batch, n_total: int, kl_scale: float = 1.0,
-              modality_mask: torch.Tensor | None = None) -> None:
+              modality_mask: torch.Tensor | None = None, hide_from: str = "both") -> None:
         kl = self.weight_kl()
         if kl is not None:
             pyro.factor("kl_weights", -kl_scale * kl)  # outside the patient plate: counted once per cohort
-        super().model(batch, n_total, kl_scale, modality_mask)
+        super().model(batch, n_total, kl_scale, modality_mask, hide_from)
 
     # ------------------------------------------------------------ prediction
     @contextmanager

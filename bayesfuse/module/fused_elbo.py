@@ -71,7 +71,8 @@ def _head_global_terms(module) -> tuple[dict[str, dict[str, torch.Tensor]], torc
 
 
 def fused_elbo_loss(module, batch: Batch, n_total: int, kl_scale: float = 1.0, num_particles: int = 1,
-                    modality_mask: torch.Tensor | None = None, eps: torch.Tensor | None = None) -> torch.Tensor:
+                    modality_mask: torch.Tensor | None = None, eps: torch.Tensor | None = None,
+                    hide_from: str = "both") -> torch.Tensor:
     """Negative ELBO of ``batch`` scaled to ``n_total`` patients, as Pyro's ``Trace_ELBO`` computes it.
 
     Parameters
@@ -88,16 +89,23 @@ def fused_elbo_loss(module, batch: Batch, n_total: int, kl_scale: float = 1.0, n
         and heads with global sites, use Pyro's ``Trace_ELBO`` instead (see
         :func:`bayesfuse.train.svi.elbo_loss`).
     modality_mask : Tensor (M, B), optional
-        Multiplies the presence mask in the guide and the model (modality dropout).
+        Multiplies the presence mask in the guide, and in the likelihood when
+        ``hide_from="both"`` (modality dropout).
     eps : Tensor (B, D) or (P, B, D), optional
         Standard-normal noise to use instead of fresh draws (data-parallel training slices
         one global draw so that the result does not depend on the number of ranks).
+    hide_from : {"both", "guide"}
+        As in :meth:`FusionModule.model`: ``"guide"`` reconstructs masked modalities from
+        ``q(z | x_unmasked)``.
 
     Returns
     -------
     Tensor, shape ()
         ``-ELBO`` averaged over particles (differentiable).
     """
+    from bayesfuse.module.fusion_module import _check_hide_from  # noqa: PLC0415
+
+    _check_hide_from(hide_from)
     params, global_term = _head_global_terms(module)
     loc, scale, _ = module.posterior(batch, modality_mask)  # (B, D)
     shape = (num_particles, *loc.shape) if num_particles > 1 else tuple(loc.shape)
@@ -108,8 +116,9 @@ def fused_elbo_loss(module, batch: Batch, n_total: int, kl_scale: float = 1.0, n
     z = loc + eps * scale  # (P, B, D) or (B, D)
     # log N(z; 0, I) - log N(z; loc, scale): constants cancel, (z - loc) / scale = eps.
     log_w = kl_scale * (0.5 * (eps.square() - z.square()) + scale.log()).sum(-1)  # (P, B)
-    # As in FusionModule.model: a modality hidden by the mask is not reconstructed either.
-    presence = batch.presence if modality_mask is None else batch.presence * modality_mask
+    # As in FusionModule.model: with hide_from="both" a masked modality is not reconstructed either.
+    hide = modality_mask is not None and hide_from == "both"
+    presence = batch.presence * modality_mask if hide else batch.presence
     for i, m in enumerate(module.modalities):
         dec_params = module.decoders[m](z)
         ll = decoder_log_likelihood(module.likelihoods[m], dec_params, batch.observed[m],

@@ -28,7 +28,17 @@ from bayesfuse.module.heads import HeadModule
 from bayesfuse.nn.decoders import Decoder, decoder_log_likelihood
 from bayesfuse.nn.encoders import GaussianExpertEncoder
 
-__all__ = ["FusionModule"]
+__all__ = ["FusionModule", "HIDE_FROM"]
+
+#: Where a modality hidden by ``modality_mask`` is hidden: ``"both"`` = from the guide and the
+#: likelihood (sub-sampled ELBO of the subset); ``"guide"`` = from the guide only (q(z | x_subset)
+#: with the likelihood of every observed modality, a cross-modal ELBO of all of x).
+HIDE_FROM = ("both", "guide")
+
+
+def _check_hide_from(hide_from: str) -> None:
+    if hide_from not in HIDE_FROM:
+        raise ValueError(f"hide_from={hide_from!r} is not supported; use one of {HIDE_FROM}.")
 
 
 class FusionModule(nn.Module):
@@ -78,17 +88,21 @@ class FusionModule(nn.Module):
 
     # ------------------------------------------------------------- Pyro model
     def model(self, batch: Batch, n_total: int, kl_scale: float = 1.0,
-              modality_mask: torch.Tensor | None = None) -> None:
-        """Pyro model of the modalities in ``presence * modality_mask`` and the known targets.
+              modality_mask: torch.Tensor | None = None, hide_from: str = "both") -> None:
+        """Pyro model of the observed modalities and the known targets.
 
-        With a ``modality_mask`` the step's objective is the ELBO of the unmasked subset
-        (the MVAE sub-sampled ELBO, Wu & Goodman 2018): a hidden modality is neither
-        encoded by the guide nor reconstructed here. Reconstructing it from the others
-        instead would force q(z | x_subset) towards p(z | x_all) and make subset posteriors
-        over-confident (measured in tests/test_linear_gaussian.py).
+        With a ``modality_mask`` and ``hide_from="both"`` (default) the step's objective is the
+        ELBO of the unmasked subset (the MVAE sub-sampled ELBO, Wu & Goodman 2018): a hidden
+        modality is neither encoded by the guide nor reconstructed here. With
+        ``hide_from="guide"`` the hidden modality is still reconstructed (only the guide drops
+        it): a valid ELBO of all of x whose guide is q(z | x_subset); it trains cross-modal
+        prediction directly but pulls q(z | x_subset) towards p(z | x_all), i.e. makes subset
+        posteriors over-confident (measured in tests/test_cross_modal_objective.py, docs/imputation.md).
         """
+        _check_hide_from(hide_from)
         head_params = self.sample_head_params(guide=False)
-        presence = batch.presence if modality_mask is None else batch.presence * modality_mask
+        hide = modality_mask is not None and hide_from == "both"
+        presence = batch.presence * modality_mask if hide else batch.presence
         dtype, device = batch.presence.dtype, batch.presence.device
         zeros = torch.zeros(batch.size, self.latent_dim, dtype=dtype, device=device)
         with pyro.plate("patients", n_total, subsample=batch.index, dim=-1):
@@ -104,8 +118,13 @@ class FusionModule(nn.Module):
                 pyro.factor(f"y_{h}", head.weight * ll)
 
     def guide(self, batch: Batch, n_total: int, kl_scale: float = 1.0,
-              modality_mask: torch.Tensor | None = None) -> None:
-        """Amortised guide: product of the present modalities' experts and the prior."""
+              modality_mask: torch.Tensor | None = None, hide_from: str = "both") -> None:
+        """Amortised guide: product of the present, unmasked modalities' experts and the prior.
+
+        ``hide_from`` is accepted for signature symmetry with :meth:`model` (the guide always
+        drops masked modalities).
+        """
+        _check_hide_from(hide_from)
         self.sample_head_params(guide=True)
         loc, scale, _ = self.posterior(batch, modality_mask)
         with pyro.plate("patients", n_total, subsample=batch.index, dim=-1):
@@ -113,7 +132,8 @@ class FusionModule(nn.Module):
                 pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
     def forward(self, batch: Batch, n_total: float, kl_scale: float = 1.0, num_particles: int = 1,
-                modality_mask: torch.Tensor | None = None, eps: torch.Tensor | None = None) -> torch.Tensor:
+                modality_mask: torch.Tensor | None = None, eps: torch.Tensor | None = None,
+                hide_from: str = "both") -> torch.Tensor:
         """Negative ELBO of ``batch`` (the fused evaluation of :meth:`model`/:meth:`guide`).
 
         See :func:`bayesfuse.module.fused_elbo.fused_elbo_loss`; ``forward`` exists so that
@@ -121,7 +141,8 @@ class FusionModule(nn.Module):
         """
         from bayesfuse.module.fused_elbo import fused_elbo_loss  # noqa: PLC0415
 
-        return fused_elbo_loss(self, batch, n_total, kl_scale, num_particles, modality_mask, eps=eps)
+        return fused_elbo_loss(self, batch, n_total, kl_scale, num_particles, modality_mask, eps=eps,
+                               hide_from=hide_from)
 
     # --------------------------------------------------------------- helpers
     def sample_head_params(self, guide: bool) -> dict[str, dict[str, torch.Tensor]]:

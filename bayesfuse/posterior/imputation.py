@@ -45,6 +45,11 @@ class Imputation:
         Count modalities only: the library size used per patient, shape (n_patients,) (the
         patient's own where it has the modality, else the training median).
     seed : int
+    probabilities : dict[str, numpy.ndarray]
+        Bernoulli modalities only: ``P(x = 1 | x_present)`` of shape (n_patients, n_features),
+        the decoder's probability averaged over the ``z`` draws (Rao-Blackwellised: less Monte-Carlo
+        noise than the mean of the 0/1 draws; observed cells hold the observed 0/1 unless
+        ``reconstruct``).
     """
 
     sample_ids: np.ndarray
@@ -58,6 +63,7 @@ class Imputation:
     library: dict[str, np.ndarray] = field(default_factory=dict)
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    probabilities: dict[str, np.ndarray] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ basics
     @property
@@ -110,6 +116,14 @@ class Imputation:
     def mean(self, modality: str) -> pd.DataFrame:
         """Posterior-predictive mean per patient and feature (Bernoulli: probability of 1)."""
         return self._frame(self[modality].mean(axis=0), modality)
+
+    def probability(self, modality: str) -> pd.DataFrame:
+        """``P(x = 1)`` per patient and feature of a Bernoulli modality (see ``probabilities``)."""
+        m = self._check(modality)
+        if m not in self.probabilities:
+            raise ValueError(f"Modality {m!r} has likelihood {self.likelihoods.get(m)!r}; probability() is "
+                             "defined for Bernoulli (0/1) modalities only. Use mean() or interval().")
+        return self._frame(self.probabilities[m], m)
 
     def std(self, modality: str) -> pd.DataFrame:
         """Posterior-predictive standard deviation per patient and feature (0 where observed)."""

@@ -119,7 +119,7 @@ def train_distributed(module: torch.nn.Module, store: TensorStore, config: Train
             mmask = module.random_modality_mask(batch.presence, config.modality_dropout, u=u[:, lo:hi])
             # rank loss = -(world / g) * sum over its patients; DDP averages over ranks -> -(1/g) * sum over all.
             n_eff = n * (hi - lo) * world / g
-            loss = ddp(batch, n_eff, kl_scale, P, mmask, eps[..., lo:hi, :]) / n
+            loss = ddp(batch, n_eff, kl_scale, P, mmask, eps[..., lo:hi, :], config.modality_dropout_mode) / n
             optim.zero_grad(set_to_none=True)
             loss.backward()
             if config.clip_norm:

@@ -46,6 +46,7 @@ class TrainConfig:
     min_epochs: int = 40
     num_particles: int = 1
     modality_dropout: float = 0.25
+    modality_dropout_mode: str = "both"
     clip_norm: float = 10.0
     progress: bool = True
     elbo: str = "fused"
@@ -61,20 +62,23 @@ class TrainResult:
 
 
 def elbo_loss(module: FusionModule, batch, n_total: int, kl_scale: float = 1.0, num_particles: int = 1,
-              modality_mask: torch.Tensor | None = None, method: str = "trace") -> torch.Tensor:
+              modality_mask: torch.Tensor | None = None, method: str = "trace", hide_from: str = "both"
+              ) -> torch.Tensor:
     """Negative ELBO of ``batch`` scaled to the full cohort of ``n_total`` patients (a tensor).
 
     ``method="trace"``: Pyro ``Trace_ELBO.differentiable_loss`` of ``module.model``/``module.guide``.
     ``method="fused"``: :func:`~bayesfuse.module.fused_elbo.fused_elbo_loss`, the same estimator in
     one vectorised pass (falls back to ``"trace"`` for several particles with Bayesian head weights
     and for modules whose model/guide it does not cover, see ``fused_supported``).
+    ``hide_from``: where ``modality_mask`` hides modalities (see :meth:`FusionModule.model`).
     """
     if method not in ("trace", "fused"):
         raise ValueError(f"elbo={method!r} is not supported; use 'fused' (default, fast) or 'trace' (Pyro).")
     if method == "fused" and fused_supported(module) and (num_particles == 1 or not has_global_head_sites(module)):
-        return fused_elbo_loss(module, batch, n_total, kl_scale, num_particles, modality_mask)
+        return fused_elbo_loss(module, batch, n_total, kl_scale, num_particles, modality_mask, hide_from=hide_from)
     elbo = Trace_ELBO(num_particles=num_particles, vectorize_particles=False)
-    return elbo.differentiable_loss(module.model, module.guide, batch, n_total, kl_scale, modality_mask)
+    return elbo.differentiable_loss(module.model, module.guide, batch, n_total, kl_scale, modality_mask,
+                                    hide_from)
 
 
 def make_optimizer(module: torch.nn.Module, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
@@ -102,7 +106,8 @@ def svi_step(module: FusionModule, optim: torch.optim.Optimizer, params: list[to
     """
     batch = train.batch(idx)
     mmask = module.random_modality_mask(batch.presence, config.modality_dropout)
-    loss = elbo_loss(module, batch, train.n, kl_scale, config.num_particles, mmask, config.elbo) / train.n
+    loss = elbo_loss(module, batch, train.n, kl_scale, config.num_particles, mmask, config.elbo,
+                     config.modality_dropout_mode) / train.n
     optim.zero_grad(set_to_none=True)
     loss.backward()
     if config.clip_norm:
