@@ -21,14 +21,18 @@ Sections (all numbers measured in this run, printed as tables and written to JSO
    ``mean(1 - confidence)`` among accepted <= max_risk; (b) the empirical calibration error among
    accepted <= max_risk (no finite-sample correction). LTT on the sharpened probabilities is shown
    too (it must stay valid: LTT does not trust the probabilities).
-2. Usefulness: mean coverage (share accepted) of LTT (plain fixed sequence, and 4 Bonferroni-split
+2. Usefulness: coverage (share accepted) of LTT (plain fixed sequence, and 4 Bonferroni-split
    fixed sequences: ``Abstainer(starts=4)``) on bayesfuse vs the same on L2 logistic regression
    probabilities (sklearn, standardised concatenated features, log1p CPM for rare6) on the same
-   folds and re-splits.
-3. Unseen class: tcga_rare6 cross-fitted without one tumour type; those patients are predicted by
-   the fold models; share refused by the Abstainer (confidence + OOD gate: mutual information, or
-   the mean latent distance to the 5 nearest training patients of the fold model; gate quantile
-   0.95 or 0.9) and coverage kept on the known types.
+   folds and re-splits, as paired differences (mean, sd, share of splits better / tied / worse).
+   Real cohorts: ``--crossfit-seeds`` (default 3) independent cross-fits. Simulator: also with the
+   head weight chosen on the training patients (``select_head_weight``, 3 inner folds, AURC) and
+   the logistic regression's C chosen the same way.
+3. Unseen class: tcga_rare6 cross-fitted without one tumour type (each of the six by default);
+   those patients are predicted by the fold models; AUROC known vs unseen per score and share
+   refused by the Abstainer (confidence + OOD gate: mutual information, latent kNN distance,
+   ``LatentMahalanobis``, ``reconstruction_elbo``, and their ``JointScore``; gate quantile 0.95 or
+   0.9) and coverage kept on the known types.
 4. Conformal sets (alpha = 0.1, LAC and APS): mean test coverage over re-splits vs 1 - alpha and
    mean set size.
 """
