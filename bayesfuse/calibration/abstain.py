@@ -128,7 +128,9 @@ class Abstainer:
         ``"mutual_info"``: mutual information between the prediction and the posterior
         draws, ``H[E p] - E H[p]`` (epistemic uncertainty); ``"n_missing"``: number of
         absent modalities; a callable ``f(post, head) -> array (n_patients,)`` for anything
-        else. The gate threshold ``ood_threshold_`` is the conformal ``ood_quantile``
+        else, e.g. :class:`bayesfuse.posterior.LatentMahalanobis` (class-conditional
+        Mahalanobis distance of the fused latent mean; its ``name`` attribute is used in
+        ``guarantee_``). The gate threshold ``ood_threshold_`` is the conformal ``ood_quantile``
         quantile of the calibration scores, set before looking at labels.
     ood_quantile : float in (0, 1)
         Share of in-distribution patients the gate must let through (on average >= this).
@@ -331,7 +333,8 @@ class Abstainer:
                     f"with the calibration patients (same cohort and preprocessing); it is not a "
                     f"per-patient statement.")
         if self.ood_threshold_ is not None:
-            name = self.ood_score if isinstance(self.ood_score, str) else "custom OOD score"
+            name = self.ood_score if isinstance(self.ood_score, str) else getattr(self.ood_score, "name",
+                                                                                    "custom OOD score")
             text += (f" OOD gate: patients with {name} > {self.ood_threshold_:.4g} (the conformal "
                      f"{self.ood_quantile:.3g} quantile of calibration values, set without labels) are "
                      f"refused; on average at least {100 * self.ood_quantile:.3g}% of exchangeable patients "

@@ -1,6 +1,7 @@
 """Posterior containers: plain numpy arrays plus names (no torch)."""
 
 from bayesfuse.posterior.imputation import Imputation
+from bayesfuse.posterior.ood import JointScore, LatentMahalanobis, PatientScores
 from bayesfuse.posterior.posterior import Posterior
 
-__all__ = ["Imputation", "Posterior"]
+__all__ = ["Imputation", "JointScore", "LatentMahalanobis", "PatientScores", "Posterior"]
