@@ -8,6 +8,7 @@ predicted-risk tertiles at three horizons (bayesfuse only). Writes JSON with ``-
     PYTHONPATH=. python benchmarks/survival.py --datasets metabric whas --json out.json
     PYTHONPATH=. python benchmarks/survival.py --datasets tcga_gbmlgg --plot docs/img/survival_tcga_gbmlgg.png
     PYTHONPATH=. python benchmarks/survival.py --select 3 --json out.json   # hidden chosen on train only
+    PYTHONPATH=. python benchmarks/survival.py --leakage                     # train/test duplicate check only
 
 RandomSurvivalForest (scikit-survival, GPL-3) is used here only as a benchmark baseline.
 """
@@ -131,6 +132,46 @@ def _s_own(post, t):
     return out
 
 
+def duplicate_leakage(name: str) -> dict:
+    """Share of test patients whose covariates appear identically in the training split, and the C-index
+    of a pure memoriser (predicted time = mean training time of the identical covariates; CoxPH rank,
+    quantile-mapped onto those times, for test patients without a twin). A published C-index that a
+    memoriser nearly reaches measures train/test duplication, not a model (WHAS: see docs/survival.md).
+    """
+    from lifelines.utils import concordance_index
+
+    _, train, test = load(name)
+    Xtr, Xte = features(train), features(test)
+    cols = list(Xtr.columns)
+    t, e, ok = eval_arrays(test)
+    tr_t = train.targets["time"].to_numpy(float)
+    twin = Xtr.assign(_t=tr_t).groupby(cols)["_t"].mean()
+    key = pd.MultiIndex.from_frame(Xte[cols]) if len(cols) > 1 else pd.Index(Xte[cols[0]])
+    twin_t = twin.reindex(key).to_numpy()
+    has = ~np.isnan(twin_t)
+    res = {"dataset": name, "n_test": int(len(t)), "test_with_train_twin": int(has.sum()),
+           "twin_same_time": int(np.sum(has & np.isclose(twin_t, t)))}
+    if has.any():
+        tr_ok = tr_t > 0
+        cox_risk, _, _ = run_cox(Xtr[tr_ok], Xte, tr_t[tr_ok], train.targets["event"].to_numpy(bool)[tr_ok],
+                                 np.array([np.median(tr_t)]), t)
+        ranks = (np.argsort(np.argsort(-cox_risk)) + 0.5) / len(t)
+        fallback = np.quantile(twin_t[has], ranks)
+        pred_t = np.where(has, twin_t, fallback)
+        res["memoriser_c"] = float(concordance_index(t[ok], pred_t[ok], e[ok]))
+    if has.sum() >= 30 and (~has).sum() >= 30:   # enough of each: C of each method by twin status
+        tr_ok = tr_t > 0
+        tr_e = train.targets["event"].to_numpy(bool)
+        grid = np.quantile(t[ok], np.linspace(0.1, 0.9, 25))
+        risks = {"bayesfuse": run_bayesfuse(train, test, grid, t, dict(DEFAULTS), seed=0)[2],
+                 "CoxPH": run_cox(Xtr[tr_ok], Xte, tr_t[tr_ok], tr_e[tr_ok], grid, t)[0],
+                 "RSF": run_rsf(Xtr[tr_ok], Xte, tr_t[tr_ok], tr_e[tr_ok], grid, t)[0]}
+        for m, r in risks.items():
+            for part, sel in (("all", ok), ("twin", ok & has), ("no_twin", ok & ~has)):
+                res[f"c_{m}_{part}"] = float(concordance_index(t[sel], -r[sel], e[sel]))
+    return res
+
+
 def run_cox(Xtr, Xte, tr_t, tr_e, grid, t):
     from lifelines import CoxPHFitter
     from sklearn.preprocessing import StandardScaler
@@ -247,9 +288,15 @@ def main():
                     help="choose the head's hidden (0 vs 32) on N_SPLITS validation splits of train first")
     ap.add_argument("--json")
     ap.add_argument("--plot", help="PNG path for the tcga_gbmlgg calibration figure")
+    ap.add_argument("--leakage", action="store_true",
+                    help="only print the train/test duplicate check and the memoriser C-index per dataset")
     args = ap.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
+    if args.leakage:
+        rows = [duplicate_leakage(name) for name in args.datasets]
+        print(pd.DataFrame(rows).round(4).T.to_string(header=False))
+        return
     out = []
     for name in args.datasets:
         cfg = {**DEFAULTS, **args.config}
