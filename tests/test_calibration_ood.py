@@ -183,7 +183,7 @@ def test_joint_score_catches_what_either_component_misses():
 # --------------------------------------------------------------------- select_head_weight
 def test_select_head_weight_uses_training_only_and_picks_minimum():
     import bayesfuse as bf
-    from bayesfuse.model.tuning import select_head_weight
+    from bayesfuse.evaluation.tuning import select_head_weight
 
     data, _ = bf.datasets.simulate(n_patients=240, missing_rate=0.1, class_separation=4.0, seed=3)
     sel = select_head_weight(data, "subtype", weights=(1.0, "auto"), criterion="aurc", folds=2,
