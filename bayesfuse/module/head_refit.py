@@ -58,7 +58,7 @@ def refit_head_posterior(head, loc: torch.Tensor, scale: torch.Tensor, y: torch.
         opt.zero_grad()
         dq = q.distribution()
         eps_t = torch.randn((int(num_particles), q.size), dtype=loc.dtype, device=loc.device, generator=generator)
-        theta = _rsample(q, dq, eps_t)
+        theta = _rsample(q, dq, eps_t, generator)
         eps_z = torch.randn((int(num_particles), *loc.shape), dtype=loc.dtype, device=loc.device, generator=generator)
         z = loc + scale * eps_z
         ll = head.log_likelihood(z, {"y": y}, {"theta": theta}).sum(-1)     # (K,)
@@ -66,11 +66,11 @@ def refit_head_posterior(head, loc: torch.Tensor, scale: torch.Tensor, y: torch.
         loss = -obj / n
         loss.backward()
         opt.step()
-        trace.append(float(loss.detach()))
-    return trace
+        trace.append(loss.detach())
+    return torch.stack(trace).tolist() if trace else []   # one host sync, after the loop
 
 
-def _rsample(q, dq, eps: torch.Tensor) -> torch.Tensor:
+def _rsample(q, dq, eps: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Reparameterised draws from the guide with explicit noise eps (K, P)."""
     if q.family == "meanfield":
         return q.loc + q.scale_diag() * eps
@@ -78,7 +78,7 @@ def _rsample(q, dq, eps: torch.Tensor) -> torch.Tensor:
         return q.loc + eps @ q.scale_tril().T
     # low-rank: theta = loc + F e1 + s * e2 with independent noise
     k = q.cov_factor.shape[1]
-    e1 = torch.randn((eps.shape[0], k), dtype=eps.dtype, device=eps.device)
+    e1 = torch.randn((eps.shape[0], k), dtype=eps.dtype, device=eps.device, generator=generator)
     return q.loc + e1 @ q.cov_factor.T + q.scale_diag() * eps
 
 
