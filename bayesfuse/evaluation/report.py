@@ -172,7 +172,14 @@ def _categorical_section(post, cal_ids, test_ids, labels, head, out, max_risk, d
     import bayesfuse as bf
     from bayesfuse.calibration import ABSTAIN, Abstainer, ConformalSets, class_coverage, subset_posterior
     from bayesfuse.calibration._common import missingness_patterns
-    from bayesfuse.metrics import aurc, classification_metrics, classwise_ece, ece, ece_consistency, encode_labels
+    from bayesfuse.metrics import (
+        aurc,
+        classification_metrics,
+        classwise_ece,
+        ece,
+        ece_consistency,
+        encode_labels,
+    )
     from bayesfuse.plotting import confusion_matrix_plot, reliability_diagram, risk_coverage_plot
 
     classes = post.classes(head)

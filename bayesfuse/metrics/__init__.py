@@ -39,8 +39,8 @@ from bayesfuse.metrics.survival import (
     d_calibration,
     integrated_brier_score,
     interval_coverage,
-    km_greenwood_se,
     km_calibration,
+    km_greenwood_se,
     surv_at,
     survival_metrics,
 )
