@@ -122,14 +122,9 @@ def run_bayesfuse(train, test, grid, t, cfg, seed=0):
 
 def _s_own(post, t):
     """Exact posterior-predictive S_i(t_i) (mean over draws) of each patient at their own time."""
-    from bayesfuse.posterior import survival as ps
+    from bayesfuse.evaluation.survival_selection import own_time_survival  # noqa: PLC0415
 
-    lh = post.draws["survival"]["log_hazard"]          # (S, n, K)
-    cuts = post.survival_cuts("survival")
-    out = np.empty(len(t))
-    for i in range(len(t)):
-        out[i] = ps.survival_function(lh[:, i, :], cuts, t[i]).mean()
-    return out
+    return own_time_survival(post, "survival", t)
 
 
 def duplicate_leakage(name: str) -> dict:

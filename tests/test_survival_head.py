@@ -344,3 +344,18 @@ def test_realdata_acceptance(name, c_floor):
     c = concordance_harrell(t, e, -post.restricted_mean_survival("survival", tau).mean(0))
     assert c >= c_floor, c
     assert d_calibration(_own_time_survival(post, t), e).p_value > 0.05
+
+
+def test_survival_at_own_times_equals_per_patient_grid():
+    """Vectorised S_i(t_i) equals survival_function evaluated patient by patient (float64)."""
+    from bayesfuse.posterior import survival as ps
+
+    rng = np.random.default_rng(0)
+    lh = rng.normal(-1.0, 0.7, size=(7, 9, 4))
+    cuts = np.array([0.5, 1.2, 3.0])
+    t = np.array([0.0, 0.3, 0.5, 0.9, 1.2, 2.0, 3.0, 7.5, 40.0])
+    got = ps.survival_at_own_times(lh, cuts, t)
+    want = np.stack([ps.survival_function(lh[:, i, :], cuts, t[i]) for i in range(t.size)], axis=1)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="one time per patient"):
+        ps.survival_at_own_times(lh, cuts, t[:-1])

@@ -75,8 +75,7 @@ def own_time_survival(post, head: str, time) -> np.ndarray:
     lh = post.draws[head]["log_hazard"]                      # (S, n, K)
     if lh.shape[1] != t.shape[0]:
         raise DataError(f"time has {t.shape[0]} values for {lh.shape[1]} patients; pass one time per patient.")
-    cuts = post.survival_cuts(head)
-    return np.array([float(np.mean(ps.survival_function(lh[:, i, :], cuts, t[i]))) for i in range(t.shape[0])])
+    return ps.survival_at_own_times(lh, post.survival_cuts(head), t).mean(axis=0)
 
 
 def choose_survival_candidate(table: pd.DataFrame, n_candidates: int, min_dcal_p: float = 0.05

@@ -127,6 +127,37 @@ def cumulative_hazard(log_h: ArrayLike, cuts: ArrayLike, times: ArrayLike) -> np
     return out[..., 0] if t.ndim == 0 else out.reshape(lh.shape[:-1] + t.shape)
 
 
+def survival_at_own_times(log_h: ArrayLike, cuts: ArrayLike, times: ArrayLike) -> np.ndarray:
+    """``S_i(t_i)``: each patient's survival at their own time, per draw.
+
+    Parameters
+    ----------
+    log_h : array_like, shape (S, N, K)
+        Posterior draws of the per-piece log-hazards.
+    cuts : array_like, shape (K-1,)
+        Inner cut points.
+    times : array_like, shape (N,)
+        One finite non-negative time per patient.
+
+    Returns
+    -------
+    numpy.ndarray, shape (S, N)
+        Vectorised (no loop over patients); equals ``survival_function(log_h[:, i], cuts, t_i)``.
+    """
+    c = _check_cuts(cuts)
+    lh = _check_log_h(log_h, c)
+    t = _check_times(times).reshape(-1)
+    if lh.ndim < 2 or lh.shape[-2] != t.shape[0]:
+        raise ValueError(f"times has {t.shape[0]} values for log_h of shape {lh.shape}; pass one time per patient.")
+    if not np.isfinite(t).all():
+        raise ValueError("times must be finite for survival_at_own_times.")
+    lower, width = _edges(c)
+    expo = _exposure(t, lower, width).astype(lh.dtype, copy=False)      # (N, K)
+    with np.errstate(over="ignore"):
+        H = np.sum(np.exp(lh) * expo, axis=-1)                          # (S, N)
+    return np.exp(-H)
+
+
 def survival_function(log_h: ArrayLike, cuts: ArrayLike, times: ArrayLike) -> np.ndarray:
     """Survival probability ``S(t) = exp(-H(t))`` per draw and patient.
 
