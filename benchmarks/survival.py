@@ -9,6 +9,7 @@ predicted-risk tertiles at three horizons (bayesfuse only). Writes JSON with ``-
     PYTHONPATH=. python benchmarks/survival.py --datasets tcga_gbmlgg --plot docs/img/survival_tcga_gbmlgg.png
     PYTHONPATH=. python benchmarks/survival.py --select 3 --json out.json   # hidden chosen on train only
     PYTHONPATH=. python benchmarks/survival.py --leakage                     # train/test duplicate check only
+    PYTHONPATH=. python benchmarks/survival.py --validation --val-seeds 1 2 3 --ensemble 5 --no-baselines
 
 RandomSurvivalForest (scikit-survival, GPL-3) is used here only as a benchmark baseline.
 """
@@ -107,17 +108,32 @@ def select_head(train, cfg, n_splits=3, seed=1):
     return {**cfg, **sel.best}, sel
 
 
-def run_bayesfuse(train, test, grid, t, cfg, seed=0):
-    model = bf.FusionModel(train, heads={"survival": _head(cfg)}, **_model_kwargs(cfg))
+def run_bayesfuse(train, test, grid, t, cfg, seed=0, ensemble=0):
+    """Fit one model (``ensemble`` < 2) or a :class:`bayesfuse.DeepEnsemble` of ``ensemble`` members (seeds
+    ``seed + k``). Returns ``post, surv_draws, risk, s_own, fit_s, model``; for an ensemble, ``model`` is the
+    ensemble and ``model.single_`` holds member 0's (``= the single model of seed ``seed``) outputs."""
+    if ensemble and ensemble >= 2:
+        model = bf.DeepEnsemble(train, K=ensemble, heads={"survival": _head(cfg)}, **_model_kwargs(cfg))
+    else:
+        model = bf.FusionModel(train, heads={"survival": _head(cfg)}, **_model_kwargs(cfg))
     t0 = time.perf_counter()
     model.fit(seed=seed, progress=False, **_fit_kwargs(cfg))
     fit_s = time.perf_counter() - t0
     post = model.predict(test, num_samples=cfg.get("num_samples", 300), seed=seed)
+    if ensemble and ensemble >= 2:
+        # member 0 is fitted with ``seed`` and predicts with ``seed``: the single-model row of the same run
+        m0 = model.members_[0]
+        post0 = m0.predict(test, num_samples=cfg.get("num_samples", 300), seed=seed)
+        model.single_ = (post0, *_post_outputs(post0, grid, t), m0.fit_seconds_, m0)
+        model.best_epoch_ = [int(m.best_epoch_) for m in model.members_]
+    return (post, *_post_outputs(post, grid, t), fit_s, model)
+
+
+def _post_outputs(post, grid, t):
+    """(surv_draws (S, n, T), risk (n,) = -posterior-mean RMST up to max(grid), exact S_i(t_i) (n,))."""
     surv_draws = post.survival_function("survival", grid)               # (S, n, T)
-    tau = float(grid.max())
-    risk = -post.restricted_mean_survival("survival", tau).mean(0)
-    s_own = _s_own(post, t)
-    return post, surv_draws, risk, s_own, fit_s, model
+    risk = -post.restricted_mean_survival("survival", float(grid.max())).mean(0)
+    return surv_draws, risk, _s_own(post, t)
 
 
 def _s_own(post, t):
@@ -179,8 +195,8 @@ def run_cox(Xtr, Xte, tr_t, tr_e, grid, t):
     cph = CoxPHFitter(penalizer=0.1).fit(A, "T", "E")
     risk = cph.predict_partial_hazard(B).to_numpy()
     surv = cph.predict_survival_function(B, times=grid).to_numpy().T
-    s_own = np.array([float(cph.predict_survival_function(B.iloc[[i]], times=[t[i]]).iloc[0, 0])
-                      for i in range(len(t))])
+    # S_i(t_i): one call on all patients' own times (rows: times, columns: patients), then the diagonal
+    s_own = np.diag(cph.predict_survival_function(B, times=t).to_numpy()).copy()
     return risk, surv, s_own
 
 
@@ -202,7 +218,7 @@ DEFAULTS = {"latent_dim": 16, "n_intervals": 12, "hidden": 0}
 
 
 def benchmark(name: str, cfg: dict, baselines: bool = True, plot: str | None = None, seed: int = 0,
-              validation: bool = False, val_seed: int = 1, select_splits: int = 0) -> dict:
+              validation: bool = False, val_seed: int = 1, select_splits: int = 0, ensemble: int = 0) -> dict:
     data, train, test = load(name, validation, val_seed)
     extra = {}
     cfg0 = dict(cfg)
@@ -222,13 +238,24 @@ def benchmark(name: str, cfg: dict, baselines: bool = True, plot: str | None = N
     grid = grid[(grid < min(t.max(), tr_t.max())) & (grid > 0)]
     grid = np.unique(grid)
     rows = []
-    post, surv_draws, risk, s_own, fit_s, model = run_bayesfuse(train, test_eval, grid, t, cfg, seed)
+    post, surv_draws, risk, s_own, fit_s, model = run_bayesfuse(train, test_eval, grid, t, cfg, seed, ensemble)
     surv = surv_draws.mean(0)
-    r = metrics(f"bayesfuse (hidden={cfg.get('hidden', 0)})", tr_t, tr_e, t, e, risk, surv, grid, s_own)
+    label = f"ensemble K={ensemble}, " if ensemble and ensemble >= 2 else ""
+    r = metrics(f"bayesfuse ({label}hidden={cfg.get('hidden', 0)})", tr_t, tr_e, t, e, risk, surv, grid, s_own)
     r["fit_s"] = fit_s
     r["best_epoch"] = model.best_epoch_
     rows.append(r)
     horizons = np.quantile(t, [0.25, 0.5, 0.75])
+    if ensemble and ensemble >= 2:
+        # the single model of the same seed (= member 0) on the same split, same run
+        p1, sd1, risk1, so1, fit1, m1 = model.single_
+        r1 = metrics(f"bayesfuse (single, hidden={cfg.get('hidden', 0)})", tr_t, tr_e, t, e, risk1, sd1.mean(0),
+                     grid, so1)
+        r1["fit_s"], r1["best_epoch"] = fit1, m1.best_epoch_
+        rows.append(r1)
+        extra["coverage_single"] = interval_coverage(t, e, sd1, grid, horizons, groups=3, prob=0.9).coverage
+        extra["coverage_pred_single"] = interval_coverage(t, e, sd1, grid, horizons, groups=3, prob=0.9,
+                                                          km_error=True).coverage
     if cfg0.get("hidden", 0) != cfg.get("hidden", 0):
         # the unselected default on the same split, for the before/after table
         post0, sd0, risk0, so0, fit0, model0 = run_bayesfuse(train, test_eval, grid, t, cfg0, seed)
@@ -269,7 +296,9 @@ def benchmark(name: str, cfg: dict, baselines: bool = True, plot: str | None = N
     for r in rows:
         r["dataset"] = name
         r["n_test"] = int(len(t))
-    return {"dataset": name, "rows": rows, **extra, "horizons": horizons.tolist(), "config": cfg, "seed": seed}
+    return {"dataset": name, "rows": rows, **extra, "horizons": horizons.tolist(), "config": cfg, "seed": seed,
+            "validation": bool(validation), "val_seed": int(val_seed) if validation else None,
+            "ensemble": int(ensemble)}
 
 
 def main():
@@ -279,6 +308,11 @@ def main():
     ap.add_argument("--config", type=json.loads, default={}, help='JSON overrides, e.g. \'{"hidden": 32}\'')
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--validation", action="store_true", help="evaluate on a 20%% split of train (model choice)")
+    ap.add_argument("--val-seeds", type=int, nargs="*", default=[1],
+                    help="with --validation: the seeds of the random 80/20 partitions of train (one run each)")
+    ap.add_argument("--ensemble", type=int, default=0, metavar="K",
+                    help="fit bayesfuse as a DeepEnsemble of K members (seeds seed..seed+K-1); member 0 "
+                         "(= the single model of --seed) is reported alongside")
     ap.add_argument("--select", type=int, default=0, metavar="N_SPLITS",
                     help="choose the head's hidden (0 vs 32) on N_SPLITS validation splits of train first")
     ap.add_argument("--json")
@@ -293,22 +327,29 @@ def main():
         print(pd.DataFrame(rows).round(4).T.to_string(header=False))
         return
     out = []
-    for name in args.datasets:
+    runs = [(name, vs) for name in args.datasets for vs in (args.val_seeds if args.validation else [1])]
+    for name, val_seed in runs:
         cfg = {**DEFAULTS, **args.config}
         res = benchmark(name, cfg, baselines=not args.no_baselines,
                         plot=args.plot if name == "tcga_gbmlgg" else None, seed=args.seed,
-                        validation=args.validation, select_splits=args.select)
+                        validation=args.validation, val_seed=val_seed, select_splits=args.select,
+                        ensemble=args.ensemble)
         out.append(res)
+        if args.json:   # written after every run, so an interrupted run keeps what it measured
+            Path(args.json).write_text(json.dumps(out, indent=1, default=float))
         if "selection" in res:
             print(f"\n-- {name}: validation selection on train ({args.select} splits, "
                   f"{res['selection_s']:.0f} s)")
             print(pd.DataFrame(res["selection"]).round(4).to_string(index=False))
         df = pd.DataFrame(res["rows"]).set_index("method")
-        print(f"\n== {name} (n_test={res['rows'][0]['n_test']}; DeepSurv published C: "
+        where = f"validation split {val_seed}" if args.validation else "test"
+        print(f"\n== {name} [{where}] (n_test={res['rows'][0]['n_test']}; DeepSurv published C: "
               f"{DEEPSURV_C.get(name, 'n/a')})")
         print(df[[c for c in ("harrell_c", "uno_c", "ibs", "dcal_p", "fit_s") if c in df]].round(4).to_string())
         print(f"90% band coverage of KM (tertiles x horizons {np.round(res['horizons'], 1).tolist()}): "
               f"{res['coverage']:.2f}; predictive (band + KM Greenwood error): {res['coverage_pred']:.2f}")
+        if "coverage_single" in res:
+            print(f"  single model: {res['coverage_single']:.2f}; predictive {res['coverage_pred_single']:.2f}")
         if "coverage_default" in res:
             print(f"  unselected default: {res['coverage_default']:.2f}; predictive {res['coverage_pred_default']:.2f}")
         print(pd.DataFrame(res["coverage_table"]).round(3).to_string(index=False))

@@ -55,7 +55,14 @@ class DeepEnsemble:
 
         The latent fields (``latent``, ``latent_loc``, ...) are those of the members pooled or
         averaged, but members' latent spaces are not aligned; use the head draws, not ``z``.
+        Head draws are pooled as they are: categorical ``probs`` (S, n, C) and survival
+        ``log_hazard`` (S, n, K), so every survival method of :class:`Posterior`
+        (``survival_function``, ``risk``, ``median_survival``, ...) is that of the uniform mixture
+        of the members' predictive distributions. This needs the members' heads to agree (same
+        classes, same survival cuts), which holds when they were built from the same data; a
+        mismatch raises ``ValueError``.
         """
+        self._check_heads_agree()
         per = int(np.ceil(int(num_samples) / self.K))
         posts = [m.predict(data, num_samples=per, seed=seed + k, **kwargs) for k, m in enumerate(self.members_)]
         first = posts[0]
@@ -68,3 +75,18 @@ class DeepEnsemble:
                          presence=first.presence,
                          modality_precision=np.mean([p.modality_precision for p in posts], axis=0),
                          seed=int(seed), extra={"ensemble_size": self.K, "draws_per_member": per})
+
+    def _check_heads_agree(self) -> None:
+        """Raise if the members' head specs differ in what pooling relies on (classes, survival cuts)."""
+        ref = self.members_[0].heads
+        for k, m in enumerate(self.members_[1:], start=1):
+            if set(m.heads) != set(ref):
+                raise ValueError(f"Ensemble member {k} has heads {sorted(m.heads)}, member 0 has {sorted(ref)}; "
+                                 "build every member from the same data and heads.")
+            for h, spec in ref.items():
+                for attr in ("classes", "cuts"):
+                    a, b = getattr(spec, attr, None), getattr(m.heads[h], attr, None)
+                    if (a is None) != (b is None) or (a is not None and list(a) != list(b)):
+                        raise ValueError(f"Ensemble member {k}, head {h!r}: {attr} {b!r} differ from member 0's "
+                                         f"{a!r}; pooled draws would mix different {attr}. Build every member "
+                                         "from the same training data.")
