@@ -228,6 +228,69 @@ def cv(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, priors=(1.0, 3.0)):
     return rows
 
 
+def cv_ensemble(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, K=5):
+    """Issue-6 rare6 follow-up (train-only choice): the 4-fold CV of section ``cv`` (same folds,
+    seed 7) scoring, on every training patient once: deterministic (``none``, fit seed 0), the
+    5-member deterministic ensemble (seeds 0..4), the single Bayesian heads (prior sd 1, seed 0;
+    reproduces the ``cv`` row), a K=5 mixture of Bayesian-heads fits (``DeepEnsemble(...,
+    bayesian="heads")``, seeds 0..4: multi-basin VI at the cost of the deterministic ensemble) and
+    the single Bayesian heads with prior sd 0.5. Member 0 of each ensemble is the single fit of
+    the same seed (same code, same seed: identical weights), so it is fitted once."""
+    cands = {"none": ("none", {"bayesian": "none"}, 1), "ensemble": ("none", {"bayesian": "none"}, K),
+             "heads, prior 1": ("heads1", METHOD_KW["heads, prior 1"], 1),
+             "heads ensemble": ("heads1", METHOD_KW["heads, prior 1"], K),
+             "heads, prior 0.5": ("heads05", {"bayesian": "heads", "prior_scale": 0.5}, 1)}
+    rows = []
+    for name in datasets:
+        d, target = load(name)
+        tr = d.subset(split="train")
+        y = tr.targets[target].astype(str).to_numpy()
+        rs = np.random.RandomState(7)
+        fold = np.zeros(len(y), int)
+        for lab in sorted(set(y)):
+            mem = rs.permutation(np.flatnonzero(y == lab))
+            fold[mem] = np.arange(len(mem)) % folds
+        probs = {c: [] for c in cands}
+        labels, secs = [], {c: 0.0 for c in cands}
+        for f in range(folds):
+            inner, va = tr.subset(ids=tr.sample_ids[fold != f]), tr.subset(ids=tr.sample_ids[fold == f])
+            fits = {}  # (family, seed) -> (model, seconds)
+            for c, (fam, kw, n) in cands.items():
+                members = []
+                for k in range(n):
+                    if (fam, k) not in fits:
+                        t = time.perf_counter()
+                        fits[(fam, k)] = (bf.FusionModel(inner, heads={target: "categorical"}, **kw).fit(
+                            seed=k, **FIT), time.perf_counter() - t)
+                    members.append(fits[(fam, k)])
+                secs[c] += sum(s for _, s in members)
+                if n == 1:
+                    post = members[0][0].predict(va, num_samples=200, seed=0)
+                else:
+                    ens = bf.DeepEnsemble(inner, K=n, heads={target: "categorical"}, **kw)
+                    ens.members_ = [m for m, _ in members]
+                    post = ens.predict(va, num_samples=200, seed=0)
+                ok = va.targets[target].notna().to_numpy()
+                probs[c].append(post.mean_probs(target).to_numpy()[ok])
+                if c == "none":
+                    labels.append(encode_labels(va.targets[target][ok].to_numpy(), post.classes(target)))
+            print(f"{name} fold {f} done", flush=True)
+        yy = np.concatenate(labels)
+        for c in cands:
+            p = np.concatenate(probs[c])
+            r = {"dataset": name, "method": c, "seed": 0, "nll": nll(p, yy), "ece": ece(p, yy),
+                 "acc": accuracy(p, yy), "n": int(len(yy)), "fit_seconds": secs[c],
+                 "n_errors": int((p.argmax(1) != yy).sum()),
+                 "p_true_errors": sorted(float(v) for v in p[np.arange(len(yy)), yy][p.argmax(1) != yy])}
+            print(json.dumps(r, default=float), flush=True)
+            rows.append(r)
+    print("\n| data set | method | CV NLL | CV ECE | CV accuracy | errors | fit s |\n|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['dataset']} | {r['method']} | {r['nll']:.3f} | {r['ece']:.3f} | {r['acc']:.3f} | "
+              f"{r['n_errors']} | {r['fit_seconds']:.0f} |")
+    return rows
+
+
 def ood(held_out="UVM", methods=("none", "mc_dropout", "heads, prior 3", "encoders+heads", "heads, prior 1")):
     from sklearn.metrics import roc_auc_score
 
