@@ -47,7 +47,9 @@ METHOD_KW = {"none": {"bayesian": "none"}, "mc_dropout": {"bayesian": "mc_dropou
              "heads, prior 1": {"bayesian": "heads", "prior_scale": 1.0},
              "heads, prior 3": {"bayesian": "heads", "prior_scale": 3.0},
              "encoders+heads": {"bayesian": "encoders+heads", "prior_scale": 3.0}}
-ORDER = ["none", "mc_dropout", "ensemble", "heads, prior 1", "heads, prior 3", "encoders+heads"]
+ORDER = ["none", "mc_dropout", "ensemble", "heads, prior 1", "heads ensemble", "heads, prior 0.5", "heads, prior 3",
+         "encoders+heads"]
+METHOD_KW["heads, prior 0.5"] = {"bayesian": "heads", "prior_scale": 0.5}
 
 
 def load(name):
@@ -70,10 +72,11 @@ def fit_method(method, train, target, seed):
     return bf.FusionModel(train, heads={target: "categorical"}, **METHOD_KW[method]).fit(seed=seed, **FIT)
 
 
-def fit_ensemble(first, train, target, seed, K=5):
+def fit_ensemble(first, train, target, seed, K=5, **kw):
     """5-member deep ensemble = ``DeepEnsemble(...).fit(seed)``; member 0 (seed ``seed``) is the
-    already fitted deterministic model ``first`` (same seed, same code: identical weights)."""
-    ens = bf.DeepEnsemble(train, K=K, heads={target: "categorical"}, bayesian="none")
+    already fitted model ``first`` (same seed, same code: identical weights). ``kw``: the members'
+    mode (default deterministic; ``METHOD_KW["heads, prior 1"]`` for the mixture of Bayesian heads)."""
+    ens = bf.DeepEnsemble(train, K=K, heads={target: "categorical"}, **(kw or {"bayesian": "none"}))
     ens.members_[0] = first
     for k in range(1, K):
         ens.members_[k].fit(seed=seed + k, **FIT)
@@ -124,18 +127,20 @@ def compare(datasets=("tcga_gbmlgg", "tcga_rare6"), methods=("none", "mc_dropout
             for method in methods:
                 t = time.perf_counter()
                 fit_seed = 100 * seed  # ensemble members use fit_seed + k: no overlap across seeds
-                if method == "ensemble":
-                    model = fit_ensemble(fitted["none"][0], tr, target, fit_seed)
-                    secs = fitted["none"][1] + time.perf_counter() - t
+                if method in ("ensemble", "heads ensemble"):
+                    base = "none" if method == "ensemble" else "heads, prior 1"
+                    model = fit_ensemble(fitted[base][0], tr, target, fit_seed,
+                                         **({} if method == "ensemble" else METHOD_KW[base]))
+                    secs = fitted[base][1] + time.perf_counter() - t
                 else:
                     model = fit_method(method, tr, target, fit_seed)
                 post = model.predict(te, num_samples=200, seed=seed)
-                if method != "ensemble":
+                if method not in ("ensemble", "heads ensemble"):
                     secs = time.perf_counter() - t
                     fitted[method] = (model, secs)
                 r = {"dataset": name, "method": method, "seed": seed, **scores(post, te, target),
                      "mean_MI": float(mutual_information(post.probs(target)).mean()),
-                     "khat": _khat(model) if method != "ensemble" else None, "seconds": secs}
+                     "khat": _khat(model) if not method.endswith("ensemble") else None, "seconds": secs}
                 if te_shift is not None:
                     sh = scores(model.predict(te_shift, num_samples=200, seed=seed), te, target)
                     r.update({"ece_shift": sh["ece"], "nll_shift": sh["nll"], "acc_shift": sh["acc"],
@@ -150,9 +155,20 @@ def compare(datasets=("tcga_gbmlgg", "tcga_rare6"), methods=("none", "mc_dropout
     return rows
 
 
+def compare_ens():
+    """The test compare of the rare6 follow-up: the three baselines, the single Bayesian heads
+    (prior sd 1) and the K=5 mixture of Bayesian-heads fits (member 0 = the single fit)."""
+    return compare(methods=("none", "mc_dropout", "ensemble", "heads, prior 1", "heads ensemble"))
+
+
 def sensitivity():
     """The prior-sd-1 Bayesian heads alone on the test split (run after the other rows of compare)."""
     return compare(methods=("heads, prior 1",))
+
+
+def ood_ens():
+    """OOD check of the K=5 mixture of Bayesian heads (and its member 0, the single heads fit)."""
+    return ood(methods=("heads, prior 1", "heads ensemble"))
 
 
 def ood_prior1():
@@ -291,6 +307,60 @@ def cv_ensemble(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, K=5):
     return rows
 
 
+def diagnose(name="tcga_rare6", folds=4):
+    """Why the single Bayesian heads are more confidently wrong than ``none`` (training split only:
+    the folds of ``cv``). For every CV error: the true-class probability under ``none`` (seed 0),
+    the Bayesian heads (prior sd 1, seed 0) with (i) theta and z drawn (the model's predictive),
+    (ii) theta at the posterior mean, z drawn (head spread removed), (iii) theta drawn, z at the
+    latent mean; and the norm of the head weights (posterior mean vs deterministic)."""
+    d, target = load(name)
+    tr = d.subset(split="train")
+    y = tr.targets[target].astype(str).to_numpy()
+    rs = np.random.RandomState(7)
+    fold = np.zeros(len(y), int)
+    for lab in sorted(set(y)):
+        mem = rs.permutation(np.flatnonzero(y == lab))
+        fold[mem] = np.arange(len(mem)) % folds
+    rows, norms = [], []
+    for f in range(folds):
+        inner, va = tr.subset(ids=tr.sample_ids[fold != f]), tr.subset(ids=tr.sample_ids[fold == f])
+        det = bf.FusionModel(inner, heads={target: "categorical"}, bayesian="none").fit(seed=0, **FIT)
+        bay = bf.FusionModel(inner, heads={target: "categorical"}, **METHOD_KW["heads, prior 1"]).fit(seed=0, **FIT)
+        pd_, pb = det.predict(va, num_samples=200, seed=0), bay.predict(va, num_samples=200, seed=0)
+        classes = pd_.classes(target)
+        ok = va.targets[target].notna().to_numpy()
+        yy = encode_labels(va.targets[target][ok].to_numpy(), classes)
+        head = bay.module.heads[target]
+        q = head.posterior_q
+        with torch.no_grad():
+            dt = q.loc.dtype
+            theta = q.distribution().sample((200,))
+            z = torch.as_tensor(pb.latent[:, ok], dtype=dt)
+            zl = torch.as_tensor(pb.latent_loc[ok], dtype=dt)
+            plug = torch.softmax(head.logits_with(z, q.loc), -1).mean(0).numpy()       # theta at its mean
+            zmean = torch.softmax(head.logits_with(zl, theta), -1).mean(0).numpy()     # z at its mean
+            wdet = torch.cat([p.detach().reshape(-1) for p in det.module.heads[target].net.parameters()])
+        full_d, full_b = pd_.mean_probs(target).to_numpy()[ok], pb.mean_probs(target).to_numpy()[ok]
+        norms.append({"fold": f, "theta_mean_norm": float(q.loc.norm()), "det_head_norm": float(wdet.norm()),
+                      "theta_sd_mean": float(q.distribution().variance.sqrt().mean())})
+        idx = np.arange(len(yy))
+        for i in np.flatnonzero((full_d.argmax(1) != yy) | (full_b.argmax(1) != yy)):
+            rows.append({"fold": f, "true": classes[yy[i]], "none": float(full_d[i, yy[i]]),
+                         "heads": float(full_b[i, yy[i]]), "heads_theta_at_mean": float(plug[i, yy[i]]),
+                         "heads_z_at_mean": float(zmean[i, yy[i]])})
+            print(rows[-1], flush=True)
+        print(norms[-1], flush=True)
+        for k, pp in {"none": full_d, "heads": full_b, "heads_theta_at_mean": plug, "heads_z_at_mean": zmean}.items():
+            norms[-1]["nll_" + k] = float(-np.log(np.clip(pp[idx, yy], 1e-12, 1)).mean())
+    print("\n| fold | true | none | heads | heads, theta at mean | heads, z at mean |\n|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['fold']} | {r['true']} | {r['none']:.3f} | {r['heads']:.3f} | {r['heads_theta_at_mean']:.3f} | "
+              f"{r['heads_z_at_mean']:.3f} |")
+    for n in norms:
+        print(n)
+    return {"errors": rows, "folds": norms}
+
+
 def ood(held_out="UVM", methods=("none", "mc_dropout", "heads, prior 3", "encoders+heads", "heads, prior 1")):
     from sklearn.metrics import roc_auc_score
 
@@ -302,8 +372,15 @@ def ood(held_out="UVM", methods=("none", "mc_dropout", "heads, prior 3", "encode
     is_ood = (te.targets[target] == held_out).to_numpy()
     rows = []
     for seed in SEEDS:
+        fitted = {}
         for method in methods:
-            model = fit_method(method, tr, target, seed)
+            if method in ("ensemble", "heads ensemble"):  # member 0 = the single fit of this seed
+                base = "none" if method == "ensemble" else "heads, prior 1"
+                first = fitted.get(base) or fit_method(base, tr, target, seed)
+                model = fit_ensemble(first, tr, target, 100 * seed,  # members 1..4: 100 seed + k
+                                     **({} if method == "ensemble" else METHOD_KW[base]))
+            else:
+                model = fitted[method] = fit_method(method, tr, target, seed)
             post = model.predict(te, seed=seed)
             u = post.uncertainty(target)
             r = {"dataset": f"tcga_rare6 without {held_out}", "method": method, "seed": seed,
