@@ -15,6 +15,7 @@ Usage::
 
     PYTHONPATH=. python benchmarks/imputation.py --dataset tcga_gbmlgg --dropouts 0 0.25 0.5 --seeds 0 1
     PYTHONPATH=. python benchmarks/imputation.py --dataset cll --json cll.json
+    PYTHONPATH=. python benchmarks/imputation.py --dropouts 0.25 --seeds 0 1 2 --recalibrate   # + recalibrated rows
 """
 
 from __future__ import annotations
@@ -176,11 +177,15 @@ def mofa_baseline(train: bf.MultiModalData, test: bf.MultiModalData, modality: s
 
 
 # ----------------------------------------------------------------- downstream
-def validation_temperature(model: bf.FusionModel, train: bf.MultiModalData, seed: int, head: str = "subtype"):
-    """``TemperatureScaler`` fitted on the model's own early-stopping patients (all modalities present).
+def validation_temperature(model: bf.FusionModel, train: bf.MultiModalData, seed: int, head: str = "subtype",
+                           patterns: bool = False):
+    """``TemperatureScaler`` fitted on the model's own early-stopping patients.
 
     These patients took no gradient step (``fit(validation_fraction=0.1)`` picks them with the
-    same seed), so the test split stays untouched.
+    same seed), so the test split stays untouched. ``patterns=False``: predicted with all their
+    modalities. ``patterns=True``: one pooled tuning set of the same patients predicted with all
+    modalities and with each modality hidden in turn (patients left with no modality skipped),
+    so the temperature fits the missingness patterns it is evaluated on.
     """
     from bayesfuse.calibration import TemperatureScaler
 
@@ -188,15 +193,22 @@ def validation_temperature(model: bf.FusionModel, train: bf.MultiModalData, seed
     _, val = model._validation_split(ids, train, model.train_config_["validation_fraction"], seed)
     labels = train.targets[head].reindex(val)
     tune = train.subset(ids=labels.index[labels.notna().to_numpy()])  # calibration needs known labels
-    post = model.predict(tune, num_samples=200, seed=0)
-    return TemperatureScaler().fit(post, tune.targets[head], head)
+    posts = [model.predict(tune, num_samples=200, seed=0)]
+    if patterns:
+        for m in model.modalities:
+            d = tune.drop_modalities([m])
+            keep = d.sample_ids[d.presence.to_numpy().any(axis=1)]
+            if len(keep):
+                posts.append(model.predict(d.subset(ids=keep), num_samples=200, seed=0))
+    return TemperatureScaler().fit(posts, tune.targets[head], head)
 
 
-def subtype_metrics(model: bf.FusionModel, test: bf.MultiModalData, head: str = "subtype", scaler=None) -> list[dict]:
+def subtype_metrics(model: bf.FusionModel, test: bf.MultiModalData, head: str = "subtype",
+                    scalers: dict | None = None) -> list[dict]:
     """Subtype metrics with all modalities and with each modality hidden in turn.
 
-    With ``scaler`` (a fitted ``TemperatureScaler``) every row is repeated after temperature
-    scaling (``calibrated=True``).
+    With ``scalers`` ({name: fitted ``TemperatureScaler``}) every row is repeated after each
+    temperature scaling (``calibrated=name``; ``False`` = raw).
     """
     y_all = test.targets[head]
     known = y_all.notna().to_numpy()
@@ -206,7 +218,7 @@ def subtype_metrics(model: bf.FusionModel, test: bf.MultiModalData, head: str = 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", bf.exceptions.NoModalityWarning)
             post = model.predict(d, num_samples=200, seed=0)
-        for calibrated, p in ((False, post), *(((True, scaler.transform(post)),) if scaler is not None else ())):
+        for calibrated, p in ((False, post), *((k, sc.transform(post)) for k, sc in (scalers or {}).items())):
             draws = p.probs(head)[:, known]
             probs = draws.mean(axis=0)
             y = encode_labels(y_all[known].to_numpy(), p.classes(head))
@@ -242,7 +254,7 @@ def selection_split(train: bf.MultiModalData, fraction: float = 0.25, seed: int 
 
 def run(dataset: str, dropouts: list[float], seeds: list[int], num_samples: int, latent_dim: int,
         with_baselines: bool = True, modes: tuple[str, ...] = ("both",), select: bool = False,
-        mofa: bool = False, temperature: bool = False) -> dict:
+        mofa: bool = False, temperature: tuple[str, ...] | None = None, recalibrate: str | None = None) -> dict:
     data = load(dataset)
     train, test = data.subset(split="train"), data.subset(split="test")
     if select:
@@ -281,19 +293,40 @@ def run(dataset: str, dropouts: list[float], seeds: list[int], num_samples: int,
         for m in CONFIG[dataset]["impute"]:
             t0 = time.perf_counter()
             ev = evaluate_imputation(model, test, m, num_samples=num_samples, seed=seed)
-            row = {"mode": mode, "dropout": p, "seed": seed, **ev.as_row(), "seconds": time.perf_counter() - t0}
+            row = {"mode": mode, "dropout": p, "seed": seed, "recalibrated": False, **ev.as_row(),
+                   "seconds": time.perf_counter() - t0}
             results["bayesfuse"].append(row)
             extra = f"  auroc {row['auroc']:.3f}  brier {row['brier']:.4f}" if "auroc" in row else ""
             print(f"   impute {m:>10}: r {row['pearson_r']:.3f}  rmse {row['rmse']:.3f}  "
                   f"cov50 {row['coverage_50']:.3f}  cov90 {row['coverage_90']:.3f}{extra}", flush=True)
-        scaler = validation_temperature(model, train, seed) if temperature else None
-        if scaler is not None:
-            print(f"   temperature (fitted on the {model.train_config_['n_validation']} early-stopping patients): "
-                  f"{scaler.temperature_:.3f}")
-        for row in subtype_metrics(model, test, scaler=scaler):
-            results["downstream"].append({"mode": mode, "dropout": p, "seed": seed,
-                                          "temperature": scaler.temperature_ if scaler else 1.0, **row})
-            print(f"   subtype hidden {row['hidden']:>10}{' (T)' if row['calibrated'] else '    '}: acc "
+        if recalibrate:
+            # Fitted on the model's own early-stopping patients (no gradient step on them); the test
+            # split is not used. Only Gaussian modalities are recalibrated.
+            gauss = [m for m in CONFIG[dataset]["impute"] if model.transforms[m].likelihood == "gaussian"]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                recs = model.calibrate_imputation(modalities=gauss, mode=recalibrate, seed=seed)
+            for m in gauss:
+                rec = recs[m]
+                ev = evaluate_imputation(model, test, m, num_samples=num_samples, seed=seed)
+                row = {"mode": mode, "dropout": p, "seed": seed, "recalibrated": True, **ev.as_row(),
+                       "slope": float(np.median(rec.slope)), "pooled_slope": rec.pooled_slope,
+                       "spread": rec.spread, "recal_mode": rec.mode, "n_calibration": rec.n_patients,
+                       **{f"cv_mse_{k}": v for k, v in rec.cv_mse.items()}}
+                results["bayesfuse"].append(row)
+                print(f"   recal  {m:>10}: r {row['pearson_r']:.3f}  rmse {row['rmse']:.3f}  "
+                      f"cov50 {row['coverage_50']:.3f}  cov90 {row['coverage_90']:.3f}  ({rec.mode}: slope "
+                      f"median {row['slope']:.3f}, spread {rec.spread:.3f}, {rec.n_patients} validation patients)",
+                      flush=True)
+        scalers = {k: validation_temperature(model, train, seed, patterns=k == "patterns") for k in temperature or ()}
+        for k, sc in scalers.items():
+            print(f"   temperature {k} (fitted on the {model.train_config_['n_validation']} early-stopping "
+                  f"patients): {sc.temperature_:.3f}")
+        for row in subtype_metrics(model, test, scalers=scalers):
+            t = scalers[row["calibrated"]].temperature_ if row["calibrated"] else 1.0
+            results["downstream"].append({"mode": mode, "dropout": p, "seed": seed, "temperature": t, **row})
+            tag = f" (T {row['calibrated']})" if row["calibrated"] else ""
+            print(f"   subtype hidden {row['hidden']:>10}{tag:>14}: acc "
                   f"{row['accuracy']:.3f}  nll {row['nll']:.3f}  ece {row['ece']:.3f} (calibrated-model floor "
                   f"{row['ece_null_mean']:.3f}, p {row['ece_p']:.2f})  "
                   f"top {row['mean_top_prob']:.3f}  H {row['mean_entropy']:.3f}", flush=True)
@@ -305,7 +338,7 @@ def _print(results: dict) -> None:
     pd.set_option("display.width", 200)
     bfr = pd.DataFrame(results["bayesfuse"])
     cols = [c for c in ("pearson_r", "rmse", "coverage_50", "coverage_90", "auroc", "brier") if c in bfr]
-    agg = bfr.groupby(["modality", "mode", "dropout"])[cols].mean()
+    agg = bfr.groupby(["modality", "mode", "dropout", "recalibrated"])[cols].agg(["mean", "min", "max"])
     print("\nbayesfuse imputation (mean over seeds):")
     print(agg.round(3).to_string())
     if results["baselines"]:
@@ -339,11 +372,17 @@ def main() -> None:
     ap.add_argument("--select", action="store_true",
                     help="settings-selection run: fit on 75%% of the train split, score on the other 25%%")
     ap.add_argument("--mofa", action="store_true", help="also run MOFA+ (needs mofapy2)")
-    ap.add_argument("--temperature", action="store_true",
-                    help="also report subtype metrics after temperature scaling on the early-stopping patients")
+    ap.add_argument("--temperature", nargs="*", default=None, choices=("full", "patterns"),
+                    help="also report subtype metrics after temperature scaling on the early-stopping patients "
+                         "(full: all modalities present; patterns: pooled over all present + each one hidden)")
+    ap.add_argument("--recalibrate", nargs="?", const="global", default=None,
+                    choices=["global", "feature", "auto", "none"],
+                    help="also score Gaussian modalities after FusionModel.calibrate_imputation on the model's "
+                         "early-stopping patients (slope mode; default global)")
     args = ap.parse_args()
     res = run(args.dataset, args.dropouts, args.seeds, args.num_samples, args.latent_dim, not args.no_baselines,
-              tuple(args.modes), args.select, args.mofa, args.temperature)
+              tuple(args.modes), args.select, args.mofa,
+              None if args.temperature is None else tuple(args.temperature or ["full"]), args.recalibrate)
     if args.json:
         args.json.write_text(json.dumps(res, indent=1, default=float))
         print(f"wrote {args.json}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -64,6 +66,38 @@ def test_temperature_errors():
         TemperatureScaler(bounds=(2, 5))
     with pytest.raises(DataError, match="not by position"):
         TemperatureScaler().fit(post, labels.iloc[1:], "origin")
+
+
+def test_temperature_pooled_over_posteriors():
+    """A sequence of posteriors is one pooled tuning set (e.g. missingness patterns of the same patients)."""
+    sharp, labels = sharpened(n=2000, power=3.0, seed=2)
+    calm, labels_c = sharpened(n=2000, power=1.0, seed=2)  # same patients and labels, calibrated draws
+    pd.testing.assert_series_equal(labels, labels_c)
+    t_sharp = TemperatureScaler().fit(sharp, labels, "origin").temperature_
+    t_calm = TemperatureScaler().fit(calm, labels, "origin").temperature_
+    pooled = TemperatureScaler().fit([sharp, calm], labels, "origin")
+    # the pooled T lies strictly between the two patterns' own temperatures ...
+    assert t_calm + 0.2 < pooled.temperature_ < t_sharp - 0.2
+    # ... and its objective is the mean NLL over all rows of both posteriors
+    both = (TemperatureScaler.nll(sharp, labels, "origin", pooled.temperature_)
+            + TemperatureScaler.nll(calm, labels, "origin", pooled.temperature_)) / 2
+    np.testing.assert_allclose(pooled.nll_after_, both, rtol=1e-10)
+    # a one-element sequence is the same as the posterior itself
+    assert TemperatureScaler().fit([sharp], labels, "origin").temperature_ == t_sharp
+    with pytest.raises(DataError, match="empty"):
+        TemperatureScaler().fit([], labels, "origin")
+
+
+def test_temperature_warns_when_unidentified():
+    """A tuning set without errors drives T to the lower bound: warn instead of silently sharpening to 0/1."""
+    post, labels = sharpened(n=300, power=1.0, seed=3)
+    correct = pd.Series(CLASSES[post.probs("origin").mean(0).argmax(1)], index=post.sample_ids)
+    with pytest.warns(CalibrationWarning, match="cannot identify"):
+        ts = TemperatureScaler().fit(post, correct, "origin")
+    assert ts.temperature_ < 0.051
+    with warnings.catch_warnings():  # identified case: no warning
+        warnings.simplefilter("error", CalibrationWarning)
+        TemperatureScaler().fit(post, labels, "origin")
 
 
 # ------------------------------------------------------------------- splits

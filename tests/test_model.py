@@ -106,7 +106,8 @@ def test_save_load_identical_draws(fitted, cohort, tmp_path):
         fitted.save(tmp_path / "m")
     import json
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert cfg["format_version"] == 1
+    from bayesfuse.model.persistence import FORMAT_VERSION
+    assert cfg["format_version"] == FORMAT_VERSION == 2
     cfg["format_version"] = 99
     (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelFormatError, match="format version 99"):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, logsumexp
 
-from bayesfuse.calibration._common import align_labels, check_posterior
+from bayesfuse.calibration._common import CalibrationWarning, align_labels, check_posterior
 from bayesfuse.exceptions import DataError, NotFittedError
 from bayesfuse.posterior import Posterior
 
@@ -61,13 +63,17 @@ class TemperatureScaler:
         lp = _tempered_log_predictive(TemperatureScaler._logp(post, head), temperature)
         return float(-lp[np.arange(len(codes)), codes].mean())
 
-    def fit(self, post: Posterior, labels: pd.Series, head: str) -> TemperatureScaler:
+    def fit(self, post: Posterior | Sequence[Posterior], labels: pd.Series, head: str) -> TemperatureScaler:
         """Fit ``T`` on tuning patients (not the calibration patients of a later Abstainer).
 
         Parameters
         ----------
-        post : Posterior
-            Tuning patients' posterior, draws ``(S, n, C)``.
+        post : Posterior or sequence of Posterior
+            Tuning patients' posterior, draws ``(S, n, C)``. A sequence pools several posteriors
+            into one tuning set (mean NLL over all their rows), e.g. the same tuning patients
+            predicted with all modalities and with each modality hidden in turn, so that ``T``
+            fits the missingness patterns it will be applied to (docs/imputation.md). Their
+            classes must agree; draw counts may differ.
         labels : pandas.Series
             True class per patient id (aligned by id).
         head : str
@@ -77,12 +83,22 @@ class TemperatureScaler:
         TemperatureScaler
             ``self``, fitted.
         """
-        codes = align_labels(post, labels, head)
-        logp = self._logp(post, head)
-        rows = np.arange(len(codes))
+        posts = [post] if isinstance(post, Posterior) else list(post)
+        if not posts:
+            raise DataError("fit() got an empty sequence of posteriors: pass at least one tuning Posterior.")
+        classes = list(posts[0].classes(head))
+        parts = []
+        for q in posts:
+            if list(q.classes(head)) != classes:
+                raise DataError(f"The posteriors passed to fit() disagree on the classes of head {head!r}: "
+                                f"{classes} vs {list(q.classes(head))}; predict them with the same model.")
+            codes = align_labels(q, labels, head)
+            parts.append((self._logp(q, head), np.arange(len(codes)), codes))
+        n_rows = sum(len(c) for _, _, c in parts)
 
         def objective(log_t: float) -> float:
-            return float(-_tempered_log_predictive(logp, np.exp(log_t))[rows, codes].mean())
+            t = np.exp(log_t)
+            return float(-sum(_tempered_log_predictive(lp, t)[r, c].sum() for lp, r, c in parts) / n_rows)
 
         res = minimize_scalar(objective, bounds=tuple(np.log(self.bounds)), method="bounded",
                               options={"xatol": 1e-5})
@@ -92,6 +108,14 @@ class TemperatureScaler:
         self.nll_after_ = float(res.fun)
         if self.nll_after_ > self.nll_before_:  # bounded search missed T=1
             self.temperature_, self.nll_after_ = 1.0, self.nll_before_
+        lo, hi = self.bounds
+        if self.temperature_ < lo * 1.01 or self.temperature_ > hi / 1.01:
+            n_err = sum(int((lp.sum(axis=0).argmax(-1) != c).sum()) for lp, _, c in parts)
+            warnings.warn(
+                f"The temperature ran to its bound ({self.temperature_:.3g}; bounds {self.bounds}): the tuning set "
+                f"({n_rows} rows, {n_err} misclassified by the draw-averaged log-probabilities) cannot identify "
+                "a temperature, and the scaled probabilities would be near 0/1. Use a tuning set with more "
+                "patients (and some errors), or leave the model uncalibrated.", CalibrationWarning, stacklevel=2)
         return self
 
     def transform(self, post: Posterior) -> Posterior:

@@ -141,6 +141,7 @@ class FusionModel:
         self.history_: pd.DataFrame | None = None
         self.train_config_: dict[str, Any] | None = None
         self.diagnostics_ = None
+        self.imputation_calibration_: dict = {}   # modality -> ImputationRecalibration (calibrate_imputation)
 
     def _set_bayesian(self, bayesian: str, prior_scale: float, head_guide: str, guide_rank: int,
                       encoder_layers: str = "all", head_refit_steps: int = 0) -> None:
@@ -307,6 +308,7 @@ class FusionModel:
         self.train_config_ = {**config.__dict__, "seed": seed, "validation_fraction": validation_fraction,
                               "n_train": len(train_ids), "n_validation": len(val_ids)}
         self.diagnostics_ = None
+        self.imputation_calibration_ = {}   # a refit invalidates a recalibration
         if self.bayesian in ("heads", "encoders+heads", "all"):
             from bayesfuse.diagnostics.vi import head_weight_diagnostics  # noqa: PLC0415
 
@@ -432,7 +434,8 @@ class FusionModel:
             modality_precision=torch.cat(precs, dim=1).permute(1, 0, 2).double().numpy(), seed=int(seed))
 
     def impute(self, data: MultiModalData, modalities: list[str] | str | None = None, num_samples: int = 200,
-               seed: int = 0, reconstruct: bool = False, batch_size: int = 1024) -> Imputation:
+               seed: int = 0, reconstruct: bool = False, batch_size: int = 1024,
+               calibrated: bool | None = None) -> Imputation:
         """Draws of modalities given what each patient has (variational imputation).
 
         ``z ~ q(z | x_present)`` (fused posterior of the patient's modalities), then
@@ -456,6 +459,11 @@ class FusionModel:
         batch_size : int
             Patients per chunk (bounds memory; it changes which random numbers each draw uses,
             not their distribution).
+        calibrated : bool, optional
+            Apply the recalibration fitted by :meth:`calibrate_imputation` to the Gaussian
+            modalities it covers, for patients who lack the modality (default: whenever one is
+            fitted; ``Imputation.extra["recalibrated"]`` lists them). False gives the raw
+            posterior predictive.
 
         Returns
         -------
@@ -467,7 +475,49 @@ class FusionModel:
         from bayesfuse.model.imputation import impute  # noqa: PLC0415
 
         return impute(self, data, modalities=modalities, num_samples=num_samples, seed=seed,
-                      reconstruct=reconstruct, batch_size=batch_size)
+                      reconstruct=reconstruct, batch_size=batch_size, calibrated=calibrated)
+
+    def calibrate_imputation(self, data: MultiModalData | None = None, modalities: list[str] | str | None = None,
+                             mode: str = "global", level: float = 0.9, num_samples: int = 200, seed: int = 0,
+                             min_patients: int = 10) -> dict:
+        """Recalibrate the imputation of Gaussian modalities on held-out patients (post hoc).
+
+        For each modality, the calibration patients that have it get it hidden and imputed from
+        their other modalities; in decoder (train-standardised) space the predictive mean is
+        shrunk towards the training mean, ``mu' = b_f mu``, and every draw moves with it and is
+        rescaled, ``x' = mu' + s (x - mu)``, with ``s`` set so that the ``level`` interval covers
+        ``level`` of the calibration values (docs/imputation.md, "Recalibration"). The result is
+        stored in ``imputation_calibration_``, applied by :meth:`impute` and saved with the model.
+
+        Parameters
+        ----------
+        data : MultiModalData, optional
+            Calibration patients NOT used for training. Default: the model's own early-stopping
+            validation patients (``fit(validation_fraction > 0)``, training data attached).
+        modalities : list of str, optional
+            Gaussian modalities to recalibrate (default: every Gaussian modality that some
+            calibration patient has).
+        mode : {"global", "feature", "auto", "none"}
+            Slope ``b``: one per modality (``"global"``, default: best or tied on held-out
+            tcga_gbmlgg patients, docs/imputation.md), per feature shrunk towards it by empirical
+            Bayes (``"feature"``), chosen by 5-fold cross-validation over the calibration patients
+            (``"auto"``), or 1 (``"none"``: spread only).
+        level : float
+            Interval level the spread scale is fitted for.
+        num_samples, seed : draws per patient and their seed.
+        min_patients : int
+            Fewer calibration patients (with the modality and another one) raise ``ValueError``.
+
+        Returns
+        -------
+        dict[str, ImputationRecalibration]
+            The records fitted by this call (``slope`` (F,), ``spread``, ``mode``, ``cv_mse``,
+            ``diagnostics``).
+        """
+        from bayesfuse.model.imputation_calibration import calibrate_imputation  # noqa: PLC0415
+
+        return calibrate_imputation(self, data, modalities=modalities, mode=mode, level=level,
+                                    num_samples=num_samples, seed=seed, min_patients=min_patients)
 
     # ------------------------------------------------------------ persistence
     def save(self, path: str | Path, overwrite: bool = False) -> Path:

@@ -29,7 +29,7 @@ from bayesfuse.posterior.imputation import Imputation
 if TYPE_CHECKING:
     from bayesfuse.model.fusion_model import FusionModel
 
-__all__ = ["impute", "sample_decoder"]
+__all__ = ["decoder_space_draws", "impute", "sample_decoder"]
 
 
 def sample_decoder(likelihood: str, params: dict[str, torch.Tensor], library: torch.Tensor) -> torch.Tensor:
@@ -62,10 +62,77 @@ def sample_decoder(likelihood: str, params: dict[str, torch.Tensor], library: to
     return torch.poisson(rate)
 
 
+def _recalibrations(model: FusionModel, modalities: Sequence[str], calibrated: bool | None) -> dict:
+    """The fitted :class:`ImputationRecalibration` records that ``impute`` applies."""
+    fitted = getattr(model, "imputation_calibration_", None) or {}
+    if calibrated is None:
+        calibrated = bool(fitted)
+    if not calibrated:
+        return {}
+    if not fitted:
+        raise ValueError("impute(calibrated=True) needs a recalibration; call model.calibrate_imputation() first "
+                         "(or pass calibrated=None / False).")
+    return {m: fitted[m] for m in modalities if m in fitted}
+
+
+def decoder_space_draws(model: FusionModel, store, modalities: Sequence[str], num_samples: int, seed: int,
+                        batch_size: int, libraries: dict[str, torch.Tensor], recalibrations: dict | None = None
+                        ) -> tuple[dict[str, list[np.ndarray]], dict[str, list[np.ndarray]], dict[str, list[np.ndarray]]]:
+    """Posterior-predictive draws in decoder space, chunk by chunk.
+
+    Returns ``(draws, probabilities, means)``: per modality lists of chunks of the draws
+    (S, B, F), of the Rao-Blackwellised P(x = 1) (B, F; Bernoulli only) and of the predictive
+    mean ``mu = E_z[loc(z)]`` (B, F; Gaussian only). A modality in ``recalibrations`` (Gaussian)
+    has its draws replaced by ``b mu + s (x - mu)`` (``x`` re-centred on ``mu``) for the patients that lack it
+    (:mod:`bayesfuse.posterior.imputation_calibration`); patients that have the modality
+    (NaN cells, ``reconstruct``) keep the uncalibrated draws.
+    """
+    module = model.module
+    S, N = int(num_samples), store.n
+    mod_index = {m: i for i, m in enumerate(model.modalities)}
+    recalibrations = recalibrations or {}
+    recal_t = {m: (torch.as_tensor(r.slope, dtype=model.dtype, device=model.device), float(r.spread))
+               for m, r in recalibrations.items() if module.likelihoods[m] == "gaussian"}
+    chunks: dict[str, list[np.ndarray]] = {m: [] for m in modalities}
+    prob_chunks: dict[str, list[np.ndarray]] = {m: [] for m in modalities if module.likelihoods[m] == "bernoulli"}
+    mean_chunks: dict[str, list[np.ndarray]] = {m: [] for m in modalities if module.likelihoods[m] == "gaussian"}
+    devices = [model.device.index or 0] if model.device.type == "cuda" else []
+    # Weight-uncertainty modes: encoder weights / dropout masks are drawn once per draw and shared by
+    # every patient and chunk, exactly as in FusionModel.predict.
+    draw_mode = hasattr(module, "prediction_draws")
+    with torch.random.fork_rng(devices=devices), \
+            (module.prediction_draws(S) if draw_mode else contextlib.nullcontext()):
+        torch.manual_seed(seed)
+        for start in range(0, N, int(batch_size)):
+            idx = torch.arange(start, min(N, start + int(batch_size)), device=model.device)
+            batch = store.batch(idx)
+            loc, scale, _ = module.posterior_draws(batch) if draw_mode else module.posterior(batch)
+            b, d = loc.shape[-2], loc.shape[-1]   # loc: (B, D), or (S, B, D) with per-draw weights
+            z = loc + scale * torch.randn((S, b, d), dtype=loc.dtype, device=loc.device)
+            for m in modalities:
+                params = module.decoders[m](z)
+                lib = libraries[m].index_select(0, idx) if m in libraries else batch.library[m]
+                x = sample_decoder(module.likelihoods[m], params, lib)
+                if m in mean_chunks:
+                    mu = params["loc"].mean(0)
+                    mean_chunks[m].append(mu.double().cpu().numpy())
+                    if m in recal_t:
+                        slope, spread = recal_t[m]
+                        absent = (batch.presence[mod_index[m]] == 0).view(1, -1, 1)
+                        # re-centred deviations (posterior.imputation_calibration.recentre): the draws
+                        # average exactly to b mu, the Monte-Carlo error of their mean is not amplified
+                        dev = (x - x.mean(0)) * (S / (S - 1.0)) ** 0.5 if S > 1 else x - mu
+                        x = torch.where(absent, slope * mu + spread * dev, x)
+                chunks[m].append(x.double().cpu().numpy())
+                if m in prob_chunks:  # Rao-Blackwellised P(x = 1): decoder probability averaged over z
+                    prob_chunks[m].append(torch.sigmoid(params["logits"]).mean(0).double().cpu().numpy())
+    return chunks, prob_chunks, mean_chunks
+
+
 @torch.no_grad()
 def impute(model: FusionModel, data: MultiModalData, modalities: Sequence[str] | None = None,
            num_samples: int = 200, seed: int = 0, reconstruct: bool = False,
-           batch_size: int = 1024) -> Imputation:
+           batch_size: int = 1024, calibrated: bool | None = None) -> Imputation:
     """Posterior-predictive draws of ``modalities`` for every patient of ``data``.
 
     See :meth:`bayesfuse.FusionModel.impute` for the parameters.
@@ -110,28 +177,8 @@ def impute(model: FusionModel, data: MultiModalData, modalities: Sequence[str] |
         if tf.likelihood in ("poisson", "negbinom"):
             has = store.presence[mod_index[m]] > 0
             libraries[m] = torch.where(has, store.library[m], torch.full_like(store.library[m], tf.library_median))
-    chunks: dict[str, list[np.ndarray]] = {m: [] for m in modalities}
-    prob_chunks: dict[str, list[np.ndarray]] = {m: [] for m in modalities if module.likelihoods[m] == "bernoulli"}
-    devices = [model.device.index or 0] if model.device.type == "cuda" else []
-    # Weight-uncertainty modes: encoder weights / dropout masks are drawn once per draw and shared by
-    # every patient and chunk, exactly as in FusionModel.predict.
-    draw_mode = hasattr(module, "prediction_draws")
-    with torch.random.fork_rng(devices=devices), \
-            (module.prediction_draws(S) if draw_mode else contextlib.nullcontext()):
-        torch.manual_seed(seed)
-        for start in range(0, N, int(batch_size)):
-            idx = torch.arange(start, min(N, start + int(batch_size)), device=model.device)
-            batch = store.batch(idx)
-            loc, scale, _ = module.posterior_draws(batch) if draw_mode else module.posterior(batch)
-            b, d = loc.shape[-2], loc.shape[-1]   # loc: (B, D), or (S, B, D) with per-draw weights
-            z = loc + scale * torch.randn((S, b, d), dtype=loc.dtype, device=loc.device)
-            for m in modalities:
-                params = module.decoders[m](z)
-                lib = libraries[m].index_select(0, idx) if m in libraries else batch.library[m]
-                x = sample_decoder(module.likelihoods[m], params, lib)
-                chunks[m].append(x.double().cpu().numpy())
-                if m in prob_chunks:  # Rao-Blackwellised P(x = 1): decoder probability averaged over z
-                    prob_chunks[m].append(torch.sigmoid(params["logits"]).mean(0).double().cpu().numpy())
+    recal = _recalibrations(model, modalities, calibrated)
+    chunks, prob_chunks, _ = decoder_space_draws(model, store, modalities, S, seed, batch_size, libraries, recal)
 
     draws, observed_mask, features, probs = {}, {}, {}, {}
     ids = data.sample_ids
@@ -158,5 +205,6 @@ def impute(model: FusionModel, data: MultiModalData, modalities: Sequence[str] |
                       likelihoods={m: model.transforms[m].likelihood for m in modalities}, presence=presence,
                       reconstruct=bool(reconstruct), unmodelled_features=unmodelled,
                       library={m: v.double().cpu().numpy() for m, v in libraries.items()}, seed=int(seed),
-                      probabilities=probs)
+                      probabilities=probs,
+                      extra={"recalibrated": sorted(m for m in recal if module.likelihoods[m] == "gaussian")})
 

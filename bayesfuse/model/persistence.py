@@ -26,7 +26,10 @@ from bayesfuse.data.preprocessing import ModalityTransform
 from bayesfuse.exceptions import ModelFormatError
 from bayesfuse.heads import head_from_config
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 2 added the optional imputation recalibration ("imputation_calibration" + slope arrays);
+# version 1 files load unchanged (no recalibration).
+READABLE_VERSIONS = (1, 2)
 CONFIG = "config.json"
 WEIGHTS = "weights.safetensors"
 
@@ -57,6 +60,10 @@ def save_model(model, path: Path, overwrite: bool = False) -> Path:
     for m, tf in model.transforms.items():
         for k, arr in tf.arrays().items():
             tensors[f"transform.{m}.{k}"] = torch.as_tensor(np.ascontiguousarray(arr))
+    recal = getattr(model, "imputation_calibration_", None) or {}
+    for m, rec in recal.items():
+        tensors[f"imputation_calibration.{m}.slope"] = torch.as_tensor(np.ascontiguousarray(rec.slope,
+                                                                                            dtype=np.float64))
     config = {
         "format_version": FORMAT_VERSION,
         "bayesfuse_version": bayesfuse.__version__,
@@ -72,6 +79,7 @@ def save_model(model, path: Path, overwrite: bool = False) -> Path:
         "fit": {"best_epoch": getattr(model, "best_epoch_", None), "fit_seconds": getattr(model, "fit_seconds_", None),
                 "stopped_early": getattr(model, "stopped_early_", None)},
         "history": model.history_.to_dict(orient="list") if model.history_ is not None else None,
+        "imputation_calibration": {m: rec.to_config() for m, rec in recal.items()},
     }
     save_file(tensors, str(path / WEIGHTS), metadata={"format": "bayesfuse", "format_version": str(FORMAT_VERSION)})
     (path / CONFIG).write_text(json.dumps(_jsonable(config), indent=1))
@@ -84,9 +92,9 @@ def load_model(cls, path: Path, device: str = "auto"):
                                "save one with model.save(path).")
     config = json.loads((path / CONFIG).read_text())
     version = config.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ModelFormatError(f"{path} has model format version {version}; this bayesfuse reads version "
-                               f"{FORMAT_VERSION}. Load it with the bayesfuse version that saved it "
+    if version not in READABLE_VERSIONS:
+        raise ModelFormatError(f"{path} has model format version {version}; this bayesfuse reads versions "
+                               f"{READABLE_VERSIONS}. Load it with the bayesfuse version that saved it "
                                f"({config.get('bayesfuse_version')}) and refit or re-save.")
     tensors = load_file(str(path / WEIGHTS))
     model = cls.__new__(cls)
@@ -121,4 +129,9 @@ def load_model(cls, path: Path, device: str = "auto"):
         raise ModelFormatError(f"Saved weights do not match the model configuration (missing {missing[:3]}, "
                                f"unexpected {unexpected[:3]}); the directory may be corrupted.")
     model.module.eval()
+    from bayesfuse.posterior.imputation_calibration import ImputationRecalibration  # noqa: PLC0415
+
+    model.imputation_calibration_ = {
+        m: ImputationRecalibration.from_config(c, tensors[f"imputation_calibration.{m}.slope"].numpy())
+        for m, c in (config.get("imputation_calibration") or {}).items()}
     return model

@@ -1,7 +1,8 @@
 """Posterior containers: plain numpy arrays plus names (no torch)."""
 
 from bayesfuse.posterior.imputation import Imputation
+from bayesfuse.posterior.imputation_calibration import ImputationRecalibration
 from bayesfuse.posterior.ood import JointScore, LatentMahalanobis, PatientScores
 from bayesfuse.posterior.posterior import Posterior
 
-__all__ = ["Imputation", "JointScore", "LatentMahalanobis", "PatientScores", "Posterior"]
+__all__ = ["Imputation", "ImputationRecalibration", "JointScore", "LatentMahalanobis", "PatientScores", "Posterior"]

@@ -45,6 +45,9 @@ class Imputation:
         Count modalities only: the library size used per patient, shape (n_patients,) (the
         patient's own where it has the modality, else the training median).
     seed : int
+    extra : dict
+        ``extra["recalibrated"]``: the Gaussian modalities whose draws were recalibrated
+        (:meth:`bayesfuse.FusionModel.calibrate_imputation`) for the patients lacking them.
     probabilities : dict[str, numpy.ndarray]
         Bernoulli modalities only: ``P(x = 1 | x_present)`` of shape (n_patients, n_features),
         the decoder's probability averaged over the ``z`` draws (Rao-Blackwellised: less Monte-Carlo
