@@ -16,6 +16,10 @@ Sections (run one or all: ``python benchmarks/bayesian.py [compare|ood|nuts|cost
 * nuts: softmax-regression sub-model on the fitted gbmlgg latent means; NUTS (NumPyro) vs SVI
   guides (mean-field, low-rank, full-rank, full-rank shrunk 3x as negative control).
 * cost: seconds per SVI epoch and predict time by mode on tcga_gbmlgg.
+* cv_ensemble / compare_ens / ood_ens: the mixture of K=5 Bayesian-heads fits
+  (``DeepEnsemble.bayesian``) chosen on the training-split CV, then the test split and OOD.
+* diagnose: why the single Bayesian heads are confidently wrong on rare6 errors (CV folds only).
+* cv_refit: the head refit targeting the sub-sampled ELBO (``modality_dropout``), CV only.
 
 Every method uses the package's default fit (max_epochs 300, KL warm-up 30, patience 30 on a 10 %
 validation split): no shortening.
