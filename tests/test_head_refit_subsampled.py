@@ -1,4 +1,5 @@
-"""Sub-sampled-ELBO head refit (``refit_module_heads(modality_dropout=p)``, docs/bayesian.md)."""
+"""Head-refit options: sub-sampled-ELBO latents (``modality_dropout``) and the power posterior
+(``likelihood_power``), docs/bayesian.md."""
 
 import types
 
@@ -67,3 +68,36 @@ def test_refit_with_subset_latents_targets_a_different_posterior():
 def test_refit_module_heads_validates_dropout():
     with pytest.raises(ValueError, match="modality_dropout"):
         refit_module_heads(None, None, modality_dropout=1.0)
+
+
+def _overlap_data(n=120, seed=2):
+    """Three overlapping classes in 2-D: the likelihood, not the prior, sets the posterior."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    centres = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    return centres[y] + torch.randn(n, 2, generator=g, dtype=torch.float64), y
+
+
+def _power_refit(z, y, eta=None):
+    torch.manual_seed(0)
+    head = BayesianCategoricalHeadModule(2, 3, guide="fullrank", prior_scale=3.0).double()
+    kw = {} if eta is None else {"likelihood_power": eta}
+    trace = refit_head_posterior(head, z, torch.full_like(z, 1e-9), y, steps=400, lr=0.05, **kw)
+    d = head.posterior_q.distribution()
+    with torch.no_grad():   # E_q[sum_n log p(y_n | z_n, theta)], 2000 draws
+        ell = head.log_likelihood(z, {"y": y}, {"theta": d.sample((2000,))}).sum(-1).mean().item()
+    return trace, ell, d.variance.sqrt().mean().item()
+
+
+def test_power_posterior_discounts_the_labels():
+    z, y = _overlap_data()
+    t_default, n1, s1 = _power_refit(z, y)
+    t_one, n1b, _ = _power_refit(z, y, 1.0)
+    assert t_default == t_one and n1 == n1b                  # eta = 1 is the Bayesian refit, bit for bit
+    _, n_q, s_q = _power_refit(z, y, 0.25)
+    # at the optimum E_q[log lik] is non-decreasing in eta ((eta2 - eta1)(a2 - a1) >= 0 from the
+    # two optimality conditions): a quarter of the likelihood fits the labels less, and is wider
+    assert n_q < n1 - 5.0
+    assert s_q > 1.2 * s1
+    with pytest.raises(ValueError, match="likelihood_power"):
+        refit_head_posterior(BayesianCategoricalHeadModule(2, 3).double(), z, z, y, steps=1, likelihood_power=0.0)

@@ -21,7 +21,7 @@ __all__ = ["refit_head_posterior"]
 
 def refit_head_posterior(head, loc: torch.Tensor, scale: torch.Tensor, y: torch.Tensor, steps: int = 600,
                          lr: float = 0.02, num_particles: int = 8, generator: torch.Generator | None = None,
-                         z_sampler=None) -> list[float]:
+                         z_sampler=None, likelihood_power: float = 1.0) -> list[float]:
     """Fit ``head.posterior_q`` to the head-weight posterior given ``z ~ N(loc, scale^2)``.
 
     Parameters
@@ -41,6 +41,10 @@ def refit_head_posterior(head, loc: torch.Tensor, scale: torch.Tensor, y: torch.
         ``z_sampler(K) -> z (K, N, D)``: draws of the latents to condition on, replacing
         ``loc + scale * eps`` (used for the sub-sampled-ELBO refit, :func:`refit_module_heads`
         with ``modality_dropout > 0``).
+    likelihood_power : float
+        ``eta`` in (0, 1]: the target becomes the generalised ("power") posterior
+        ``q*(theta) ∝ p(theta) exp(eta E_q(z|x)[sum_n log p(y_n | z_n, theta)])`` (eta = 1: the
+        Bayesian posterior, default; eta < 1 discounts the labels, cf. SafeBayes, Grünwald 2012).
 
     Returns
     -------
@@ -52,6 +56,8 @@ def refit_head_posterior(head, loc: torch.Tensor, scale: torch.Tensor, y: torch.
                          f"got y {tuple(y.shape)}.")
     if (y < 0).any():
         raise ValueError("y has unknown labels (< 0); pass the labelled patients only.")
+    if not 0 < float(likelihood_power) <= 1:
+        raise ValueError(f"likelihood_power={likelihood_power} must be in (0, 1].")
     q = head.posterior_q
     params = [p for p in q.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
@@ -70,7 +76,7 @@ def refit_head_posterior(head, loc: torch.Tensor, scale: torch.Tensor, y: torch.
         else:
             z = z_sampler(int(num_particles))
         ll = head.log_likelihood(z, {"y": y}, {"theta": theta}).sum(-1)     # (K,)
-        obj = (head.prior().log_prob(theta) + ll).mean() + dq.entropy()
+        obj = (head.prior().log_prob(theta) + float(likelihood_power) * ll).mean() + dq.entropy()
         loss = -obj / n
         loss.backward()
         opt.step()
