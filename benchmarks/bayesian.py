@@ -20,6 +20,7 @@ Sections (run one or all: ``python benchmarks/bayesian.py [compare|ood|nuts|cost
   (``DeepEnsemble.bayesian``) chosen on the training-split CV, then the test split and OOD.
 * diagnose: why the single Bayesian heads are confidently wrong on rare6 errors (CV folds only).
 * cv_refit: the head refit targeting the sub-sampled ELBO (``modality_dropout``), CV only.
+* cv_power: the head refit to the power posterior (``likelihood_power`` 1, 0.5, 0.25), CV only.
 
 Every method uses the package's default fit (max_epochs 300, KL warm-up 30, patience 30 on a 10 %
 validation split): no shortening.
