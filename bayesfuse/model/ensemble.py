@@ -43,6 +43,32 @@ class DeepEnsemble:
         self.K = int(K)
         self.members_ = [FusionModel(data, **kwargs) for _ in range(self.K)]
 
+    @classmethod
+    def bayesian(cls, data: MultiModalData, K: int = 5, **kwargs) -> DeepEnsemble:
+        """Mixture of ``K`` variational posteriors: ``K`` Bayesian fusion models (default
+        ``bayesian="heads"`` with the package's head-guide defaults) from different seeds.
+
+        Each member's head-weight guide approximates the posterior around one basin of the
+        encoders; the pooled draws are a uniform mixture over basins (multi-basin VI, cf.
+        MultiSWAG, Wilson & Izmailov 2020). The recommended Bayesian model of docs/bayesian.md
+        (chosen by cross-validation on the training splits). Costs ``K`` Bayesian fits.
+
+        Parameters
+        ----------
+        data : MultiModalData
+            Training cohort.
+        K : int
+            Number of members (>= 2).
+        **kwargs
+            Passed to :class:`FusionModel`; ``bayesian`` may be any weight-uncertainty mode
+            (``"heads"``, ``"encoders+heads"``, ``"all"``), not ``"none"`` or ``"mc_dropout"``.
+        """
+        mode = kwargs.setdefault("bayesian", "heads")
+        if mode in ("none", "mc_dropout"):
+            raise ValueError(f"bayesian={mode!r}: DeepEnsemble.bayesian mixes variational weight posteriors; "
+                             "use 'heads', 'encoders+heads' or 'all', or DeepEnsemble(...) for a plain ensemble.")
+        return cls(data, K=K, **kwargs)
+
     def fit(self, seed: int = 0, **fit_kwargs) -> DeepEnsemble:
         """Fit member ``k`` with ``seed + k`` (other arguments as :meth:`FusionModel.fit`)."""
         for k, m in enumerate(self.members_):
