@@ -264,6 +264,9 @@ def fit_imputation_recalibration(modality: str, truth: np.ndarray, mean: np.ndar
     if truth.ndim != 2 or mean.shape != truth.shape or draws.shape[1:] != truth.shape:
         raise ValueError(f"truth {truth.shape} and mean {mean.shape} must be (n, F) and draws {draws.shape} "
                          "(S, n, F) with the same n and F.")
+    if draws.shape[0] < 2:
+        raise ValueError(f"draws has {draws.shape[0]} draw(s); the spread scales their central {level:.0%} "
+                         "interval and needs at least 2 draws (use >= 100, as many as impute() will draw).")
     draws = recentre(draws, mean)
     n = truth.shape[0]
     if n < min_patients:
