@@ -11,7 +11,7 @@ calibration patients whose modality was hidden and imputed, in the decoder's sta
 
 * **mean**: ``mu' = c + b_f (mu - c)`` with ``c`` = training mean (0 in decoder space) and a
   slope ``b_f`` per feature: the least-squares slope through ``c`` pooled over the features
-  (``"global"``), or per-feature slopes shrunk towards the pooled one by empirical Bayes
+  (``"global"``), or per-feature slopes shrunk towards their precision-weighted mean by empirical Bayes
   (random-effects meta-analysis, DerSimonian-Laird ``tau^2``; ``"feature"``). ``"auto"`` picks one by
   K-fold cross-validation over the calibration patients (mean squared error).
 * **spread**: every draw is moved with its patient's mean, ``x' = mu' + s (x - mu)``, so the
@@ -153,8 +153,8 @@ def shrinkage_slopes(truth: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, f
         DerSimonian-Laird between-feature variance of the slopes.
     shrunk : numpy.ndarray (F,)
         Empirical-Bayes slopes ``b0 + tau2 / (tau2 + v_f) (raw_f - b0)`` (``b0`` the
-        precision-weighted mean, ``v_f`` the sampling variance of ``raw_f``); the pooled slope
-        where ``raw_f`` is undefined.
+        precision-weighted mean of the ``raw_f``, ``v_f`` the sampling variance of ``raw_f``); ``b0``
+        where ``raw_f`` is undefined (the pooled slope for every feature when fewer than 2 are defined).
     """
     y, mu = np.asarray(truth, dtype=np.float64), np.asarray(mean, dtype=np.float64)
     obs = np.isfinite(y) & np.isfinite(mu)
