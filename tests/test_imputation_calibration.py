@@ -298,3 +298,21 @@ def test_refits_drop_the_recalibration(calib_frames, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         model.fit(max_epochs=1, progress=False)
     assert model.imputation_calibration_ == {}   # the new, untrained module has no recalibration
+
+
+def test_patients_without_an_observed_value_do_not_count():
+    """Review fix: calibration rows whose cells are all NaN carry no information; with no observed
+    cell at all the fit returned slope 1, spread 1 and NaN diagnostics (saved as null, which broke
+    a re-save after loading) instead of refusing."""
+    rng = np.random.default_rng(0)
+    mu = rng.standard_normal((40, 3))
+    draws = mu[None] + rng.standard_normal((20, 40, 3))
+    truth = 0.5 * mu + rng.standard_normal((40, 3))
+    truth[:35] = np.nan                                   # 5 patients with a value
+    with pytest.raises(ValueError, match="Only 5 calibration patient"):
+        fit_imputation_recalibration("x", truth, mu, draws)
+    with pytest.raises(ValueError, match="Only 0 calibration patient"):
+        fit_imputation_recalibration("x", np.full((40, 3), np.nan), mu, draws)
+    truth[:20] = 0.5 * mu[:20] + rng.standard_normal((20, 3))
+    rec = fit_imputation_recalibration("x", truth, mu, draws, mode="auto")
+    assert rec.n_patients == 25 and all(np.isfinite(v) for v in rec.diagnostics.values())

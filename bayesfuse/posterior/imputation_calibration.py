@@ -77,7 +77,7 @@ class ImputationRecalibration:
     level : float
         Interval level ``s`` was fitted for.
     n_patients : int
-        Calibration patients (with the modality hidden).
+        Calibration patients (with the modality hidden) that have at least one observed value.
     pooled_slope : float
         Least-squares slope pooled over features (before any choice).
     tau2 : float
@@ -248,7 +248,7 @@ def fit_imputation_recalibration(modality: str, truth: np.ndarray, mean: np.ndar
     seed : int
         Seeds the fold assignment.
     min_patients : int
-        Fewer calibration patients raise ``ValueError``.
+        Fewer calibration patients with an observed value raise ``ValueError``.
 
     Returns
     -------
@@ -268,14 +268,15 @@ def fit_imputation_recalibration(modality: str, truth: np.ndarray, mean: np.ndar
         raise ValueError(f"draws has {draws.shape[0]} draw(s); the spread scales their central {level:.0%} "
                          "interval and needs at least 2 draws (use >= 100, as many as impute() will draw).")
     draws = recentre(draws, mean)
-    n = truth.shape[0]
+    n = int(np.isfinite(truth).any(axis=1).sum())   # patients with an observed value (all-NaN rows carry none)
     if n < min_patients:
-        raise ValueError(f"Only {n} calibration patient(s) have modality {modality!r}; the recalibration needs at "
-                         f"least {min_patients}. Pass more patients that have it (e.g. a larger validation split).")
+        raise ValueError(f"Only {n} calibration patient(s) have an observed value of {modality!r}; the "
+                         f"recalibration needs at least {min_patients}. Pass more patients that have it (e.g. a "
+                         "larger validation split).")
     cv: dict[str, float] = {}
     if mode == "auto":
         k = int(min(max(2, folds), n))
-        fold = np.random.RandomState(seed).permutation(n) % k
+        fold = np.random.RandomState(seed).permutation(truth.shape[0]) % k
         sq = {c: 0.0 for c in ("none", "global", "feature")}
         cnt = 0
         for j in range(k):
