@@ -553,10 +553,10 @@ def main(argv=None) -> int:
             break
 
     real = [("tcga_gbmlgg", "subtype", False, GBMLGG_LEAKAGE), ("tcga_rare6", "origin", True, None)]
-    if args.quick:
-        real = real[:1]
     if "real" in skip:  # still read rare6 for the unseen-class study
         real = [r for r in real if r[0] == "tcga_rare6"] if "unseen" not in skip else []
+    elif args.quick:
+        real = real[:1]
     rare6 = None
     for name, target, log_cpm, drop in real:
         path = DATA_ROOT / name

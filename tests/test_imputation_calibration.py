@@ -252,3 +252,67 @@ def test_recalibration_math_is_torch_free():
             "assert 'torch' not in sys.modules, 'torch imported'; print(m.SLOPE_MODES)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
+
+
+def test_too_few_draws_are_refused_not_fitted(calib_frames):
+    """Review fix: the spread scales the empirical central interval of the draws; with one draw that
+    interval is a point, and the fit returned a spread of ~1e12 (coverage 0) without a word."""
+    model = _analytic_model(inflate=K)
+    data = bf.MultiModalData.from_frames(calib_frames)
+    with pytest.raises(ValueError, match="num_samples=1"):
+        model.calibrate_imputation(data, modalities="b", num_samples=1)
+    rng = np.random.default_rng(0)
+    mu = rng.standard_normal((40, 3))
+    with pytest.raises(ValueError, match="at least 2 draws"):
+        fit_imputation_recalibration("x", mu + rng.standard_normal((40, 3)), mu, mu[None])
+    # a few draws: their 90% interval is much narrower than that of many, so the spread fitted on
+    # them would not carry over to impute(num_samples=200): warned
+    with pytest.warns(UserWarning, match="num_samples=5"):
+        rec = model.calibrate_imputation(data, modalities="b", num_samples=5)["b"]
+    assert rec.spread > 1.5 * model.calibrate_imputation(data, modalities="b", num_samples=200)["b"].spread
+    assert model.imputation_calibration_ == {"b": model.imputation_calibration_["b"]}
+
+
+def test_refits_drop_the_recalibration(calib_frames, monkeypatch):
+    """Review fix: every path that replaces the module drops a recalibration fitted on the old one
+    (fit_distributed; a fit that fails half-way)."""
+    from bayesfuse.model import fusion_model as fm
+    from bayesfuse.model.distributed import fit_distributed
+
+    data = bf.MultiModalData.from_frames(calib_frames)
+    model = _analytic_model(inflate=K)
+    model.calibrate_imputation(data, modalities="b")
+    assert list(model.imputation_calibration_) == ["b"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit_distributed(model, max_epochs=1, batch_size=500, kl_warmup_epochs=1)
+    assert model.imputation_calibration_ == {}
+
+    model.module = _analytic_model(inflate=K).module
+    model.calibrate_imputation(data, modalities="b")
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fm, "train_svi", boom)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(max_epochs=1, progress=False)
+    assert model.imputation_calibration_ == {}   # the new, untrained module has no recalibration
+
+
+def test_patients_without_an_observed_value_do_not_count():
+    """Review fix: calibration rows whose cells are all NaN carry no information; with no observed
+    cell at all the fit returned slope 1, spread 1 and NaN diagnostics (saved as null, which broke
+    a re-save after loading) instead of refusing."""
+    rng = np.random.default_rng(0)
+    mu = rng.standard_normal((40, 3))
+    draws = mu[None] + rng.standard_normal((20, 40, 3))
+    truth = 0.5 * mu + rng.standard_normal((40, 3))
+    truth[:35] = np.nan                                   # 5 patients with a value
+    with pytest.raises(ValueError, match="Only 5 calibration patient"):
+        fit_imputation_recalibration("x", truth, mu, draws)
+    with pytest.raises(ValueError, match="Only 0 calibration patient"):
+        fit_imputation_recalibration("x", np.full((40, 3), np.nan), mu, draws)
+    truth[:20] = 0.5 * mu[:20] + rng.standard_normal((20, 3))
+    rec = fit_imputation_recalibration("x", truth, mu, draws, mode="auto")
+    assert rec.n_patients == 25 and all(np.isfinite(v) for v in rec.diagnostics.values())

@@ -38,6 +38,7 @@ def fit_distributed(model, max_epochs: int = 300, batch_size: int = 128, lr: flo
     has_any = data.presence.to_numpy().any(axis=1)
     store = model._store(data, strict_targets=True, ids=data.sample_ids[has_any])  # no copy of the tables
     model.module = model._build_module()
+    model.imputation_calibration_ = {}   # a recalibration of the old module does not apply to the new one
     config = TrainConfig(max_epochs=max_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                          kl_warmup_epochs=kl_warmup_epochs, num_particles=num_particles,
                          modality_dropout=modality_dropout, progress=False)

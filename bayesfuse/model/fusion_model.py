@@ -295,6 +295,7 @@ class FusionModel:
         train_store = self._store(data, strict_targets=True, ids=train_ids)
         val_store = self._store(data, strict_targets=True, ids=val_ids) if len(val_ids) else None
         self.module = self._build_module()
+        self.imputation_calibration_ = {}   # a refit invalidates a recalibration (also if it fails half-way)
         config = TrainConfig(max_epochs=max_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                              kl_warmup_epochs=kl_warmup_epochs, patience=patience, num_particles=num_particles,
                              modality_dropout=modality_dropout, progress=progress, elbo=elbo,
@@ -308,7 +309,6 @@ class FusionModel:
         self.train_config_ = {**config.__dict__, "seed": seed, "validation_fraction": validation_fraction,
                               "n_train": len(train_ids), "n_validation": len(val_ids)}
         self.diagnostics_ = None
-        self.imputation_calibration_ = {}   # a refit invalidates a recalibration
         if self.bayesian in ("heads", "encoders+heads", "all"):
             from bayesfuse.diagnostics.vi import head_weight_diagnostics  # noqa: PLC0415
 

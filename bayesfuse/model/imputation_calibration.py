@@ -51,6 +51,13 @@ def calibrate_imputation(model: FusionModel, data: MultiModalData | None = None,
     """
     module = model._check_fitted()
     module.eval()
+    if int(num_samples) < 2:
+        raise ValueError(f"num_samples={num_samples}: the spread is fitted on the central interval of the draws, "
+                         "which needs at least 2 (use >= 100, about as many as impute() will draw).")
+    if int(num_samples) < 50:
+        warnings.warn(f"num_samples={num_samples}: the spread is fitted on the central interval of this many "
+                      "draws, which is narrower than that of many draws; impute() with more draws would then "
+                      "over-cover. Use >= 100 (about as many as impute() will draw).", UserWarning, stacklevel=3)
     if data is None:
         data = validation_data(model)
     if not isinstance(data, MultiModalData):

@@ -11,7 +11,7 @@ calibration patients whose modality was hidden and imputed, in the decoder's sta
 
 * **mean**: ``mu' = c + b_f (mu - c)`` with ``c`` = training mean (0 in decoder space) and a
   slope ``b_f`` per feature: the least-squares slope through ``c`` pooled over the features
-  (``"global"``), or per-feature slopes shrunk towards the pooled one by empirical Bayes
+  (``"global"``), or per-feature slopes shrunk towards their precision-weighted mean by empirical Bayes
   (random-effects meta-analysis, DerSimonian-Laird ``tau^2``; ``"feature"``). ``"auto"`` picks one by
   K-fold cross-validation over the calibration patients (mean squared error).
 * **spread**: every draw is moved with its patient's mean, ``x' = mu' + s (x - mu)``, so the
@@ -77,7 +77,7 @@ class ImputationRecalibration:
     level : float
         Interval level ``s`` was fitted for.
     n_patients : int
-        Calibration patients (with the modality hidden).
+        Calibration patients (with the modality hidden) that have at least one observed value.
     pooled_slope : float
         Least-squares slope pooled over features (before any choice).
     tau2 : float
@@ -153,8 +153,8 @@ def shrinkage_slopes(truth: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, f
         DerSimonian-Laird between-feature variance of the slopes.
     shrunk : numpy.ndarray (F,)
         Empirical-Bayes slopes ``b0 + tau2 / (tau2 + v_f) (raw_f - b0)`` (``b0`` the
-        precision-weighted mean, ``v_f`` the sampling variance of ``raw_f``); the pooled slope
-        where ``raw_f`` is undefined.
+        precision-weighted mean of the ``raw_f``, ``v_f`` the sampling variance of ``raw_f``); ``b0``
+        where ``raw_f`` is undefined (the pooled slope for every feature when fewer than 2 are defined).
     """
     y, mu = np.asarray(truth, dtype=np.float64), np.asarray(mean, dtype=np.float64)
     obs = np.isfinite(y) & np.isfinite(mu)
@@ -248,7 +248,7 @@ def fit_imputation_recalibration(modality: str, truth: np.ndarray, mean: np.ndar
     seed : int
         Seeds the fold assignment.
     min_patients : int
-        Fewer calibration patients raise ``ValueError``.
+        Fewer calibration patients with an observed value raise ``ValueError``.
 
     Returns
     -------
@@ -264,15 +264,19 @@ def fit_imputation_recalibration(modality: str, truth: np.ndarray, mean: np.ndar
     if truth.ndim != 2 or mean.shape != truth.shape or draws.shape[1:] != truth.shape:
         raise ValueError(f"truth {truth.shape} and mean {mean.shape} must be (n, F) and draws {draws.shape} "
                          "(S, n, F) with the same n and F.")
+    if draws.shape[0] < 2:
+        raise ValueError(f"draws has {draws.shape[0]} draw(s); the spread scales their central {level:.0%} "
+                         "interval and needs at least 2 draws (use >= 100, as many as impute() will draw).")
     draws = recentre(draws, mean)
-    n = truth.shape[0]
+    n = int(np.isfinite(truth).any(axis=1).sum())   # patients with an observed value (all-NaN rows carry none)
     if n < min_patients:
-        raise ValueError(f"Only {n} calibration patient(s) have modality {modality!r}; the recalibration needs at "
-                         f"least {min_patients}. Pass more patients that have it (e.g. a larger validation split).")
+        raise ValueError(f"Only {n} calibration patient(s) have an observed value of {modality!r}; the "
+                         f"recalibration needs at least {min_patients}. Pass more patients that have it (e.g. a "
+                         "larger validation split).")
     cv: dict[str, float] = {}
     if mode == "auto":
         k = int(min(max(2, folds), n))
-        fold = np.random.RandomState(seed).permutation(n) % k
+        fold = np.random.RandomState(seed).permutation(truth.shape[0]) % k
         sq = {c: 0.0 for c in ("none", "global", "feature")}
         cnt = 0
         for j in range(k):
