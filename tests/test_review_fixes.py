@@ -104,3 +104,15 @@ def test_label_alignment_is_one_rule_for_evaluation_and_calibration():
         align_labels(post, partial, "subtype")
     assert (align_labels(post, partial, "subtype", allow_missing=True)[:5] == -1).all()
     assert evaluate_classification(post, partial, "subtype").n == 25
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_predict_draws_keep_the_model_dtype(dtype):
+    """A float64 model returned float32 head draws and latents (precision the user asked for was lost)."""
+    data = _cohort(0, 10.0, ["A", "B"])
+    m = bf.FusionModel(data, heads={"subtype": "categorical", "s": bf.heads.Survival(n_intervals=3)}, latent_dim=2,
+                       hidden=4, dtype=dtype, device="cpu").fit(max_epochs=2, progress=False)
+    post = m.predict(data, num_samples=3, return_latent=True)
+    assert post.probs("subtype").dtype == np.dtype(dtype)
+    assert post.draws["s"]["log_hazard"].dtype == np.dtype(dtype)
+    assert post.latent.dtype == np.dtype(dtype)

@@ -77,6 +77,9 @@ def test_posterior_survival_shapes_and_time_order():
     np.testing.assert_allclose(row["mean"], S[:, 3, 2].mean())
     np.testing.assert_allclose(row["lower"], np.quantile(S[:, 3, 2], 0.05))
     assert (summ["lower"] <= summ["mean"] + 1e-12).all() and (summ["mean"] <= summ["upper"] + 1e-12).all()
+    pd.testing.assert_frame_equal(post.summary("survival", times=times), summ)  # summary() dispatches on the head
+    with pytest.raises(ValueError, match="survival head: pass times"):
+        post.summary("survival")
     with pytest.raises(TypeError):
         post.probs("survival")
     with pytest.raises(ValueError, match="negative"):

@@ -419,11 +419,11 @@ class FusionModel:
                         loc, scale, prec = summarise_draws(loc, scale, prec)
                     for h, head in module.heads.items():
                         for k, v in head.predict(z, head_params[h]).items():
-                            outs[h].setdefault(k, []).append(v.float().cpu())
+                            outs[h].setdefault(k, []).append(v.cpu())  # in the model's dtype
                     locs.append(loc.cpu())
                     scales.append(scale.cpu())
                     precs.append(prec.cpu())
-                    zs.append(z.float().cpu() if return_latent else z.new_empty((S, z.shape[-2], 0)).float().cpu())
+                    zs.append(z.cpu() if return_latent else z.new_empty((S, z.shape[-2], 0)).cpu())
             finally:
                 stack.close()
         draws = {h: {k: torch.cat(v, dim=1).numpy() for k, v in d.items()} for h, d in outs.items()}

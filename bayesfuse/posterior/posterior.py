@@ -128,11 +128,18 @@ class Posterior:
         return (pd.DataFrame(lo, index=idx, columns=self.classes(head)),
                 pd.DataFrame(hi, index=idx, columns=self.classes(head)))
 
-    def summary(self, head: str | None = None, prob: float = 0.9) -> pd.DataFrame:
+    def summary(self, head: str | None = None, prob: float = 0.9, times=None) -> pd.DataFrame:
         """Tidy summary: one row per (patient, class) with posterior mean and credible bounds.
 
-        Columns: ``sample_id, head, class, mean, lower, upper, n_modalities``.
+        Columns: ``sample_id, head, class, mean, lower, upper, n_modalities``. With ``head=None``
+        every categorical head is summarised. For a survival head pass ``times``: the result is
+        :meth:`survival_summary` (one row per patient and time, ``S(t | x)`` mean and band).
         """
+        if head is not None and head in self.heads and isinstance(self.heads[head], Survival):
+            if times is None:
+                raise ValueError(f"Head {head!r} is a survival head: pass times, e.g. "
+                                 f"post.summary({head!r}, times=[365, 730]) or post.survival_summary({head!r}, times).")
+            return self.survival_summary(head, times, prob=prob)
         heads = [head] if head is not None else self._categorical_heads()
         frames = []
         for h in heads:
