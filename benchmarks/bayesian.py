@@ -65,6 +65,16 @@ def load(name):
     return d, "origin"
 
 
+
+def cv_folds(y: np.ndarray, folds: int, seed: int = 7) -> np.ndarray:
+    """Stratified fold index per patient (the ``cv`` sections' folds; same draws as before the refactor)."""
+    rs = np.random.RandomState(seed)
+    fold = np.zeros(len(y), int)
+    for lab in sorted(set(y)):
+        mem = rs.permutation(np.flatnonzero(y == lab))
+        fold[mem] = np.arange(len(mem)) % folds
+    return fold
+
 def scores(post, data, target):
     y = data.targets[target]
     ok = y.notna().to_numpy()
@@ -225,11 +235,7 @@ def cv(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, priors=(1.0, 3.0)):
         d, target = load(name)
         tr = d.subset(split="train")
         y = tr.targets[target].astype(str).to_numpy()
-        rs = np.random.RandomState(7)
-        fold = np.zeros(len(y), int)
-        for lab in sorted(set(y)):
-            mem = rs.permutation(np.flatnonzero(y == lab))
-            fold[mem] = np.arange(len(mem)) % folds
+        fold = cv_folds(y, folds)
         for ps in priors:
             probs, labels = [], []
             for f in range(folds):
@@ -267,11 +273,7 @@ def cv_ensemble(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, K=5):
         d, target = load(name)
         tr = d.subset(split="train")
         y = tr.targets[target].astype(str).to_numpy()
-        rs = np.random.RandomState(7)
-        fold = np.zeros(len(y), int)
-        for lab in sorted(set(y)):
-            mem = rs.permutation(np.flatnonzero(y == lab))
-            fold[mem] = np.arange(len(mem)) % folds
+        fold = cv_folds(y, folds)
         probs = {c: [] for c in cands}
         labels, secs = [], {c: 0.0 for c in cands}
         for f in range(folds):
@@ -322,11 +324,7 @@ def diagnose(name="tcga_rare6", folds=4):
     d, target = load(name)
     tr = d.subset(split="train")
     y = tr.targets[target].astype(str).to_numpy()
-    rs = np.random.RandomState(7)
-    fold = np.zeros(len(y), int)
-    for lab in sorted(set(y)):
-        mem = rs.permutation(np.flatnonzero(y == lab))
-        fold[mem] = np.arange(len(mem)) % folds
+    fold = cv_folds(y, folds)
     rows, norms = [], []
     for f in range(folds):
         inner, va = tr.subset(ids=tr.sample_ids[fold != f]), tr.subset(ids=tr.sample_ids[fold == f])
@@ -397,11 +395,7 @@ def cv_refit(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4):
         d, target = load(name)
         tr = d.subset(split="train")
         y = tr.targets[target].astype(str).to_numpy()
-        rs = np.random.RandomState(7)
-        fold = np.zeros(len(y), int)
-        for lab in sorted(set(y)):
-            mem = rs.permutation(np.flatnonzero(y == lab))
-            fold[mem] = np.arange(len(mem)) % folds
+        fold = cv_folds(y, folds)
         probs, labels, khats, norms = [], [], [], []
         for f in range(folds):
             inner, va = tr.subset(ids=tr.sample_ids[fold != f]), tr.subset(ids=tr.sample_ids[fold == f])
@@ -434,11 +428,7 @@ def cv_power(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, etas=(1.0, 0.5, 0.
         d, target = load(name)
         tr = d.subset(split="train")
         y = tr.targets[target].astype(str).to_numpy()
-        rs = np.random.RandomState(7)
-        fold = np.zeros(len(y), int)
-        for lab in sorted(set(y)):
-            mem = rs.permutation(np.flatnonzero(y == lab))
-            fold[mem] = np.arange(len(mem)) % folds
+        fold = cv_folds(y, folds)
         probs = {e: [] for e in etas}
         labels, norms = [], {e: [] for e in etas}
         for f in range(folds):
@@ -490,11 +480,7 @@ def cv_guide(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, guides=("lowrank",
         d, target = load(name)
         tr = d.subset(split="train")
         y = tr.targets[target].astype(str).to_numpy()
-        rs = np.random.RandomState(7)
-        fold = np.zeros(len(y), int)
-        for lab in sorted(set(y)):
-            mem = rs.permutation(np.flatnonzero(y == lab))
-            fold[mem] = np.arange(len(mem)) % folds
+        fold = cv_folds(y, folds)
         for g in guides:
             probs, labels, khats = [], [], []
             for f in range(folds):

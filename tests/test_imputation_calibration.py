@@ -98,49 +98,49 @@ def calib_frames():
 
 
 @pytest.fixture(scope="module")
-def test_frames():
+def heldout_frames():
     return _simulate(1000, seed=9)
 
 
-def test_overdispersed_decoder_is_recalibrated(calib_frames, test_frames):
+def test_overdispersed_decoder_is_recalibrated(calib_frames, heldout_frames):
     """Positive control: slope ~ 1/K, RMSE falls to the exact conditional's, coverage restored."""
     model = _analytic_model(inflate=K)
-    rmse0, cov0 = _score(model, test_frames, calibrated=False)
+    rmse0, cov0 = _score(model, heldout_frames, calibrated=False)
     rec = model.calibrate_imputation(bf.MultiModalData.from_frames(calib_frames), modalities="b")["b"]
     assert rec.mode == "global" and rec.n_patients == 400
     # In decoder space the over-dispersed mean is ~K x the exact one (bias ~ 0): slope ~ 1/K = 0.4.
     assert abs(rec.pooled_slope - 1 / K) < 0.05, rec
-    rmse1, cov1 = _score(model, test_frames, calibrated=True)
-    exact = _exact_rmse(test_frames)
+    rmse1, cov1 = _score(model, heldout_frames, calibrated=True)
+    exact = _exact_rmse(heldout_frames)
     assert rmse0 > 1.3 * exact                          # the misspecification is large ...
     assert rmse1 < 0.8 * rmse0 and rmse1 < 1.03 * exact  # ... and removed
     assert cov0 < 0.85 and abs(cov1 - 0.9) < 0.03, (cov0, cov1)
     assert abs(rec.diagnostics["coverage_after"] - 0.9) < 0.01
-    assert model.impute(bf.MultiModalData.from_frames({"a": test_frames["a"]}), modalities=["b"],
+    assert model.impute(bf.MultiModalData.from_frames({"a": heldout_frames["a"]}), modalities=["b"],
                         num_samples=5).extra["recalibrated"] == ["b"]
 
 
-def test_correct_model_is_left_unchanged(calib_frames, test_frames):
+def test_correct_model_is_left_unchanged(calib_frames, heldout_frames):
     """Negative control: on the exact model the slope and spread stay ~ 1 and the RMSE does not move."""
     model = _analytic_model(inflate=1.0)
-    rmse0, cov0 = _score(model, test_frames, calibrated=False)
+    rmse0, cov0 = _score(model, heldout_frames, calibrated=False)
     recs = model.calibrate_imputation(bf.MultiModalData.from_frames(calib_frames), modalities=["b"], mode="auto")
     rec = recs["b"]
     assert abs(rec.pooled_slope - 1.0) < 0.06, rec
     np.testing.assert_allclose(rec.slope, 1.0, atol=0.08)
     assert abs(rec.spread - 1.0) < 0.1, rec
-    rmse1, cov1 = _score(model, test_frames, calibrated=True)
+    rmse1, cov1 = _score(model, heldout_frames, calibrated=True)
     assert abs(rmse1 - rmse0) < 0.01 * rmse0
     assert abs(cov0 - 0.9) < 0.02 and abs(cov1 - 0.9) < 0.03
     assert set(rec.cv_mse) == {"none", "global", "feature"}
 
 
-def test_observed_cells_and_present_patients_are_not_recalibrated(calib_frames, test_frames):
+def test_observed_cells_and_present_patients_are_not_recalibrated(calib_frames, heldout_frames):
     model = _analytic_model(inflate=K)
     model.calibrate_imputation(bf.MultiModalData.from_frames(calib_frames), modalities="b")
-    full = bf.MultiModalData.from_frames({m: f.iloc[:50] for m, f in test_frames.items()})
+    full = bf.MultiModalData.from_frames({m: f.iloc[:50] for m, f in heldout_frames.items()})
     imp = model.impute(full, modalities=["b"], num_samples=20, seed=1)
-    np.testing.assert_array_equal(imp["b"], np.broadcast_to(test_frames["b"].iloc[:50].to_numpy(), (20, 50, 3)))
+    np.testing.assert_array_equal(imp["b"], np.broadcast_to(heldout_frames["b"].iloc[:50].to_numpy(), (20, 50, 3)))
     # reconstruct=True for patients that HAVE b: the uncalibrated draws (the recalibration is cross-modal only)
     a = model.impute(full, modalities=["b"], num_samples=20, seed=1, reconstruct=True)
     b = model.impute(full, modalities=["b"], num_samples=20, seed=1, reconstruct=True, calibrated=False)
@@ -148,7 +148,7 @@ def test_observed_cells_and_present_patients_are_not_recalibrated(calib_frames, 
     assert a.extra["recalibrated"] == ["b"] and b.extra["recalibrated"] == []
 
 
-def test_save_load_round_trip_and_old_format(calib_frames, test_frames, tmp_path):
+def test_save_load_round_trip_and_old_format(calib_frames, heldout_frames, tmp_path):
     model = _analytic_model(inflate=K)
     model.calibrate_imputation(bf.MultiModalData.from_frames(calib_frames), modalities="b", mode="feature")
     model.save(tmp_path / "m")
@@ -156,7 +156,7 @@ def test_save_load_round_trip_and_old_format(calib_frames, test_frames, tmp_path
     rec, rec2 = model.imputation_calibration_["b"], loaded.imputation_calibration_["b"]
     np.testing.assert_array_equal(rec.slope, rec2.slope)
     assert (rec2.spread, rec2.mode, rec2.n_patients) == (rec.spread, "feature", 400)
-    data = bf.MultiModalData.from_frames({"a": test_frames["a"].iloc[:30]})
+    data = bf.MultiModalData.from_frames({"a": heldout_frames["a"].iloc[:30]})
     x1 = model.impute(data, modalities=["b"], num_samples=50, seed=4)["b"]
     np.testing.assert_array_equal(x1, loaded.impute(data, modalities=["b"], num_samples=50, seed=4)["b"])
     raw = loaded.impute(data, modalities=["b"], num_samples=50, seed=4, calibrated=False)["b"]
