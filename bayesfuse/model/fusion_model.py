@@ -504,7 +504,9 @@ class FusionModel:
             (``"auto"``), or 1 (``"none"``: spread only).
         level : float
             Interval level the spread scale is fitted for.
-        num_samples, seed : draws per patient and their seed.
+        num_samples, seed : draws per patient and their seed. Impute with a similar number of draws:
+            empirical intervals of few draws are narrower (measured: a spread fitted on 200 draws
+            gives 90% intervals covering 0.80 with 10 draws, 0.84 with 20, 0.90 with 200).
         min_patients : int
             Fewer calibration patients (with the modality and another one) raise ``ValueError``.
 
