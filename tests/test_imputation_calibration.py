@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-import torch
+from _linear_gaussian import analytic_model, exact_conditional, simulate  # tests/ helper
 
 import bayesfuse as bf
 from bayesfuse.exceptions import DataError, NoModalityWarning
@@ -25,53 +25,16 @@ from bayesfuse.posterior.imputation_calibration import (
     shrinkage_slopes,
 )
 
-D = 2
-W = {"a": np.array([[2.0, 0.0, 1.0, 0.0], [0.0, 1.5, 0.0, -1.0]]),
-     "b": np.array([[1.0, 1.0, 0.0], [1.0, -1.0, 0.5]])}
-B = {"a": np.array([5.0, -3.0, 10.0, 0.0]), "b": np.array([1.0, 20.0, -4.0])}
-SIGMA = {"a": 0.7, "b": 0.5}
 K = 2.5   # over-dispersion of the misspecified decoder of b
 
 
 def _simulate(n: int, seed: int) -> dict[str, pd.DataFrame]:
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal((n, D))
-    ids = [f"p{seed}_{i}" for i in range(n)]
-    frames = {}
-    for m in W:
-        x = z @ W[m] + B[m] + SIGMA[m] * rng.standard_normal((n, W[m].shape[1]))
-        frames[m] = pd.DataFrame(x, index=ids, columns=[f"{m}{j}" for j in range(x.shape[1])])
-    return frames
-
-
-def _softplus_inv(y: np.ndarray) -> np.ndarray:
-    return y + np.log(-np.expm1(-y))
+    return simulate(n, seed, id_prefix=f"p{seed}_")[0]
 
 
 def _analytic_model(inflate: float = 1.0) -> bf.FusionModel:
-    """hidden=0 float64 model set to the exact linear-Gaussian maps; decoder b loadings x ``inflate``."""
-    model = bf.FusionModel(bf.MultiModalData.from_frames(_simulate(2000, seed=1)), latent_dim=D, hidden=0,
-                           encoder_dropout=0.0, device="cpu", dtype="float64")
-    module = model._build_module()
-    with torch.no_grad():
-        for m in W:
-            tf = model.transforms[m]
-            s, c = tf.scale, tf.center
-            dec = module.decoders[m]
-            dec.net[0].weight.copy_(torch.as_tensor((W[m] * (inflate if m == "b" else 1.0) / s).T))
-            dec.net[0].bias.copy_(torch.as_tensor((B[m] - c) / s))
-            dec.raw_scale.copy_(torch.as_tensor(_softplus_inv(SIGMA[m] / s - 1e-3) - 0.5413))
-            lam = (W[m] @ W[m].T) / SIGMA[m] ** 2
-            a = np.linalg.solve(W[m] @ W[m].T, W[m])
-            enc = module.encoders[m].net[0]
-            weight, bias = np.zeros((2 * D, W[m].shape[1])), np.zeros(2 * D)
-            weight[:D] = a * s
-            bias[:D] = a @ (c - B[m])
-            bias[D:] = _softplus_inv(1 / np.sqrt(np.diag(lam)) - 1e-3)
-            enc.weight.copy_(torch.as_tensor(weight))
-            enc.bias.copy_(torch.as_tensor(bias))
-    model.module = module.eval()
-    return model
+    """Exact linear-Gaussian maps (preprocessing on 2000 patients); decoder b loadings x ``inflate``."""
+    return analytic_model(n_fit=2000, inflate=inflate)
 
 
 def _score(model: bf.FusionModel, frames: dict[str, pd.DataFrame], calibrated: bool) -> tuple[float, float]:
@@ -86,9 +49,7 @@ def _score(model: bf.FusionModel, frames: dict[str, pd.DataFrame], calibrated: b
 
 
 def _exact_rmse(frames: dict[str, pd.DataFrame]) -> float:
-    lam = W["a"] @ W["a"].T / SIGMA["a"] ** 2
-    cov_z = np.linalg.inv(np.eye(D) + lam)
-    mu = (frames["a"].to_numpy() - B["a"]) @ W["a"].T / SIGMA["a"] ** 2 @ cov_z @ W["b"] + B["b"]
+    mu, _ = exact_conditional(frames["a"].to_numpy())
     return float(np.sqrt(((mu - frames["b"].to_numpy()) ** 2).mean()))
 
 
