@@ -136,6 +136,10 @@ class FusionModel:
         for key, spec in dict(heads or {}).items():
             self.heads[key] = fit_head_spec(key, make_head(key, spec), data.targets,
                                             sum(tf.n_features for tf in self.transforms.values()))
+            if getattr(self.heads[key], "covariates", None):  # survival head with a direct covariate path
+                from bayesfuse.model.survival_targets import fit_survival_covariates  # noqa: PLC0415
+
+                fit_survival_covariates(key, self.heads[key], self.transforms)
         self._train_data = data
         self.module: FusionModule | None = None
         self.history_: pd.DataFrame | None = None
@@ -418,7 +422,7 @@ class FusionModel:
 
                         loc, scale, prec = summarise_draws(loc, scale, prec)
                     for h, head in module.heads.items():
-                        for k, v in head.predict(z, head_params[h]).items():
+                        for k, v in head.predict(z, head_params[h], **module.head_inputs(h, batch, z)).items():
                             outs[h].setdefault(k, []).append(v.cpu())  # in the model's dtype
                     locs.append(loc.cpu())
                     scales.append(scale.cpu())
