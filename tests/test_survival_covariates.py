@@ -269,3 +269,12 @@ def test_piecewise_covariate_effect_matches_hand_computation():
     np.testing.assert_allclose(head.v_prior_scale_[:, 1:].numpy(), 0.5 * a_v)
     with pytest.raises(ValueError, match="covariate_effect"):
         bf.heads.Survival(covariates=["c"], covariate_effect="cox")
+
+
+def test_select_survival_head_can_choose_covariates():
+    data, _ = bf.datasets.simulate(n_patients=90, seed=6)
+    sel = bf.evaluation.select_survival_head(
+        data, heads={"survival": bf.heads.Survival()}, candidates=[{}, {"covariates": ["protein"]}], n_splits=1,
+        model_kwargs={"latent_dim": 2, "hidden": 8, "device": "cpu"}, fit_kwargs={"max_epochs": 3}, num_samples=20)
+    assert sorted(sel.table["config"].unique()) == ["{'covariates': ['protein']}", "{}"]
+    assert sel.head.covariates == sel.best.get("covariates")
