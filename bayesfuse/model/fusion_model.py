@@ -312,18 +312,27 @@ class FusionModel:
         self.fit_seconds_ = result.seconds
         self.train_config_ = {**config.__dict__, "seed": seed, "validation_fraction": validation_fraction,
                               "n_train": len(train_ids), "n_validation": len(val_ids)}
-        self.diagnostics_ = None
-        if self.bayesian in ("heads", "encoders+heads", "all"):
-            from bayesfuse.diagnostics.vi import head_weight_diagnostics  # noqa: PLC0415
-
-            with torch.random.fork_rng(devices=[self.device.index or 0] if self.device.type == "cuda" else []):
-                torch.manual_seed(seed)
-                if self.head_refit_steps:
-                    from bayesfuse.module.head_refit import refit_module_heads  # noqa: PLC0415
-
-                    refit_module_heads(self.module, train_store, self.head_refit_steps)
-                self.diagnostics_ = head_weight_diagnostics(self.module, train_store)
+        self._finish_bayesian(train_store, seed)
         return self
+
+    def _finish_bayesian(self, train_store: TensorStore, seed: int) -> None:
+        """After training: refit the head-weight posterior (Bayesian modes) and set ``diagnostics_``.
+
+        Shared by :meth:`fit` and :func:`bayesfuse.model.distributed.fit_distributed`, so a model
+        trained either way gets the same post-fit step (and a refit never keeps stale diagnostics).
+        """
+        self.diagnostics_ = None
+        if self.bayesian not in ("heads", "encoders+heads", "all"):
+            return
+        from bayesfuse.diagnostics.vi import head_weight_diagnostics  # noqa: PLC0415
+
+        with torch.random.fork_rng(devices=[self.device.index or 0] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            if self.head_refit_steps:
+                from bayesfuse.module.head_refit import refit_module_heads  # noqa: PLC0415
+
+                refit_module_heads(self.module, train_store, self.head_refit_steps)
+            self.diagnostics_ = head_weight_diagnostics(self.module, train_store)
 
     def _validation_split(self, ids: np.ndarray, data: MultiModalData, fraction: float, seed: int):
         n_val = int(round(fraction * len(ids)))
