@@ -87,6 +87,12 @@ class FusionModel:
         posterior given the fitted latent guide (:func:`bayesfuse.module.head_refit.refit_head_posterior`):
         early stopping ends the joint fit long before a full-rank guide started at sd 0.01
         converges. 0 switches the refit off.
+    survival_refit_steps : int
+        After SVI, the survival heads' parameter guide (Bayesian in every ``bayesian`` mode) is
+        refitted for this many Adam steps as a full-rank Gaussian to its posterior given the
+        fitted latent guide (:func:`bayesfuse.module.survival_refit.refit_survival_head_posterior`):
+        the joint fit leaves its sds near their initial 0.02 (docs/survival.md, "Post-fit refit").
+        0 (default) switches it off.
 
     Attributes
     ----------
@@ -110,7 +116,7 @@ class FusionModel:
                  max_features: int | Mapping[str, int] | None = None, encoder_dropout: float = 0.1,
                  device: str = "auto", dtype: str = "float32", bayesian: str = "none", prior_scale: float = 1.0,
                  head_guide: str = "fullrank", guide_rank: int = 4, encoder_layers: str = "last",
-                 head_refit_steps: int = 600):
+                 head_refit_steps: int = 600, survival_refit_steps: int = 0):
         if not isinstance(data, MultiModalData):
             raise TypeError("data must be a bf.MultiModalData (use MultiModalData.from_frames or read_dir).")
         if not data.modality_names:
@@ -121,6 +127,7 @@ class FusionModel:
         self.hidden = int(hidden)
         self.encoder_dropout = float(encoder_dropout)
         self._set_bayesian(bayesian, prior_scale, head_guide, guide_rank, encoder_layers, head_refit_steps)
+        self._set_survival_refit(survival_refit_steps)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
         likelihoods = dict(likelihoods or {})
@@ -167,6 +174,11 @@ class FusionModel:
             raise ValueError(f"encoder_layers={encoder_layers!r} must be 'last' or 'all' and "
                              f"head_refit_steps={head_refit_steps} must be >= 0.")
         self.encoder_layers, self.head_refit_steps = encoder_layers, int(head_refit_steps)
+
+    def _set_survival_refit(self, steps: int) -> None:
+        if int(steps) < 0:
+            raise ValueError(f"survival_refit_steps={steps} must be >= 0 (0 = no refit).")
+        self.survival_refit_steps = int(steps)
 
     # ---------------------------------------------------------------- tensors
     @property
@@ -322,6 +334,13 @@ class FusionModel:
         trained either way gets the same post-fit step (and a refit never keeps stale diagnostics).
         """
         self.diagnostics_ = None
+        steps = getattr(self, "survival_refit_steps", 0)
+        if steps:   # the survival head is Bayesian in every mode
+            from bayesfuse.module.survival_refit import refit_module_survival_heads  # noqa: PLC0415
+
+            with torch.random.fork_rng(devices=[self.device.index or 0] if self.device.type == "cuda" else []):
+                torch.manual_seed(seed)
+                refit_module_survival_heads(self.module, train_store, steps)
         if self.bayesian not in ("heads", "encoders+heads", "all"):
             return
         from bayesfuse.diagnostics.vi import head_weight_diagnostics  # noqa: PLC0415

@@ -72,7 +72,8 @@ def save_model(model, path: Path, overwrite: bool = False) -> Path:
                   "prior_scale": getattr(model, "prior_scale", 1.0), "head_guide": getattr(model, "head_guide", "fullrank"),
                   "guide_rank": getattr(model, "guide_rank", 4),
                   "encoder_layers": getattr(model, "encoder_layers", "all"),
-                  "head_refit_steps": getattr(model, "head_refit_steps", 0)},
+                  "head_refit_steps": getattr(model, "head_refit_steps", 0),
+                  "survival_refit_steps": getattr(model, "survival_refit_steps", 0)},
         "modalities": [tf.config() for tf in model.transforms.values()],
         "heads": {k: spec.to_config() for k, spec in model.heads.items()},
         "train_config": model.train_config_,
@@ -108,6 +109,7 @@ def load_model(cls, path: Path, device: str = "auto"):
     model._set_bayesian(mcfg.get("bayesian", "none"), mcfg.get("prior_scale", 1.0), mcfg.get("head_guide", "fullrank"),
                         mcfg.get("guide_rank", 4), mcfg.get("encoder_layers", "all"),
                         mcfg.get("head_refit_steps", 0))
+    model._set_survival_refit(mcfg.get("survival_refit_steps", 0))   # files before the option: no refit
     model.diagnostics_ = None
     model.transforms = {}
     for tcfg in config["modalities"]:

@@ -134,6 +134,10 @@ class SurvivalHeadModule(HeadModule):
             self.register_buffer("v_prior_scale_", v_scale)
             self.v_loc = nn.Parameter(torch.zeros(shape, dtype=torch.float64))
             self.v_raw_scale = nn.Parameter(torch.full(shape, inv_sp, dtype=torch.float64))
+        # optional full-rank posterior of all increments (post-fit refit, module/survival_refit.py);
+        # empty = not set (the mean-field guide above is used)
+        self.register_buffer("post_loc", torch.zeros(0, dtype=torch.float64))
+        self.register_buffer("post_tril", torch.zeros(0, 0, dtype=torch.float64))
 
     @classmethod
     def from_spec(cls, spec: Survival, latent_dim: int) -> SurvivalHeadModule:
@@ -151,6 +155,110 @@ class SurvivalHeadModule(HeadModule):
                    smoothness=spec.smoothness, weight=float(w), covariates=covariates,
                    covariate_dims=getattr(spec, "covariate_dims", None),
                    covariate_effect=getattr(spec, "covariate_effect", "proportional"))
+
+    # ------------------------------------------------------- flat parameter view
+    def _blocks(self) -> list[tuple[str, tuple[int, ...], int, int]]:
+        """(site suffix, shape, start, end) of each increment block in the flat vector ``theta`` (T,)."""
+        K, P = self.n_pieces, self.n_features
+        out = [("b_incr", (K,), 0, K), ("w_incr", (P, K), K, K + P * K)]
+        if self.n_covariates:
+            shape = tuple(self.v_prior_scale_.shape)
+            site = "v" if self.covariate_effect == "proportional" else "v_incr"
+            out.append((site, shape, K + P * K, K + P * K + self.v_prior_scale_.numel()))
+        return out
+
+    @property
+    def n_flat(self) -> int:
+        """``T``: number of increments (b, w and v) in the flat parameter vector."""
+        return self._blocks()[-1][3]
+
+    def flat_prior(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prior loc, scale (T,) of the flat increments (independent Normals)."""
+        locs = [self.b_prior_loc, torch.zeros_like(self.w_prior_scale_).reshape(-1)]
+        scales = [self.b_prior_scale, self.w_prior_scale_.reshape(-1)]
+        if self.n_covariates:
+            locs.append(torch.zeros_like(self.v_prior_scale_).reshape(-1))
+            scales.append(self.v_prior_scale_.reshape(-1))
+        return torch.cat(locs), torch.cat(scales)
+
+    def flat_guide(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean-field guide loc, sd (T,) of the flat increments (differentiable in the guide parameters)."""
+        qb, qw = self._guide_dists()
+        locs, sds = [qb.loc, qw.loc.reshape(-1)], [qb.scale, qw.scale.reshape(-1)]
+        if self.n_covariates:
+            qv = self._v_guide()
+            locs.append(qv.loc.reshape(-1))
+            sds.append(qv.scale.reshape(-1))
+        return torch.cat(locs), torch.cat(sds)
+
+    def guide_parameters(self) -> list[nn.Parameter]:
+        """The mean-field guide's parameters (loc and raw scale of every increment block)."""
+        out = [self.b_loc, self.b_raw_scale, self.w_loc, self.w_raw_scale]
+        if self.n_covariates:
+            out += [self.v_loc, self.v_raw_scale]
+        return out
+
+    def params_from_flat(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Flat increments ``theta`` (..., T) -> ``b`` (..., K), ``w`` (..., P, K)[, ``v``]."""
+        parts = {site: theta[..., s:e].reshape(*theta.shape[:-1], *shape) for site, shape, s, e in self._blocks()}
+        out = self._from_increments(parts["b_incr"], parts["w_incr"])
+        if self.n_covariates:
+            out["v"] = self._v_value(parts.get("v", parts.get("v_incr")))
+        return out
+
+    @property
+    def has_fullrank_posterior(self) -> bool:
+        return self.post_loc.numel() > 0
+
+    def set_fullrank_posterior(self, loc: torch.Tensor, scale_tril: torch.Tensor) -> None:
+        """Use ``N(loc, L L^T)`` (loc (T,), L (T, T) lower triangular, positive diagonal) as the guide."""
+        T = self.n_flat
+        if loc.shape != (T,) or scale_tril.shape != (T, T):
+            raise ValueError(f"loc {tuple(loc.shape)} / scale_tril {tuple(scale_tril.shape)} must be ({T},) / "
+                             f"({T}, {T}) for this head's {T} increments.")
+        if not bool((torch.diagonal(scale_tril) > 0).all()):
+            raise ValueError("scale_tril needs a positive diagonal.")
+        ref = self.b_loc
+        self.post_loc = loc.detach().to(device=ref.device, dtype=ref.dtype).clone()
+        self.post_tril = torch.tril(scale_tril.detach()).to(device=ref.device, dtype=ref.dtype).clone()
+
+    def clear_fullrank_posterior(self) -> None:
+        """Back to the mean-field guide."""
+        ref = self.b_loc
+        self.post_loc = torch.zeros(0, dtype=ref.dtype, device=ref.device)
+        self.post_tril = torch.zeros(0, 0, dtype=ref.dtype, device=ref.device)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # the full-rank posterior's buffers are sized when set; saves without them (older files or no
+        # refit) load as "not set"
+        for key in ("post_loc", "post_tril"):
+            k = prefix + key
+            if k in state_dict:
+                setattr(self, key, torch.empty_like(state_dict[k]).to(device=self.b_loc.device))
+            else:
+                state_dict[k] = getattr(self, key)[:0] if key == "post_loc" else getattr(self, key)[:0, :0]
+                setattr(self, key, state_dict[k])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _fullrank_guide_sites(self, name: str) -> dict[str, torch.Tensor]:
+        """Pyro sites of the full-rank guide, block by block (exact chain-rule factorisation)."""
+        m, L = self.post_loc, self.post_tril
+        eps_prev = m[:0]
+        vals = {}
+        for site, shape, s, e in self._blocks():
+            mean = m[s:e] + (L[s:e, :s] @ eps_prev if s else 0.0)
+            Lb = L[s:e, s:e]
+            d = dist.MultivariateNormal(mean, scale_tril=Lb)
+            if len(shape) > 1:
+                d = dist.TransformedDistribution(d, [torch.distributions.transforms.ReshapeTransform((e - s,), shape)])
+            val = pyro.sample(f"{name}.{site}", d)
+            eps_b = torch.linalg.solve_triangular(Lb, (val.reshape(-1) - mean).unsqueeze(-1), upper=False)
+            eps_prev = torch.cat([eps_prev, eps_b.squeeze(-1)])
+            vals[site] = val
+        out = self._from_increments(vals["b_incr"], vals["w_incr"])
+        if self.n_covariates:
+            out["v"] = self._v_value(vals.get("v", vals.get("v_incr")))
+        return out
 
     # ------------------------------------------------------------------ params
     def _guide_dists(self) -> tuple[dist.Normal, dist.Normal]:
@@ -182,6 +290,8 @@ class SurvivalHeadModule(HeadModule):
         return out
 
     def guide_params(self, name: str) -> dict[str, torch.Tensor]:
+        if self.has_fullrank_posterior:
+            return self._fullrank_guide_sites(name)
         qb, qw = self._guide_dists()
         b = pyro.sample(f"{name}.b_incr", qb.to_event(1))
         w = pyro.sample(f"{name}.w_incr", qw.to_event(2))
@@ -192,6 +302,10 @@ class SurvivalHeadModule(HeadModule):
         return out
 
     def draw_params(self, num_samples: int) -> dict[str, torch.Tensor]:
+        if self.has_fullrank_posterior:
+            eps = torch.randn((int(num_samples), self.post_loc.numel()), dtype=self.post_loc.dtype,
+                              device=self.post_loc.device)
+            return self.params_from_flat(self.post_loc + eps @ self.post_tril.T)
         qb, qw = self._guide_dists()
         out = self._from_increments(qb.sample((num_samples,)), qw.sample((num_samples,)))
         if self.n_covariates:
@@ -200,6 +314,8 @@ class SurvivalHeadModule(HeadModule):
 
     def mean_params(self) -> dict[str, torch.Tensor]:
         """Guide means of ``b`` (K,), ``w`` (P, K) and, with covariates, ``v`` (C,)."""
+        if self.has_fullrank_posterior:
+            return self.params_from_flat(self.post_loc)
         out = self._from_increments(self.b_loc, self.w_loc)
         if self.n_covariates:
             out["v"] = self._v_value(self.v_loc)

@@ -1,0 +1,241 @@
+"""Post-fit refit of the survival head's parameter posterior: measurement and paired validation.
+
+``--measure``: after a default fit, the survival head's guide sds (of ``b_k = cumsum`` of the
+increments, and of ``w``) against (a) NUTS on
+``q*(theta) ∝ exp(E_q(z|x)[log p(theta) + sum_n log p(y_n | z_n, theta)])`` with ``E_q(z|x)`` over 16
+fixed latent draws of the training patients (an independent reference) and (b) the refitted guides
+(mean-field SVI and Laplace, :mod:`bayesfuse.module.survival_refit`).
+
+``--validation``: per cohort and partition, ONE fit (``survival_refit_steps=0``), then the same
+fitted model evaluated as fitted and after each refit (paired: identical encoders and latent
+draws; only the head's parameter posterior differs). Metrics of benchmarks/survival.py.
+
+    PYTHONPATH=. python benchmarks/survival_refit.py --measure --datasets tcga_gbmlgg metabric
+    PYTHONPATH=. python benchmarks/survival_refit.py --validation --val-seeds 1 2 3 --json out.json
+    PYTHONPATH=. python benchmarks/survival_refit.py --test --seeds 0 --json out_test.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import survival as sb  # noqa: E402  (benchmarks/survival.py)
+
+import bayesfuse as bf  # noqa: E402
+from bayesfuse.metrics import interval_coverage  # noqa: E402
+from bayesfuse.module.survival_refit import (  # noqa: E402
+    refit_module_survival_heads,
+    survival_prior_log_prob,
+)
+
+
+def fit_default(train, seed, cfg=None, refit_steps=0):
+    cfg = {**sb.DEFAULTS, **(cfg or {})}
+    model = bf.FusionModel(train, heads={"survival": sb._head(cfg)}, survival_refit_steps=refit_steps,
+                           **sb._model_kwargs(cfg))
+    t0 = time.perf_counter()
+    model.fit(seed=seed, progress=False, **sb._fit_kwargs(cfg))
+    model.fit_s_ = time.perf_counter() - t0
+    return model
+
+
+def _b_sd_from_increments(cov_incr, K):
+    """sd of b = cumsum(b_incr) from the covariance (T, T) of the flat increments."""
+    L = torch.tril(torch.ones(K, K, dtype=cov_incr.dtype))
+    return torch.sqrt(torch.diagonal(L @ cov_incr[:K, :K] @ L.T))
+
+
+def _w_sd(cov_incr, K, P):
+    L = torch.tril(torch.ones(K, K, dtype=cov_incr.dtype))
+    sds = []
+    for p in range(P):
+        idx = K + p * K + torch.arange(K)
+        sds.append(torch.sqrt(torch.diagonal(L @ cov_incr[idx][:, idx] @ L.T)))
+    return torch.stack(sds)   # (P, K)
+
+
+def head_cov(head):
+    """Covariance (T, T) of the head's current guide on the flat increments."""
+    if head.has_fullrank_posterior:
+        return head.post_tril @ head.post_tril.T
+    _, sd = head.flat_guide()
+    return torch.diag(sd.detach() ** 2)
+
+
+def nuts_reference(model, n_z=16, num_samples=300, warmup=300, seed=0):
+    """NUTS on q*(theta) ∝ exp(mean_m [log p(theta) + sum_n log p(y_n | z_mn, theta)]) over n_z fixed
+    latent draws of the training patients (float64; the head alone, encoders fixed). Returns the
+    draws of the flat increments (num_samples, T)."""
+    from pyro.infer import MCMC, NUTS  # noqa: PLC0415
+
+    module = model.module
+    head = copy.deepcopy(module.heads["survival"]).double()
+    head.clear_fullrank_posterior()
+    store = model._store(model._train_data, strict_targets=True)
+    with torch.no_grad():
+        batch = store.full()
+        loc, scale, _ = module.posterior(batch)
+    tgt = {k: v.double() for k, v in batch.targets["survival"].items()}
+    g = torch.Generator().manual_seed(seed)
+    z = (loc.double() + scale.double() * torch.randn((n_z, *loc.shape), dtype=torch.float64, generator=g)).detach()
+
+    def potential(params):
+        theta = params["theta"]
+        ll = head.log_likelihood(z, tgt, head.params_from_flat(theta.unsqueeze(0).expand(n_z, -1))).sum(-1).mean()
+        return -(survival_prior_log_prob(head, theta.unsqueeze(0))[0] + ll)
+
+    torch.manual_seed(seed)
+    init = {"theta": head.flat_guide()[0].detach().clone()}
+    mcmc = MCMC(NUTS(potential_fn=potential, adapt_mass_matrix=True, full_mass=False, max_tree_depth=8),
+                num_samples=num_samples, warmup_steps=warmup, initial_params=init, disable_progbar=True)
+    mcmc.run()
+    return mcmc.get_samples()["theta"].detach()
+
+
+def measure(name, seed=0, steps=600):
+    _, train, _ = sb.load(name)
+    model = fit_default(train, seed)
+    head = model.module.heads["survival"]
+    K, P = head.n_pieces, head.n_features
+    store = model._store(model._train_data, strict_targets=True)
+    ev = store.targets["survival"]
+    t, e = ev["time"].numpy(), ev["event"].numpy() * ev["known"].numpy()
+    piece = np.searchsorted(head.cuts.numpy(), t, side="right")
+    events = np.bincount(piece[e > 0], minlength=K)
+    rows = {"events": events}
+    fitted = head_cov(head).double()
+    rows["fitted guide"] = _b_sd_from_increments(fitted, K).numpy()
+    w_fit = _w_sd(fitted, K, P)
+    t0 = time.perf_counter()
+    draws = nuts_reference(model)
+    nuts_s = time.perf_counter() - t0
+    cov_ref = torch.cov(draws.T)
+    rows["NUTS reference"] = _b_sd_from_increments(cov_ref, K).numpy()
+    w_ref = _w_sd(cov_ref, K, P)
+    mean_ref = draws.mean(0)
+    res, w_fam, loc_fam = {}, {}, {}
+    for fam in ("meanfield", "laplace"):
+        m = copy.deepcopy(model)
+        torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        refit_module_survival_heads(m.module, store, steps=steps, family=fam, center="mode")
+        res[fam] = time.perf_counter() - t0
+        h = m.module.heads["survival"]
+        c = head_cov(h).double()
+        rows[f"refit {fam}"] = _b_sd_from_increments(c, K).numpy()
+        w_fam[fam] = float(_w_sd(c, K, P).median())
+        hl = h.post_loc if h.has_fullrank_posterior else h.flat_guide()[0].detach()
+        loc_fam[fam] = round(float((hl.double() - mean_ref).abs().div(torch.diagonal(cov_ref).sqrt()).max()), 2)
+    df = pd.DataFrame(rows).T
+    df.columns = [f"b{k + 1}" for k in range(K)]
+    print(f"\n== {name}: sd of the baseline log-hazard b_k per piece (fit seed {seed}; {int(e.sum())} events, "
+          f"{len(t)} training patients)")
+    print(df.round(3).to_string())
+    print(f"w sd (median over P x K): fitted {w_fit.median():.3f}, NUTS {w_ref.median():.3f}, refit {w_fam}; "
+          f"ratio laplace/NUTS b: {np.round(rows['refit laplace'] / rows['NUTS reference'], 2).tolist()}")
+    print(f"max |refit loc - NUTS mean| / NUTS sd over all increments: {loc_fam}; refit seconds: {res}; "
+          f"NUTS seconds {nuts_s:.0f}; fit seconds {model.fit_s_:.0f}", flush=True)
+    return {"dataset": name, "b_sd": {k: np.asarray(v).tolist() for k, v in rows.items()},
+            "w_sd_median": {"fitted": float(w_fit.median()), "nuts": float(w_ref.median()), **w_fam},
+            "loc_err_in_sd": loc_fam, "refit_s": res, "nuts_s": nuts_s}
+
+
+def evaluate(model, test, grid, t, e, tr_t, tr_e, label, seed):
+    post = model.predict(test, num_samples=300, seed=seed)
+    surv_draws, risk, s_own = sb._post_outputs(post, grid, t)
+    r = sb.metrics(label, tr_t, tr_e, t, e, risk, surv_draws.mean(0), grid, s_own)
+    horizons = np.quantile(t, [0.25, 0.5, 0.75])
+    r["cov_band"] = interval_coverage(t, e, surv_draws, grid, horizons, groups=3, prob=0.9).coverage
+    r["cov_pred"] = interval_coverage(t, e, surv_draws, grid, horizons, groups=3, prob=0.9, km_error=True).coverage
+    # mean width of the 90% band of S(t|x) at the three horizons (per patient, then averaged)
+    idx = [int(np.argmin(np.abs(grid - h))) for h in horizons]
+    q = np.quantile(surv_draws[:, :, idx], [0.05, 0.95], axis=0)
+    r["band_width"] = float((q[1] - q[0]).mean())
+    return r
+
+
+def paired(name, validation, val_seed, seed, steps, families, baselines=False):
+    _, train, test = sb.load(name, validation, val_seed)
+    t_all, e_all, ok = sb.eval_arrays(test)
+    test_eval = test.subset(ids=test.sample_ids[ok])
+    t, e = t_all[ok], e_all[ok]
+    tr = train.targets
+    tr_ok = tr["time"].to_numpy(float) > 0
+    tr_t, tr_e = tr["time"].to_numpy(float)[tr_ok], tr["event"].to_numpy(float)[tr_ok].astype(bool)
+    grid = np.quantile(t[e] if e.sum() > 10 else t, np.linspace(0.1, 0.9, 25))
+    grid = np.unique(grid[(grid < min(t.max(), tr_t.max())) & (grid > 0)])
+    model = fit_default(train, seed)
+    rows = [evaluate(model, test_eval, grid, t, e, tr_t, tr_e, "no refit (current default)", seed)]
+    rows[0]["fit_s"] = model.fit_s_
+    store = model._store(model._train_data, strict_targets=True)
+    for fam in families:
+        m = copy.deepcopy(model)
+        t0 = time.perf_counter()
+        family, _, center = fam.partition(":")
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            refit_module_survival_heads(m.module, store, steps=steps, family=family, center=center or "fitted")
+        r = evaluate(m, test_eval, grid, t, e, tr_t, tr_e, f"refit {fam}", seed)
+        r["fit_s"] = time.perf_counter() - t0
+        rows.append(r)
+    if baselines:
+        Xtr = sb.features(train).loc[train.sample_ids[tr_ok]]
+        Xte = sb.features(test_eval)
+        cr, cs, co = sb.run_cox(Xtr, Xte, tr_t, tr_e, grid, t)
+        rows.append(sb.metrics("CoxPH", tr_t, tr_e, t, e, cr, cs, grid, co))
+        rr, rs, ro = sb.run_rsf(Xtr, Xte, tr_t, tr_e, grid, t, seed)
+        rows.append(sb.metrics("RSF", tr_t, tr_e, t, e, rr, rs, grid, ro))
+    for r in rows:
+        r.update(dataset=name, split=f"val{val_seed}" if validation else "test", seed=seed, n_test=int(len(t)))
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--datasets", nargs="*", default=["tcga_gbmlgg", "metabric", "gbsg", "whas", "support"])
+    ap.add_argument("--measure", action="store_true")
+    ap.add_argument("--validation", action="store_true")
+    ap.add_argument("--test", action="store_true")
+    ap.add_argument("--val-seeds", type=int, nargs="*", default=[1, 2, 3])
+    ap.add_argument("--seeds", type=int, nargs="*", default=[0], help="fit seeds of --test")
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--families", nargs="*", default=["laplace:fitted", "laplace:mode"],
+                    help="refits to compare: 'laplace:fitted', 'laplace:mode', 'meanfield'")
+    ap.add_argument("--baselines", action="store_true")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    out = []
+    if args.measure:
+        for name in args.datasets:
+            out.append(measure(name, steps=args.steps))
+            if args.json:
+                Path(args.json).write_text(json.dumps(out, indent=1, default=float))
+        return
+    runs = ([(n, True, vs, vs) for n in args.datasets for vs in args.val_seeds] if args.validation
+            else [(n, False, 1, s) for n in args.datasets for s in args.seeds])
+    cols = ["harrell_c", "uno_c", "ibs", "dcal_p", "cov_band", "cov_pred", "band_width", "fit_s"]
+    for name, val, vs, seed in runs:
+        rows = paired(name, val, vs, seed, args.steps, args.families, baselines=args.baselines)
+        out.extend(rows)
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=1, default=float))
+        df = pd.DataFrame(rows).set_index("method")
+        print(f"\n== {name} [{rows[0]['split']}, fit seed {seed}] n_test={rows[0]['n_test']}", flush=True)
+        print(df[[c for c in cols if c in df]].round(4).to_string(), flush=True)
+
+
+if __name__ == "__main__":
+    main()
