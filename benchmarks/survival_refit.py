@@ -6,7 +6,7 @@ increments, and of ``w``) against (a) NUTS on
 fixed latent draws of the training patients (an independent reference) and (b) the refitted guides
 (mean-field SVI and Laplace, :mod:`bayesfuse.module.survival_refit`).
 
-``--validation``: per cohort and partition, ONE fit (``survival_refit_steps=0``), then the same
+``--validation``: per cohort and partition, ONE fit (``survival_refit="none"``), then the same
 fitted model evaluated as fitted and after each refit (paired: identical encoders and latent
 draws; only the head's parameter posterior differs). Metrics of benchmarks/survival.py.
 
@@ -40,9 +40,9 @@ from bayesfuse.module.survival_refit import (  # noqa: E402
 )
 
 
-def fit_default(train, seed, cfg=None, refit_steps=0):
+def fit_default(train, seed, cfg=None, refit="none"):
     cfg = {**sb.DEFAULTS, **(cfg or {})}
-    model = bf.FusionModel(train, heads={"survival": sb._head(cfg)}, survival_refit_steps=refit_steps,
+    model = bf.FusionModel(train, heads={"survival": sb._head(cfg)}, survival_refit=refit,
                            **sb._model_kwargs(cfg))
     t0 = time.perf_counter()
     model.fit(seed=seed, progress=False, **sb._fit_kwargs(cfg))
@@ -201,6 +201,39 @@ def paired(name, validation, val_seed, seed, steps, families, baselines=False):
     return rows
 
 
+def summarize(rows) -> pd.DataFrame:
+    """Per cohort and method: mean C, IBS, #splits with D-cal p > 0.05, mean |coverage - 0.9| (band / predictive),
+    and the pass rule of docs/survival.md ("Post-fit refit") against the no-refit rows of the same fits."""
+    df = pd.DataFrame([r for r in rows if "cov_band" in r])
+    df["dcal_pass"] = df["dcal_p"] > 0.05
+    df["band_err"] = (df["cov_band"] - 0.9).abs()
+    df["pred_err"] = (df["cov_pred"] - 0.9).abs()
+    g = df.groupby(["dataset", "method"]).agg(harrell_c=("harrell_c", "mean"), ibs=("ibs", "mean"),
+                                              dcal_pass=("dcal_pass", "sum"), splits=("split", "count"),
+                                              band_err=("band_err", "mean"), pred_err=("pred_err", "mean"),
+                                              band_width=("band_width", "mean")).reset_index()
+    base = g[g["method"].str.startswith("no refit")].set_index("dataset")
+    g["dC"] = g["harrell_c"] - g["dataset"].map(base["harrell_c"])
+    g["dIBS"] = g["ibs"] - g["dataset"].map(base["ibs"])
+    print(g.round(4).to_string(index=False))
+    tot = df.groupby("method").agg(dcal_pass=("dcal_pass", "sum"), band_err=("band_err", "mean"),
+                                   pred_err=("pred_err", "mean"), ibs=("ibs", "mean"), splits=("split", "count"))
+    b = tot.loc[[m for m in tot.index if m.startswith("no refit")][0]]
+    for m in tot.index:
+        if m.startswith("no refit"):
+            continue
+        sub = g[g["method"] == m]
+        checks = {"(1) C": bool((sub["dC"] >= -0.002).all()), "(2) IBS": bool((sub["dIBS"] <= 0.002).all()),
+                  "(3) D-cal": bool(tot.loc[m, "dcal_pass"] >= b["dcal_pass"]),
+                  "(4) band": bool(tot.loc[m, "band_err"] < b["band_err"]),
+                  "(5) predictive": bool(tot.loc[m, "pred_err"] <= b["pred_err"] + 0.02)}
+        print(f"{m}: D-cal pass {int(tot.loc[m, 'dcal_pass'])}/{int(tot.loc[m, 'splits'])} "
+              f"(default {int(b['dcal_pass'])}); mean |band cov - 0.9| {tot.loc[m, 'band_err']:.3f} "
+              f"(default {b['band_err']:.3f}); predictive {tot.loc[m, 'pred_err']:.3f} (default {b['pred_err']:.3f}); "
+              f"{checks} -> {'PASS' if all(checks.values()) else 'FAIL'}")
+    return g
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--datasets", nargs="*", default=["tcga_gbmlgg", "metabric", "gbsg", "whas", "support"])
@@ -214,7 +247,11 @@ def main():
                     help="refits to compare: 'laplace:fitted', 'laplace:mode', 'meanfield'")
     ap.add_argument("--baselines", action="store_true")
     ap.add_argument("--json")
+    ap.add_argument("--summary", metavar="JSON", help="only summarise a --validation JSON (pass rule)")
     args = ap.parse_args()
+    if args.summary:
+        summarize(json.loads(Path(args.summary).read_text()))
+        return
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     out = []

@@ -217,7 +217,7 @@ def test_fusion_model_runs_the_refit_in_every_mode_with_covariates(bayesian):
     data, spec = _sim(covariates=["protein"])
     model = bf.FusionModel(data, heads={"subtype": "categorical", "survival": spec}, latent_dim=3, hidden=8,
                            device="cpu", dtype="float64", bayesian=bayesian, head_refit_steps=20,
-                           survival_refit_steps=50)
+                           survival_refit="laplace")
     model.fit(max_epochs=3, progress=False, seed=0)
     head = model.module.heads["survival"]
     assert head.has_fullrank_posterior and head.post_loc.numel() == head.n_flat
@@ -230,8 +230,8 @@ def test_fusion_model_runs_the_refit_in_every_mode_with_covariates(bayesian):
     plain = bf.FusionModel(data, heads={"survival": spec}, latent_dim=3, hidden=8, device="cpu", dtype="float64")
     plain.fit(max_epochs=2, progress=False, seed=0)
     assert not plain.module.heads["survival"].has_fullrank_posterior
-    with pytest.raises(ValueError, match="survival_refit_steps"):
-        bf.FusionModel(data, heads={"survival": spec}, device="cpu", survival_refit_steps=-1)
+    with pytest.raises(ValueError, match="survival_refit"):
+        bf.FusionModel(data, heads={"survival": spec}, device="cpu", survival_refit="yes")
 
 
 def test_refit_module_uses_decoder_mean_for_absent_covariates():
@@ -262,20 +262,47 @@ def test_refit_module_uses_decoder_mean_for_absent_covariates():
 def test_save_load_round_trip_and_old_saves(tmp_path):
     data, spec = _sim()
     model = bf.FusionModel(data, heads={"survival": spec}, latent_dim=3, hidden=8, device="cpu", dtype="float64",
-                           survival_refit_steps=40)
+                           survival_refit="laplace_mode")
     model.fit(max_epochs=3, progress=False, seed=0)
     path = model.save(tmp_path / "m")
     loaded = bf.FusionModel.load(path, device="cpu")
-    assert loaded.survival_refit_steps == 40 and loaded.module.heads["survival"].has_fullrank_posterior
+    assert loaded.survival_refit == "laplace_mode" and loaded.module.heads["survival"].has_fullrank_posterior
     a = model.predict(data, num_samples=5, seed=3).draws["survival"]["log_hazard"]
     b = loaded.predict(data, num_samples=5, seed=3).draws["survival"]["log_hazard"]
     np.testing.assert_array_equal(a, b)
     # a save from before the option: no config key, no full-rank buffers -> loads as "no refit"
     cfg = json.loads((path / "config.json").read_text())
-    cfg["model"].pop("survival_refit_steps")
+    cfg["model"].pop("survival_refit")
     (path / "config.json").write_text(json.dumps(cfg))
     tensors = {k: v for k, v in load_file(str(path / "weights.safetensors")).items() if ".post_" not in k}
     save_file(tensors, str(path / "weights.safetensors"), metadata={"format": "bayesfuse", "format_version": "2"})
     old = bf.FusionModel.load(path, device="cpu")
-    assert old.survival_refit_steps == 0 and not old.module.heads["survival"].has_fullrank_posterior
+    assert old.survival_refit == "none" and not old.module.heads["survival"].has_fullrank_posterior
     assert np.isfinite(old.predict(data, num_samples=3, seed=0).draws["survival"]["log_hazard"]).all()
+
+
+def test_fused_elbo_equals_trace_elbo_with_a_fullrank_survival_posterior():
+    import pyro
+
+    from bayesfuse.train.svi import elbo_loss
+
+    data, spec = _sim(covariates=["protein"])
+    model = bf.FusionModel(data, heads={"survival": spec}, latent_dim=3, hidden=8, device="cpu", dtype="float64")
+    store = model._store(data, strict_targets=True)
+    module = model._build_module()
+    torch.manual_seed(0)
+    refit_module_survival_heads(module, store, center="mode", steps=20)
+    assert module.heads["survival"].has_fullrank_posterior
+    module.train()
+    batch = store.batch(torch.arange(0, 90, 2))
+    out = {}
+    for method in ("trace", "fused"):
+        module.zero_grad()
+        torch.manual_seed(8)
+        with pyro.validation_enabled(False):
+            loss = elbo_loss(module, batch, store.n, 0.7, 1, None, method)
+        loss.backward()
+        out[method] = (loss.detach(), torch.cat([p.grad.reshape(-1) for p in module.parameters()
+                                                 if p.grad is not None]))
+    torch.testing.assert_close(out["fused"][0], out["trace"][0], rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(out["fused"][1], out["trace"][1], rtol=1e-9, atol=1e-9)

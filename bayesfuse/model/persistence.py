@@ -73,7 +73,7 @@ def save_model(model, path: Path, overwrite: bool = False) -> Path:
                   "guide_rank": getattr(model, "guide_rank", 4),
                   "encoder_layers": getattr(model, "encoder_layers", "all"),
                   "head_refit_steps": getattr(model, "head_refit_steps", 0),
-                  "survival_refit_steps": getattr(model, "survival_refit_steps", 0)},
+                  "survival_refit": getattr(model, "survival_refit", "none")},
         "modalities": [tf.config() for tf in model.transforms.values()],
         "heads": {k: spec.to_config() for k, spec in model.heads.items()},
         "train_config": model.train_config_,
@@ -109,7 +109,7 @@ def load_model(cls, path: Path, device: str = "auto"):
     model._set_bayesian(mcfg.get("bayesian", "none"), mcfg.get("prior_scale", 1.0), mcfg.get("head_guide", "fullrank"),
                         mcfg.get("guide_rank", 4), mcfg.get("encoder_layers", "all"),
                         mcfg.get("head_refit_steps", 0))
-    model._set_survival_refit(mcfg.get("survival_refit_steps", 0))   # files before the option: no refit
+    model._set_survival_refit(mcfg.get("survival_refit", "none"))   # files before the option: no refit
     model.diagnostics_ = None
     model.transforms = {}
     for tcfg in config["modalities"]:
