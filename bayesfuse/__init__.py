@@ -21,6 +21,7 @@ _LAZY = {
     "MultiModalData": "bayesfuse.data",
     "FusionModel": "bayesfuse.model",
     "DeepEnsemble": "bayesfuse.model.ensemble",
+    "CrossFittedEnsemble": "bayesfuse.model.crossfit",
     "Posterior": "bayesfuse.posterior",
     "Imputation": "bayesfuse.posterior",
     "Abstainer": "bayesfuse.calibration",
