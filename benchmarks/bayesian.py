@@ -563,6 +563,39 @@ def cv_xfit(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, K=5):
     return rows
 
 
+def compare_xfit(datasets=("tcga_gbmlgg", "tcga_rare6"), variant="xfit (held-out fold)", K=5):
+    """The test split, protocol of ``compare_ens`` (seeds 0..4): the cross-fitted ensemble
+    (variant ``variant`` of ``XFIT_VARIANTS``), members fitted with ``100 seed + k``, folds
+    ``fold_seed=seed``; on tcga_gbmlgg also the protein-shift scores. The baselines are the
+    ``compare_ens`` rows (same splits and seeds)."""
+    kw = {"train_weight": 0.0, "prior_scale": 1.0, **XFIT_VARIANTS[variant]}
+    rows = []
+    for name in datasets:
+        d, target = load(name)
+        tr, te = d.subset(split="train"), d.subset(split="test")
+        for seed in SEEDS:
+            t = time.perf_counter()
+            ens = bf.DeepEnsemble.cross_fitted(tr, K=K, fold_seed=seed, heads={target: "categorical"},
+                                               **METHOD_KW["heads, prior 1"])
+            ens.fit(seed=100 * seed, **FIT)
+            if kw != {"train_weight": 0.0, "prior_scale": 1.0}:
+                ens.refit_heads(**kw)
+            secs = time.perf_counter() - t
+            post = ens.predict(te, num_samples=200, seed=seed)
+            r = {"dataset": name, "method": variant, "seed": seed, **scores(post, te, target),
+                 "mean_MI": float(mutual_information(post.probs(target)).mean()), "seconds": secs,
+                 "theta_norm_mean": float(np.mean([m.module.heads[target].posterior_q.loc.norm().item()
+                                                   for m in ens.members_]))}
+            if name == "tcga_gbmlgg":
+                sh = scores(ens.predict(protein_shift(tr, te, seed), num_samples=200, seed=seed), te, target)
+                r.update({"ece_shift": sh["ece"], "nll_shift": sh["nll"], "acc_shift": sh["acc"],
+                          "ece_increase": sh["ece"] - r["ece"]})
+            print(json.dumps(r, default=float), flush=True)
+            rows.append(r)
+    table(rows, ["nll", "ece", "acc", "mean_MI", "seconds", "theta_norm_mean"])
+    return rows
+
+
 def ood(held_out="UVM", methods=("none", "mc_dropout", "heads, prior 3", "encoders+heads", "heads, prior 1")):
     from sklearn.metrics import roc_auc_score
 
