@@ -24,6 +24,7 @@ Sections (run one or all: ``python benchmarks/bayesian.py [compare|ood|nuts|cost
 * cv_guide: low-rank and mean-field head guides instead of full-rank, CV only.
 * cv_xfit: the cross-fitted Bayesian-heads ensemble (``DeepEnsemble.cross_fitted``, K=5): head
   posterior refitted on held-out latents; variants and the in-sample control, CV only.
+* cv_ensemble_confirm / cv_xfit_confirm: both on fresh CV folds (seed 11), for a finding of cv_xfit.
 * compare_xfit: the cross-fitted ensemble on the test split (seeds 0..4, protocol of compare_ens).
 
 Every method uses the package's default fit (max_epochs 300, KL warm-up 30, patience 30 on a 10 %
@@ -259,7 +260,7 @@ def cv(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, priors=(1.0, 3.0)):
     return rows
 
 
-def cv_ensemble(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, K=5):
+def cv_ensemble(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, K=5, cv_seed=7):
     """Issue-6 rare6 follow-up (train-only choice): the 4-fold CV of section ``cv`` (same folds,
     seed 7) scoring, on every training patient once: deterministic (``none``, fit seed 0), the
     5-member deterministic ensemble (seeds 0..4), the single Bayesian heads (prior sd 1, seed 0;
@@ -276,7 +277,7 @@ def cv_ensemble(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, K=5):
         d, target = load(name)
         tr = d.subset(split="train")
         y = tr.targets[target].astype(str).to_numpy()
-        fold = cv_folds(y, folds)
+        fold = cv_folds(y, folds, cv_seed)
         probs = {c: [] for c in cands}
         labels, secs = [], {c: 0.0 for c in cands}
         for f in range(folds):
@@ -513,7 +514,7 @@ XFIT_VARIANTS = {  # label -> refit_heads(...) arguments; the first three are ca
 }
 
 
-def cv_xfit(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, K=5):
+def cv_xfit(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, K=5, cv_seed=7):
     """The folds of ``cv`` (4-fold, seed 7; training split only): the cross-fitted ensemble
     ``DeepEnsemble.cross_fitted(inner, K=5)`` (members: seeds 0..4, prior sd 1, full-rank guide,
     inner folds with ``fold_seed=0``), fitted once per CV fold; every variant of ``XFIT_VARIANTS``
@@ -525,7 +526,7 @@ def cv_xfit(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, K=5):
         d, target = load(name)
         tr = d.subset(split="train")
         y = tr.targets[target].astype(str).to_numpy()
-        fold = cv_folds(y, folds)
+        fold = cv_folds(y, folds, cv_seed)
         probs = {v: [] for v in XFIT_VARIANTS}
         labels, norms, khats = [], {v: [] for v in XFIT_VARIANTS}, {v: [] for v in XFIT_VARIANTS}
         svi_s, refit_s = 0.0, {v: 0.0 for v in XFIT_VARIANTS}
@@ -561,6 +562,16 @@ def cv_xfit(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, K=5):
         print(f"| {r['dataset']} | {r['method']} | {r['nll']:.3f} | {r['ece']:.3f} | {r['acc']:.3f} | "
               f"{r['n_errors']} | {r['theta_norm_mean']:.2f} | {r['khat_mean']:.2f} |")
     return rows
+
+
+def cv_ensemble_confirm():
+    """``cv_ensemble`` on fresh CV folds (seed 11): baselines of the confirmation run."""
+    return cv_ensemble(cv_seed=11)
+
+
+def cv_xfit_confirm():
+    """``cv_xfit`` on fresh CV folds (seed 11): confirms (or not) a finding of the seed-7 folds."""
+    return cv_xfit(cv_seed=11)
 
 
 def compare_xfit(datasets=("tcga_gbmlgg", "tcga_rare6"), variant="xfit (held-out fold)", K=5):
