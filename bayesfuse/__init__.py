@@ -21,7 +21,6 @@ _LAZY = {
     "MultiModalData": "bayesfuse.data",
     "FusionModel": "bayesfuse.model",
     "DeepEnsemble": "bayesfuse.model.ensemble",
-    "CrossFittedEnsemble": "bayesfuse.model.crossfit",
     "Posterior": "bayesfuse.posterior",
     "Imputation": "bayesfuse.posterior",
     "Abstainer": "bayesfuse.calibration",

@@ -22,7 +22,7 @@ Sections (run one or all: ``python benchmarks/bayesian.py [compare|ood|nuts|cost
 * cv_refit: the head refit targeting the sub-sampled ELBO (``modality_dropout``), CV only.
 * cv_power: the head refit to the power posterior (``likelihood_power`` 1, 0.5, 0.25), CV only.
 * cv_guide: low-rank and mean-field head guides instead of full-rank, CV only.
-* cv_xfit: the cross-fitted Bayesian-heads ensemble (``DeepEnsemble.cross_fitted``, K=5): head
+* cv_xfit: the cross-fitted Bayesian-heads ensemble (``_crossfit.CrossFittedEnsemble``, K=5): head
   posterior refitted on held-out latents; variants and the in-sample control, CV only.
 * cv_ensemble_confirm / cv_xfit_confirm: both on fresh CV folds (seed 11), for a finding of cv_xfit.
 * compare_xfit: the cross-fitted ensemble on the test split (seeds 0..4, protocol of compare_ens).
@@ -44,6 +44,9 @@ import torch
 
 import bayesfuse as bf
 from bayesfuse.metrics.classification import accuracy, ece, encode_labels, mutual_information, nll
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
+from _crossfit import CrossFittedEnsemble  # noqa: E402  (benchmark-only method, see cv_xfit)
 
 torch.set_num_threads(1)
 warnings.simplefilter("ignore")
@@ -516,7 +519,7 @@ XFIT_VARIANTS = {  # label -> refit_heads(...) arguments; the first three are ca
 
 def cv_xfit(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, K=5, cv_seed=7):
     """The folds of ``cv`` (4-fold, seed 7; training split only): the cross-fitted ensemble
-    ``DeepEnsemble.cross_fitted(inner, K=5)`` (members: seeds 0..4, prior sd 1, full-rank guide,
+    ``CrossFittedEnsemble(inner, K=5)`` (benchmarks/_crossfit.py; members: seeds 0..4, prior sd 1, full-rank guide,
     inner folds with ``fold_seed=0``), fitted once per CV fold; every variant of ``XFIT_VARIANTS``
     refits the members' head posteriors from the same SVI guides (same refit seeds). The last
     variant refits on each member's own training latents: the same members without
@@ -532,7 +535,7 @@ def cv_xfit(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, K=5, cv_seed=7):
         svi_s, refit_s = 0.0, {v: 0.0 for v in XFIT_VARIANTS}
         for f in range(folds):
             inner, va = tr.subset(ids=tr.sample_ids[fold != f]), tr.subset(ids=tr.sample_ids[fold == f])
-            ens = bf.DeepEnsemble.cross_fitted(inner, K=K, heads={target: "categorical"}, **METHOD_KW["heads, prior 1"])
+            ens = CrossFittedEnsemble(inner, K=K, heads={target: "categorical"}, **METHOD_KW["heads, prior 1"])
             ens.fit(seed=0, **FIT)
             svi_s += ens._svi_seconds
             ok = va.targets[target].notna().to_numpy()
@@ -586,8 +589,8 @@ def compare_xfit(datasets=("tcga_gbmlgg", "tcga_rare6"), variant="xfit (held-out
         tr, te = d.subset(split="train"), d.subset(split="test")
         for seed in SEEDS:
             t = time.perf_counter()
-            ens = bf.DeepEnsemble.cross_fitted(tr, K=K, fold_seed=seed, heads={target: "categorical"},
-                                               **METHOD_KW["heads, prior 1"])
+            ens = CrossFittedEnsemble(tr, K=K, fold_seed=seed, heads={target: "categorical"},
+                                      **METHOD_KW["heads, prior 1"])
             ens.fit(seed=100 * seed, **FIT)
             if kw != {"train_weight": 0.0, "prior_scale": 1.0}:
                 ens.refit_heads(**kw)

@@ -1,4 +1,8 @@
-"""Cross-fitted Bayesian-heads ensemble: ``DeepEnsemble.cross_fitted`` (bayesfuse/model/crossfit.py)."""
+"""Cross-fitted Bayesian-heads ensemble (benchmarks/_crossfit.py; tried for issue 6, not adopted:
+docs/bayesian.md) and the ``patient_weight`` of :func:`refit_head_posterior` it uses."""
+
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,7 +14,19 @@ import bayesfuse.module.head_refit as head_refit
 from bayesfuse.exceptions import DataError
 from bayesfuse.heads import Categorical
 from bayesfuse.metrics.classification import encode_labels, nll
-from bayesfuse.model.crossfit import CrossFittedEnsemble, crossfit_folds
+from bayesfuse.module.bayesian_heads import BayesianCategoricalHeadModule
+
+
+def _load_crossfit():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "_crossfit.py"
+    spec = importlib.util.spec_from_file_location("bench_crossfit", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_cf = _load_crossfit()
+CrossFittedEnsemble, crossfit_folds = _cf.CrossFittedEnsemble, _cf.crossfit_folds
 
 FAST = {"max_epochs": 6, "kl_warmup_epochs": 2, "progress": False}
 
@@ -23,9 +39,38 @@ def sim():
 
 @pytest.fixture(scope="module")
 def ens(sim):
-    e = bf.DeepEnsemble.cross_fitted(sim.subset(split="train"), K=3, heads={"subtype": "categorical"},
-                                     latent_dim=2, hidden=16, head_refit_steps=150)
+    e = CrossFittedEnsemble(sim.subset(split="train"), K=3, heads={"subtype": "categorical"}, latent_dim=2,
+                            hidden=16, head_refit_steps=150)
     return e.fit(seed=0, **FAST)
+
+
+# ------------------------------------------------------------------------------ patient_weight
+def _refit(weight, y, seed=0):
+    torch.manual_seed(5)
+    head = BayesianCategoricalHeadModule(2, 3, guide="fullrank").double()
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn((40, 2), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    refit_head_posterior = head_refit.refit_head_posterior
+    refit_head_posterior(head, z, torch.full_like(z, 0.1), y, steps=60, generator=g, patient_weight=weight)
+    return head.posterior_q.loc.detach().clone()
+
+
+def test_patient_weight_scales_each_patients_likelihood():
+    y = torch.arange(40) % 3
+    ones = torch.ones(40, dtype=torch.float64)
+    torch.testing.assert_close(_refit(None, y), _refit(ones, y), rtol=0, atol=0)     # weight 1 = unweighted
+    w = ones.clone()
+    w[20:] = 0.0
+    y_flip = y.clone()
+    y_flip[20:] = (y_flip[20:] + 1) % 3
+    # zero-weight patients' labels do not matter; positive-weight ones do (negative control)
+    torch.testing.assert_close(_refit(w, y), _refit(w, y_flip), rtol=0, atol=0)
+    assert not torch.allclose(_refit(ones, y), _refit(ones, y_flip))
+    assert not torch.allclose(_refit(w, y), _refit(ones, y))
+    with pytest.raises(ValueError, match="non-negative"):
+        _refit(-ones, y)
+    with pytest.raises(ValueError, match="non-negative"):
+        _refit(ones[:5], y)
 
 
 # ------------------------------------------------------------------------------------------- folds
@@ -60,19 +105,19 @@ def test_constructor_validation(sim):
     tr = sim.subset(split="train")
     kw = {"heads": {"subtype": "categorical"}, "latent_dim": 2}
     with pytest.raises(ValueError, match="K=1"):
-        bf.DeepEnsemble.cross_fitted(tr, K=1, **kw)
+        CrossFittedEnsemble(tr, K=1, **kw)
     with pytest.raises(ValueError, match="weight-uncertainty|use one of"):
-        bf.DeepEnsemble.cross_fitted(tr, K=2, bayesian="none", **kw)
+        CrossFittedEnsemble(tr, K=2, bayesian="none", **kw)
     with pytest.raises(ValueError, match="no categorical head"):
-        bf.DeepEnsemble.cross_fitted(tr, K=2, latent_dim=2)
+        CrossFittedEnsemble(tr, K=2, latent_dim=2)
     with pytest.raises(ValueError, match="head_refit_steps=0"):
-        bf.DeepEnsemble.cross_fitted(tr, K=2, head_refit_steps=0, **kw)
+        CrossFittedEnsemble(tr, K=2, head_refit_steps=0, **kw)
     with pytest.raises(ValueError, match="refit_train_weight"):
-        bf.DeepEnsemble.cross_fitted(tr, K=2, refit_train_weight=-1, **kw)
+        CrossFittedEnsemble(tr, K=2, refit_train_weight=-1, **kw)
     small = int(tr.targets["subtype"].value_counts().min())
     with pytest.raises(DataError, match="fewer than K"):
-        bf.DeepEnsemble.cross_fitted(tr, K=small + 1, **kw)
-    e = bf.DeepEnsemble.cross_fitted(tr, K=2, **kw)
+        CrossFittedEnsemble(tr, K=small + 1, **kw)
+    e = CrossFittedEnsemble(tr, K=2, **kw)
     with pytest.raises(RuntimeError, match="fit"):
         e.refit_heads()
 

@@ -69,17 +69,6 @@ class DeepEnsemble:
                              "use 'heads', 'encoders+heads' or 'all', or DeepEnsemble(...) for a plain ensemble.")
         return cls(data, K=K, **kwargs)
 
-    @classmethod
-    def cross_fitted(cls, data: MultiModalData, K: int = 5, fold_seed: int = 0, **kwargs):
-        """Cross-fitted Bayesian-heads ensemble (:class:`bayesfuse.model.crossfit.CrossFittedEnsemble`):
-        member ``k`` is fitted on the training patients outside stratified fold ``k`` and its
-        head-weight posterior is refitted on fold ``k``'s (held-out) latents only, so the labels
-        that shaped a member's latents are not used again as evidence for its head. Same
-        number of fits as a ``K``-member ensemble; see docs/bayesian.md for when it helps."""
-        from bayesfuse.model.crossfit import CrossFittedEnsemble  # noqa: PLC0415
-
-        return CrossFittedEnsemble(data, K=K, fold_seed=fold_seed, **kwargs)
-
     def fit(self, seed: int = 0, **fit_kwargs) -> DeepEnsemble:
         """Fit member ``k`` with ``seed + k`` (other arguments as :meth:`FusionModel.fit`)."""
         for k, m in enumerate(self.members_):

@@ -1,4 +1,9 @@
-"""Cross-fitted ensemble of Bayesian-heads fusion models (issue 6, docs/bayesian.md).
+"""Cross-fitted ensemble of Bayesian-heads fusion models (issue 6, docs/bayesian.md): tried, not adopted.
+
+Benchmark code, not part of the package: on two 4-fold CV partitions of the training splits it
+lost to the deep ensemble and to ``DeepEnsemble.bayesian`` on both data sets (docs/bayesian.md,
+"Cross-fitted Bayesian heads"). Kept here so ``benchmarks/bayesian.py cv_xfit`` reproduces and
+``tests/test_ensemble_crossfit.py`` checks it.
 
 The head-weight posterior of a single ``bayesian="heads"`` fit is refitted on the *training*
 patients' latents, which the label-trained encoders (head weight up to 100) have already pulled
@@ -9,7 +14,7 @@ split into ``K`` folds stratified by the categorical head's labels; member ``k``
 patients outside fold ``k`` and its head-weight posterior is then refitted
 (:func:`bayesfuse.module.head_refit.refit_head_posterior`, same prior and guide as the package)
 on the latents of fold ``k`` only, which that member's encoders never saw. Predictions are the
-uniform mixture of the ``K`` members (:meth:`DeepEnsemble.predict`). Latent spaces of different
+uniform mixture of the ``K`` members (:meth:`bayesfuse.DeepEnsemble.predict`). Latent spaces of different
 members are not aligned, so each member's head only ever sees its own encoders' latents.
 """
 
