@@ -102,6 +102,19 @@ class Survival(Head):
         Inner cut points of the time grid; learned from the training event times when omitted.
     baseline : list of float, optional
         Fitted crude log event rate per piece (set at model construction; centres the prior).
+    covariates : list of str, optional
+        Modalities whose (standardised) encoder inputs ``x_c`` also enter the log-hazard
+        directly, as a proportional term: ``log h_k = b_k + g(z)^T w_k + x_c^T v`` with
+        ``v ~ N(0, a_v^2 I)``, ``a_v = min(1, 2 / sqrt(C))`` (Bayesian, mean-field guide). Absent
+        modalities (also those hidden by modality dropout in training) and missing cells are
+        filled with the decoder mean ``E[x_c | z]`` of the sampled ``z``. Gaussian modalities
+        only. ``None`` (default): the latent-only head. See docs/survival.md ("direct
+        covariate path").
+    covariate_effect : {"proportional", "piecewise"}
+        ``"proportional"`` (default): one ``v`` for every piece (a Cox-type term);
+        ``"piecewise"``: per-piece ``v_k`` with the random-walk prior of ``w`` (non-PH effects).
+    covariate_dims : list of int, optional
+        Feature count of each covariate modality (set at model construction).
     """
 
     time: str = "time"
@@ -115,6 +128,9 @@ class Survival(Head):
     cuts: list | None = field(default=None, repr=False)
     baseline: list | None = field(default=None, repr=False)
     shift_time: float | None = field(default=None, repr=False)
+    covariates: list | None = None
+    covariate_effect: str = "proportional"
+    covariate_dims: list | None = field(default=None, repr=False)
     kind: ClassVar[str] = "survival"
 
     def __post_init__(self) -> None:
@@ -122,6 +138,16 @@ class Survival(Head):
             raise ValueError(
                 f"nonpositive_times={self.nonpositive_times!r}; use 'error', 'shift' or 'drop'."
             )
+        if isinstance(self.covariates, str):
+            self.covariates = [self.covariates]
+        if self.covariates is not None:
+            cov = list(self.covariates)
+            if not all(isinstance(m, str) for m in cov) or len(set(cov)) != len(cov):
+                raise ValueError(f"covariates={self.covariates!r} must be a list of distinct modality names, "
+                                 "e.g. covariates=['clinical'].")
+            self.covariates = cov or None
+        if self.covariate_effect not in ("proportional", "piecewise"):
+            raise ValueError(f"covariate_effect={self.covariate_effect!r}; use 'proportional' or 'piecewise'.")
 
     def target_columns(self) -> list[str]:
         return [self.time, self.event]

@@ -81,12 +81,19 @@ def metrics(name, tr_t, tr_e, t, e, risk, surv_grid, grid, s_own):
             "dcal_p": d_calibration(s_own, e).p_value}
 
 
-HEAD_KEYS = ("n_intervals", "hidden", "weight", "smoothness")
+HEAD_KEYS = ("n_intervals", "hidden", "weight", "smoothness", "covariates", "covariate_effect")
 
 
 def _head(cfg):
     return bf.heads.Survival(time="time", event="event", nonpositive_times="drop",
                              **{k: cfg[k] for k in HEAD_KEYS if k in cfg})
+
+
+def _cov_label(cfg):
+    if not cfg.get("covariates"):
+        return ""
+    eff = cfg.get("covariate_effect", "proportional")
+    return f", covariates={','.join(cfg['covariates'])}" + ("" if eff == "proportional" else f" ({eff})")
 
 
 def _model_kwargs(cfg):
@@ -241,7 +248,8 @@ def benchmark(name: str, cfg: dict, baselines: bool = True, plot: str | None = N
     post, surv_draws, risk, s_own, fit_s, model = run_bayesfuse(train, test_eval, grid, t, cfg, seed, ensemble)
     surv = surv_draws.mean(0)
     label = f"ensemble K={ensemble}, " if ensemble and ensemble >= 2 else ""
-    r = metrics(f"bayesfuse ({label}hidden={cfg.get('hidden', 0)})", tr_t, tr_e, t, e, risk, surv, grid, s_own)
+    r = metrics(f"bayesfuse ({label}hidden={cfg.get('hidden', 0)}{_cov_label(cfg)})", tr_t, tr_e, t, e, risk, surv,
+                grid, s_own)
     r["fit_s"] = fit_s
     r["best_epoch"] = model.best_epoch_
     rows.append(r)

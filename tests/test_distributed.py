@@ -80,3 +80,33 @@ def test_rank_shards_without_allreduce_differ():
     train_distributed(module2, half_store, CONFIG, seed=3, max_steps=STEPS)
     diff = max(float((module2.state_dict()[k] - ref[k]).abs().max()) for k in ref)
     assert diff > 1e-3
+
+
+def test_fit_distributed_runs_the_bayesian_post_fit_step(monkeypatch):
+    """Review fix: fit_distributed skipped the head-weight refit and left ``diagnostics_`` of an
+    earlier fit; it now runs the same post-fit step as ``FusionModel.fit``."""
+    import warnings
+
+    import bayesfuse as bf
+    from bayesfuse.model.distributed import fit_distributed
+    from bayesfuse.module import head_refit
+
+    data, _ = bf.datasets.simulate(n_patients=60, latent_dim=2, n_origins=0, seed=0)
+    calls = []
+    real = head_refit.refit_module_heads
+    monkeypatch.setattr(head_refit, "refit_module_heads",
+                        lambda module, store, steps: calls.append((store.n, steps)) or real(module, store, steps))
+    model = bf.FusionModel(data, heads={"subtype": "categorical"}, latent_dim=2, hidden=8, bayesian="heads",
+                           head_refit_steps=5, dtype="float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit_distributed(model, max_epochs=1, batch_size=64, kl_warmup_epochs=1)
+    assert calls == [(60, 5)]                       # refit on the whole training store, as configured
+    assert model.diagnostics_ is not None
+
+    plain = bf.FusionModel(data, heads={"subtype": "categorical"}, latent_dim=2, hidden=8)
+    plain.diagnostics_ = model.diagnostics_          # stale value from an earlier (Bayesian) fit
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit_distributed(plain, max_epochs=1, batch_size=64, kl_warmup_epochs=1)
+    assert plain.diagnostics_ is None

@@ -277,3 +277,18 @@ def test_patients_without_an_observed_value_do_not_count():
     truth[:20] = 0.5 * mu[:20] + rng.standard_normal((20, 3))
     rec = fit_imputation_recalibration("x", truth, mu, draws, mode="auto")
     assert rec.n_patients == 25 and all(np.isfinite(v) for v in rec.diagnostics.values())
+
+
+def test_explicit_calibrated_warns_for_uncovered_modalities(calib_frames, heldout_frames):
+    """Review fix: impute(calibrated=True) was silent for a Gaussian modality without a recalibration."""
+    model = _analytic_model(inflate=K)
+    model.calibrate_imputation(bf.MultiModalData.from_frames(calib_frames), modalities="b")
+    only_a = bf.MultiModalData.from_frames({"a": heldout_frames["a"].iloc[:20]})
+    only_b = bf.MultiModalData.from_frames({"b": heldout_frames["b"].iloc[:20]})
+    with pytest.warns(UserWarning, match=r"no recalibration was fitted for Gaussian modality \['a'\]"):
+        imp = model.impute(only_b, modalities=["a", "b"], num_samples=3, calibrated=True)
+    assert imp.extra["recalibrated"] == ["b"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")            # default (None) and covered-only requests stay quiet
+        model.impute(only_b, modalities=["a", "b"], num_samples=3)
+        model.impute(only_a, modalities=["b"], num_samples=3, calibrated=True)

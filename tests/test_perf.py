@@ -180,11 +180,13 @@ def test_fused_equals_trace_elbo_bayesian_module(mode):
     torch.testing.assert_close(out["fused"][1], out["trace"][1], rtol=1e-9, atol=1e-9)
 
 
-def test_fused_equals_trace_elbo_survival_head():
+@pytest.mark.parametrize("covariates", [None, ["protein"]])
+def test_fused_equals_trace_elbo_survival_head(covariates):
     import bayesfuse as bf
 
     data, _ = bf.datasets.simulate(n_patients=80, seed=2, missing_rate=0.2)
-    model = bf.FusionModel(data, heads={"subtype": "categorical", "survival": bf.heads.Survival()},
+    model = bf.FusionModel(data, heads={"subtype": "categorical",
+                                        "survival": bf.heads.Survival(covariates=covariates)},
                            latent_dim=3, hidden=8, device="cpu", dtype="float64")
     store = model._store(data, strict_targets=True)
     module = model._build_module()

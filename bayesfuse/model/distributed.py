@@ -49,6 +49,9 @@ def fit_distributed(model, max_epochs: int = 300, batch_size: int = 128, lr: flo
     model.fit_seconds_ = result.seconds
     model.train_config_ = {**config.__dict__, "seed": seed, "validation_fraction": 0.0,
                            "n_train": store.n, "n_validation": 0, **result.extra}
+    # Same post-fit step as FusionModel.fit (head-weight refit + diagnostics_ for Bayesian modes);
+    # every rank runs it with the same seed on the same store, so the ranks stay identical.
+    model._finish_bayesian(store, seed)
     return model
 
 

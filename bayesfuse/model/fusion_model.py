@@ -136,6 +136,10 @@ class FusionModel:
         for key, spec in dict(heads or {}).items():
             self.heads[key] = fit_head_spec(key, make_head(key, spec), data.targets,
                                             sum(tf.n_features for tf in self.transforms.values()))
+            if getattr(self.heads[key], "covariates", None):  # survival head with a direct covariate path
+                from bayesfuse.model.survival_targets import fit_survival_covariates  # noqa: PLC0415
+
+                fit_survival_covariates(key, self.heads[key], self.transforms)
         self._train_data = data
         self.module: FusionModule | None = None
         self.history_: pd.DataFrame | None = None
@@ -308,18 +312,27 @@ class FusionModel:
         self.fit_seconds_ = result.seconds
         self.train_config_ = {**config.__dict__, "seed": seed, "validation_fraction": validation_fraction,
                               "n_train": len(train_ids), "n_validation": len(val_ids)}
-        self.diagnostics_ = None
-        if self.bayesian in ("heads", "encoders+heads", "all"):
-            from bayesfuse.diagnostics.vi import head_weight_diagnostics  # noqa: PLC0415
-
-            with torch.random.fork_rng(devices=[self.device.index or 0] if self.device.type == "cuda" else []):
-                torch.manual_seed(seed)
-                if self.head_refit_steps:
-                    from bayesfuse.module.head_refit import refit_module_heads  # noqa: PLC0415
-
-                    refit_module_heads(self.module, train_store, self.head_refit_steps)
-                self.diagnostics_ = head_weight_diagnostics(self.module, train_store)
+        self._finish_bayesian(train_store, seed)
         return self
+
+    def _finish_bayesian(self, train_store: TensorStore, seed: int) -> None:
+        """After training: refit the head-weight posterior (Bayesian modes) and set ``diagnostics_``.
+
+        Shared by :meth:`fit` and :func:`bayesfuse.model.distributed.fit_distributed`, so a model
+        trained either way gets the same post-fit step (and a refit never keeps stale diagnostics).
+        """
+        self.diagnostics_ = None
+        if self.bayesian not in ("heads", "encoders+heads", "all"):
+            return
+        from bayesfuse.diagnostics.vi import head_weight_diagnostics  # noqa: PLC0415
+
+        with torch.random.fork_rng(devices=[self.device.index or 0] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            if self.head_refit_steps:
+                from bayesfuse.module.head_refit import refit_module_heads  # noqa: PLC0415
+
+                refit_module_heads(self.module, train_store, self.head_refit_steps)
+            self.diagnostics_ = head_weight_diagnostics(self.module, train_store)
 
     def _validation_split(self, ids: np.ndarray, data: MultiModalData, fraction: float, seed: int):
         n_val = int(round(fraction * len(ids)))
@@ -418,7 +431,7 @@ class FusionModel:
 
                         loc, scale, prec = summarise_draws(loc, scale, prec)
                     for h, head in module.heads.items():
-                        for k, v in head.predict(z, head_params[h]).items():
+                        for k, v in head.predict(z, head_params[h], **module.head_inputs(h, batch, z)).items():
                             outs[h].setdefault(k, []).append(v.cpu())  # in the model's dtype
                     locs.append(loc.cpu())
                     scales.append(scale.cpu())

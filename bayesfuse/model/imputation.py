@@ -65,6 +65,7 @@ def sample_decoder(likelihood: str, params: dict[str, torch.Tensor], library: to
 def _recalibrations(model: FusionModel, modalities: Sequence[str], calibrated: bool | None) -> dict:
     """The fitted :class:`ImputationRecalibration` records that ``impute`` applies."""
     fitted = getattr(model, "imputation_calibration_", None) or {}
+    explicit = calibrated is True
     if calibrated is None:
         calibrated = bool(fitted)
     if not calibrated:
@@ -72,6 +73,12 @@ def _recalibrations(model: FusionModel, modalities: Sequence[str], calibrated: b
     if not fitted:
         raise ValueError("impute(calibrated=True) needs a recalibration; call model.calibrate_imputation() first "
                          "(or pass calibrated=None / False).")
+    uncovered = [m for m in modalities if m not in fitted and model.module.likelihoods.get(m) == "gaussian"]
+    if explicit and uncovered:
+        warnings.warn(f"impute(calibrated=True): no recalibration was fitted for Gaussian modalit"
+                      f"{'y' if len(uncovered) == 1 else 'ies'} {uncovered}; their draws are the raw posterior "
+                      f"predictive. Call model.calibrate_imputation(modalities={uncovered!r}) to cover them "
+                      "(Imputation.extra['recalibrated'] lists the covered ones).", UserWarning, stacklevel=3)
     return {m: fitted[m] for m in modalities if m in fitted}
 
 

@@ -12,7 +12,7 @@ from bayesfuse.distributions.piecewise_hazard import make_cuts
 from bayesfuse.exceptions import DataError
 from bayesfuse.heads import Survival
 
-__all__ = ["fit_survival_spec", "encode_survival", "survival_arrays"]
+__all__ = ["fit_survival_spec", "encode_survival", "survival_arrays", "fit_survival_covariates"]
 
 
 def _read_columns(key: str, spec: Survival, targets: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -168,3 +168,37 @@ def encode_survival(key: str, spec: Survival, targets: pd.DataFrame | None, n: i
         raise DataError(f"Head {key!r}: targets have {len(targets)} rows for {n} patients.")
     time, event, known = survival_arrays(key, spec, targets, strict=strict)
     return {"time": time, "event": event, "known": known.astype(np.float64)}
+
+
+def fit_survival_covariates(key: str, spec: Survival, transforms: dict) -> Survival:
+    """Check a survival head's ``covariates`` against the model's modalities; set ``covariate_dims`` (in place).
+
+    Parameters
+    ----------
+    key : str
+        Head name (for messages).
+    spec : Survival
+    transforms : dict[str, ModalityTransform]
+        The model's fitted modality transforms, in model order.
+
+    Raises
+    ------
+    DataError
+        A name that is not a modality of the model, or a non-Gaussian modality (the direct
+        covariate path uses the standardised encoder inputs, and the decoder mean in that
+        same space for absent values, which only Gaussian decoders provide).
+    """
+    if not spec.covariates:
+        spec.covariate_dims = None
+        return spec
+    unknown = [m for m in spec.covariates if m not in transforms]
+    if unknown:
+        raise DataError(f"Head {key!r}: covariates={spec.covariates} names unknown modalities {unknown}; the "
+                        f"model's modalities are {list(transforms)}.")
+    bad = {m: transforms[m].likelihood for m in spec.covariates if transforms[m].likelihood != "gaussian"}
+    if bad:
+        raise DataError(f"Head {key!r}: covariates must be Gaussian modalities (standardised inputs, decoder "
+                        f"mean for absent values); {bad} are not. Drop them from covariates= or pass "
+                        f"likelihoods={{{next(iter(bad))!r}: 'gaussian'}} to the model.")
+    spec.covariate_dims = [int(transforms[m].n_features) for m in spec.covariates]
+    return spec

@@ -119,13 +119,15 @@ def fused_elbo_loss(module, batch: Batch, n_total: int, kl_scale: float = 1.0, n
     # As in FusionModule.model: with hide_from="both" a masked modality is not reconstructed either.
     hide = modality_mask is not None and hide_from == "both"
     presence = batch.presence * modality_mask if hide else batch.presence
+    decoded = {}
     for i, m in enumerate(module.modalities):
-        dec_params = module.decoders[m](z)
+        dec_params = decoded[m] = module.decoders[m](z)
         ll = decoder_log_likelihood(module.likelihoods[m], dec_params, batch.observed[m],
                                     batch.cell_mask[m], batch.library[m])
         log_w = log_w + ll * presence[i]
     for h, head in module.heads.items():
-        log_w = log_w + head.weight * head.log_likelihood(z, batch.targets[h], params[h])
+        target = module.head_target(h, batch, z, decoded, modality_mask)   # + direct covariates, if any
+        log_w = log_w + head.weight * head.log_likelihood(z, target, params[h])
     elbo = log_w.sum(-1) * (n_total / batch.size)
     weight_kl = getattr(module, "weight_kl", None)  # BayesianFusionModule: factor -kl_scale * KL(weights)
     if weight_kl is not None:

@@ -105,16 +105,17 @@ class FusionModule(nn.Module):
         presence = batch.presence * modality_mask if hide else batch.presence
         dtype, device = batch.presence.dtype, batch.presence.device
         zeros = torch.zeros(batch.size, self.latent_dim, dtype=dtype, device=device)
+        decoded = {}
         with pyro.plate("patients", n_total, subsample=batch.index, dim=-1):
             with poutine.scale(scale=kl_scale):
                 z = pyro.sample("z", dist.Normal(zeros, 1.0).to_event(1))
             for i, m in enumerate(self.modalities):
-                params = self.decoders[m](z)
+                params = decoded[m] = self.decoders[m](z)
                 ll = decoder_log_likelihood(self.likelihoods[m], params, batch.observed[m],
                                             batch.cell_mask[m], batch.library[m])
                 pyro.factor(f"x_{m}", ll * presence[i])
             for h, head in self.heads.items():
-                ll = head.log_likelihood(z, batch.targets[h], head_params[h])
+                ll = head.log_likelihood(z, self.head_target(h, batch, z, decoded, modality_mask), head_params[h])
                 pyro.factor(f"y_{h}", head.weight * ll)
 
     def guide(self, batch: Batch, n_total: int, kl_scale: float = 1.0,
@@ -143,6 +144,55 @@ class FusionModule(nn.Module):
 
         return fused_elbo_loss(self, batch, n_total, kl_scale, num_particles, modality_mask, eps=eps,
                                hide_from=hide_from)
+
+    # ------------------------------------------------- direct covariates of heads
+    def head_covariates(self, h: str, batch: Batch, z: torch.Tensor, decoded: dict | None = None,
+                        modality_mask: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Covariates ``x_c`` of head ``h`` (its ``covariates`` modalities, concatenated); None if it has none.
+
+        Observed cells of present (and, with ``modality_mask``, unmasked) modalities are the
+        standardised encoder inputs; absent or masked modalities and missing cells are the
+        decoder mean ``E[x_c | z]`` at the sampled ``z`` (same standardised space: Gaussian
+        decoders only, checked at model construction).
+
+        Parameters
+        ----------
+        z : Tensor (..., B, D)
+        decoded : dict[str, dict[str, Tensor]], optional
+            Decoder outputs at ``z`` already computed (reused; otherwise the decoder is run
+            only when some value must be filled).
+        modality_mask : Tensor (M, B), optional
+            Modality-dropout mask: a modality hidden from the encoder is hidden here too.
+
+        Returns
+        -------
+        Tensor (..., B, C) or None
+        """
+        mods = getattr(self.heads[h], "covariates", None)
+        if not mods:
+            return None
+        presence = batch.presence if modality_mask is None else batch.presence * modality_mask
+        parts = []
+        for m in mods:
+            x = batch.encoder_input[m]                                          # (B, F)
+            keep = (batch.cell_mask[m] * presence[self.modalities.index(m)].unsqueeze(-1)) > 0
+            if decoded is None and bool(keep.all()):                            # prediction: nothing to fill
+                parts.append(x.expand(*z.shape[:-1], x.shape[-1]))
+                continue
+            loc = (decoded[m] if decoded is not None and m in decoded else self.decoders[m](z))["loc"]
+            parts.append(torch.where(keep, x, loc))                             # (..., B, F)
+        return torch.cat(parts, dim=-1)
+
+    def head_target(self, h: str, batch: Batch, z: torch.Tensor, decoded: dict | None = None,
+                    modality_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``batch.targets[h]``, plus ``"covariates"`` (..., B, C) for a head with a direct covariate path."""
+        x = self.head_covariates(h, batch, z, decoded, modality_mask)
+        return batch.targets[h] if x is None else {**batch.targets[h], "covariates": x}
+
+    def head_inputs(self, h: str, batch: Batch, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Extra keyword arguments of ``heads[h].predict`` (``covariates`` where the head has them)."""
+        x = self.head_covariates(h, batch, z)
+        return {} if x is None else {"covariates": x}
 
     # --------------------------------------------------------------- helpers
     def sample_head_params(self, guide: bool) -> dict[str, dict[str, torch.Tensor]]:
