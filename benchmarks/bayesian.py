@@ -22,6 +22,10 @@ Sections (run one or all: ``python benchmarks/bayesian.py [compare|ood|nuts|cost
 * cv_refit: the head refit targeting the sub-sampled ELBO (``modality_dropout``), CV only.
 * cv_power: the head refit to the power posterior (``likelihood_power`` 1, 0.5, 0.25), CV only.
 * cv_guide: low-rank and mean-field head guides instead of full-rank, CV only.
+* cv_xfit: the cross-fitted Bayesian-heads ensemble (``_crossfit.CrossFittedEnsemble``, K=5): head
+  posterior refitted on held-out latents; variants and the in-sample control, CV only.
+* cv_ensemble_confirm / cv_xfit_confirm: both on fresh CV folds (seed 11), for a finding of cv_xfit.
+* compare_xfit: the cross-fitted ensemble on the test split (seeds 0..4, protocol of compare_ens).
 
 Every method uses the package's default fit (max_epochs 300, KL warm-up 30, patience 30 on a 10 %
 validation split): no shortening.
@@ -40,6 +44,9 @@ import torch
 
 import bayesfuse as bf
 from bayesfuse.metrics.classification import accuracy, ece, encode_labels, mutual_information, nll
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
+from _crossfit import CrossFittedEnsemble  # noqa: E402  (benchmark-only method, see cv_xfit)
 
 torch.set_num_threads(1)
 warnings.simplefilter("ignore")
@@ -256,7 +263,7 @@ def cv(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, priors=(1.0, 3.0)):
     return rows
 
 
-def cv_ensemble(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, K=5):
+def cv_ensemble(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, K=5, cv_seed=7):
     """Issue-6 rare6 follow-up (train-only choice): the 4-fold CV of section ``cv`` (same folds,
     seed 7) scoring, on every training patient once: deterministic (``none``, fit seed 0), the
     5-member deterministic ensemble (seeds 0..4), the single Bayesian heads (prior sd 1, seed 0;
@@ -273,7 +280,7 @@ def cv_ensemble(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, K=5):
         d, target = load(name)
         tr = d.subset(split="train")
         y = tr.targets[target].astype(str).to_numpy()
-        fold = cv_folds(y, folds)
+        fold = cv_folds(y, folds, cv_seed)
         probs = {c: [] for c in cands}
         labels, secs = [], {c: 0.0 for c in cands}
         for f in range(folds):
@@ -499,6 +506,107 @@ def cv_guide(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, guides=("lowrank",
                  "p_true_errors": sorted(float(v) for v in p[np.arange(len(yy)), yy][p.argmax(1) != yy])}
             print(json.dumps(r, default=float), flush=True)
             rows.append(r)
+    return rows
+
+
+XFIT_VARIANTS = {  # label -> refit_heads(...) arguments; the first three are candidates, the last the control
+    "xfit (held-out fold)": {},
+    "xfit (held-out + train x0.25)": {"train_weight": 0.25},
+    "xfit (held-out, prior 3)": {"prior_scale": 3.0},
+    "xfit members, in-sample refit (control)": {"in_sample": True},
+}
+
+
+def cv_xfit(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, K=5, cv_seed=7):
+    """The folds of ``cv`` (4-fold, seed 7; training split only): the cross-fitted ensemble
+    ``CrossFittedEnsemble(inner, K=5)`` (benchmarks/_crossfit.py; members: seeds 0..4, prior sd 1, full-rank guide,
+    inner folds with ``fold_seed=0``), fitted once per CV fold; every variant of ``XFIT_VARIANTS``
+    refits the members' head posteriors from the same SVI guides (same refit seeds). The last
+    variant refits on each member's own training latents: the same members without
+    cross-fitting, so the comparison isolates the held-out refit. Compare with ``cv_ensemble``."""
+    rows = []
+    for name in datasets:
+        d, target = load(name)
+        tr = d.subset(split="train")
+        y = tr.targets[target].astype(str).to_numpy()
+        fold = cv_folds(y, folds, cv_seed)
+        probs = {v: [] for v in XFIT_VARIANTS}
+        labels, norms, khats = [], {v: [] for v in XFIT_VARIANTS}, {v: [] for v in XFIT_VARIANTS}
+        svi_s, refit_s = 0.0, {v: 0.0 for v in XFIT_VARIANTS}
+        for f in range(folds):
+            inner, va = tr.subset(ids=tr.sample_ids[fold != f]), tr.subset(ids=tr.sample_ids[fold == f])
+            ens = CrossFittedEnsemble(inner, K=K, heads={target: "categorical"}, **METHOD_KW["heads, prior 1"])
+            ens.fit(seed=0, **FIT)
+            svi_s += ens._svi_seconds
+            ok = va.targets[target].notna().to_numpy()
+            for v, kw in XFIT_VARIANTS.items():
+                ens.refit_heads(**{"train_weight": 0.0, "prior_scale": 1.0, **kw})
+                refit_s[v] += ens.refit_seconds_
+                norms[v].append(float(np.mean([m.module.heads[target].posterior_q.loc.norm().item() for m in ens.members_])))
+                khats[v].append(float(np.mean([_khat(m) for m in ens.members_])))
+                post = ens.predict(va, num_samples=200, seed=0)
+                probs[v].append(post.mean_probs(target).to_numpy()[ok])
+                if len(labels) == f:
+                    labels.append(encode_labels(va.targets[target][ok].to_numpy(), post.classes(target)))
+            print(f"{name} fold {f} done ({svi_s:.0f} s SVI so far)", flush=True)
+        yy = np.concatenate(labels)
+        for v in XFIT_VARIANTS:
+            p = np.concatenate(probs[v])
+            r = {"dataset": name, "method": v, "seed": 0, "nll": nll(p, yy), "ece": ece(p, yy), "acc": accuracy(p, yy),
+                 "n": int(len(yy)), "n_errors": int((p.argmax(1) != yy).sum()), "svi_seconds": svi_s,
+                 "refit_seconds": refit_s[v], "theta_norm_mean": float(np.mean(norms[v])),
+                 "khat_mean": float(np.mean(khats[v])),
+                 "p_true_errors": sorted(float(x) for x in p[np.arange(len(yy)), yy][p.argmax(1) != yy])}
+            print(json.dumps(r, default=float), flush=True)
+            rows.append(r)
+    print("\n| data set | method | CV NLL | CV ECE | CV accuracy | errors | mean norm of theta mean | mean k-hat |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['dataset']} | {r['method']} | {r['nll']:.3f} | {r['ece']:.3f} | {r['acc']:.3f} | "
+              f"{r['n_errors']} | {r['theta_norm_mean']:.2f} | {r['khat_mean']:.2f} |")
+    return rows
+
+
+def cv_ensemble_confirm():
+    """``cv_ensemble`` on fresh CV folds (seed 11): baselines of the confirmation run."""
+    return cv_ensemble(cv_seed=11)
+
+
+def cv_xfit_confirm():
+    """``cv_xfit`` on fresh CV folds (seed 11): confirms (or not) a finding of the seed-7 folds."""
+    return cv_xfit(cv_seed=11)
+
+
+def compare_xfit(datasets=("tcga_gbmlgg", "tcga_rare6"), variant="xfit (held-out fold)", K=5):
+    """The test split, protocol of ``compare_ens`` (seeds 0..4): the cross-fitted ensemble
+    (variant ``variant`` of ``XFIT_VARIANTS``), members fitted with ``100 seed + k``, folds
+    ``fold_seed=seed``; on tcga_gbmlgg also the protein-shift scores. The baselines are the
+    ``compare_ens`` rows (same splits and seeds)."""
+    kw = {"train_weight": 0.0, "prior_scale": 1.0, **XFIT_VARIANTS[variant]}
+    rows = []
+    for name in datasets:
+        d, target = load(name)
+        tr, te = d.subset(split="train"), d.subset(split="test")
+        for seed in SEEDS:
+            t = time.perf_counter()
+            ens = CrossFittedEnsemble(tr, K=K, fold_seed=seed, heads={target: "categorical"},
+                                      **METHOD_KW["heads, prior 1"])
+            ens.fit(seed=100 * seed, **FIT)
+            if kw != {"train_weight": 0.0, "prior_scale": 1.0}:
+                ens.refit_heads(**kw)
+            secs = time.perf_counter() - t
+            post = ens.predict(te, num_samples=200, seed=seed)
+            r = {"dataset": name, "method": variant, "seed": seed, **scores(post, te, target),
+                 "mean_MI": float(mutual_information(post.probs(target)).mean()), "seconds": secs,
+                 "theta_norm_mean": float(np.mean([m.module.heads[target].posterior_q.loc.norm().item()
+                                                   for m in ens.members_]))}
+            if name == "tcga_gbmlgg":
+                sh = scores(ens.predict(protein_shift(tr, te, seed), num_samples=200, seed=seed), te, target)
+                r.update({"ece_shift": sh["ece"], "nll_shift": sh["nll"], "acc_shift": sh["acc"],
+                          "ece_increase": sh["ece"] - r["ece"]})
+            print(json.dumps(r, default=float), flush=True)
+            rows.append(r)
+    table(rows, ["nll", "ece", "acc", "mean_MI", "seconds", "theta_norm_mean"])
     return rows
 
 

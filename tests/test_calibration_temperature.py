@@ -122,6 +122,18 @@ def test_make_splits_stratified_patient_level():
     assert (sp2.iloc[:50].to_numpy() == sp2.iloc[1000:].to_numpy()).all()
 
 
+def test_make_splits_equal_folds_are_balanced():
+    """Review fix: with equal fractions every stratum's remainder went to the first split (7 strata of
+    15 patients into 4 folds gave 28 / 25 / 25 / 25); remainders now rotate across strata."""
+    ids = [f"p{i}" for i in range(103)]
+    labels = pd.Series(np.repeat(list("ABCDEFG"), [15, 15, 15, 15, 15, 15, 13]), index=ids)
+    sp = make_splits(ids, labels, fractions={f"f{k}": 0.25 for k in range(4)}, seed=0)
+    sizes = sp.value_counts()
+    assert sizes.max() - sizes.min() <= 1 and sizes.sum() == 103
+    tab = pd.crosstab(labels, sp)
+    assert (tab.max(axis=1) - tab.min(axis=1) <= 1).all()     # still stratified within each class
+
+
 def test_make_splits_small_strata_and_errors():
     ids = [f"p{i}" for i in range(10)]
     labels = pd.Series(["A"] * 6 + ["B"] * 4, index=ids)

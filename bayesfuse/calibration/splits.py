@@ -16,13 +16,20 @@ DEFAULT_FRACTIONS = {"train": 0.6, "tune": 0.1, "calibration": 0.15, "test": 0.1
 _MISSING = "<missing label>"
 
 
-def _allocate(size: int, fractions: np.ndarray) -> np.ndarray:
-    """Largest-remainder counts summing to ``size``, >= 1 per split when ``size >= n_splits``."""
+def _allocate(size: int, fractions: np.ndarray, surplus: np.ndarray | None = None) -> np.ndarray:
+    """Largest-remainder counts summing to ``size``, >= 1 per split when ``size >= n_splits``.
+
+    ``surplus`` (n_splits,): patients each split already has beyond its share in earlier strata;
+    equal remainders go to the split with the smallest surplus (then the first), so with equal
+    fractions the remainders rotate across strata instead of always landing in the first split.
+    """
     ideal = size * fractions
     counts = np.floor(ideal).astype(int)
     rest = size - counts.sum()
     if rest:
-        counts[np.argsort(-(ideal - counts), kind="stable")[:rest]] += 1
+        tie = np.zeros(len(fractions)) if surplus is None else surplus
+        frac = np.round(ideal - counts, 12)               # remainders equal up to rounding tie
+        counts[np.lexsort((np.arange(len(fractions)), tie, -frac))[:rest]] += 1
     if size >= len(fractions):
         while (counts == 0).any():
             counts[np.argmax(counts)] -= 1
@@ -90,10 +97,12 @@ def make_splits(ids, labels=None, fractions: dict[str, float] | None = None, see
     names = np.asarray(list(fractions), dtype=object)
     assign = pd.Series(index=pd.Index(uniq), dtype=object)
     small = []
+    surplus = np.zeros(len(fr))
     for key in sorted(pd.unique(strata.to_numpy()), key=str):
         members = strata.index[(strata == key).to_numpy()].to_numpy()
         members = members[rng.permutation(len(members))]
-        counts = _allocate(len(members), fr)
+        counts = _allocate(len(members), fr, surplus)
+        surplus += counts - len(members) * fr
         if len(members) < len(fr):
             small.append(key)
         assign.loc[members] = np.repeat(names, counts)

@@ -21,7 +21,8 @@ __all__ = ["refit_head_posterior"]
 
 def refit_head_posterior(head, loc: torch.Tensor, scale: torch.Tensor, y: torch.Tensor, steps: int = 600,
                          lr: float = 0.02, num_particles: int = 8, generator: torch.Generator | None = None,
-                         z_sampler=None, likelihood_power: float = 1.0) -> list[float]:
+                         z_sampler=None, likelihood_power: float = 1.0,
+                         patient_weight: torch.Tensor | None = None) -> list[float]:
     """Fit ``head.posterior_q`` to the head-weight posterior given ``z ~ N(loc, scale^2)``.
 
     Parameters
@@ -45,6 +46,10 @@ def refit_head_posterior(head, loc: torch.Tensor, scale: torch.Tensor, y: torch.
         ``eta`` in (0, 1]: the target becomes the generalised ("power") posterior
         ``q*(theta) ∝ p(theta) exp(eta E_q(z|x)[sum_n log p(y_n | z_n, theta)])`` (eta = 1: the
         Bayesian posterior, default; eta < 1 discounts the labels, cf. SafeBayes, Grünwald 2012).
+    patient_weight : Tensor (N,), optional
+        Non-negative multiplier of each patient's log-likelihood (default: all 1). Used by the
+        cross-fitted ensemble (:mod:`bayesfuse.model.crossfit`) to down-weight in-sample
+        latents next to held-out ones.
 
     Returns
     -------
@@ -58,6 +63,11 @@ def refit_head_posterior(head, loc: torch.Tensor, scale: torch.Tensor, y: torch.
         raise ValueError("y has unknown labels (< 0); pass the labelled patients only.")
     if not 0 < float(likelihood_power) <= 1:
         raise ValueError(f"likelihood_power={likelihood_power} must be in (0, 1].")
+    if patient_weight is not None:
+        if patient_weight.shape != y.shape or bool((patient_weight < 0).any()):
+            raise ValueError(f"patient_weight must be a non-negative (N,) = {tuple(y.shape)} tensor; got shape "
+                             f"{tuple(patient_weight.shape)}.")
+        patient_weight = patient_weight.detach().to(dtype=loc.dtype, device=loc.device)
     q = head.posterior_q
     params = [p for p in q.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
@@ -75,7 +85,8 @@ def refit_head_posterior(head, loc: torch.Tensor, scale: torch.Tensor, y: torch.
             z = loc + scale * eps_z
         else:
             z = z_sampler(int(num_particles))
-        ll = head.log_likelihood(z, {"y": y}, {"theta": theta}).sum(-1)     # (K,)
+        ll = head.log_likelihood(z, {"y": y}, {"theta": theta})              # (K, N)
+        ll = (ll if patient_weight is None else ll * patient_weight).sum(-1)  # (K,)
         obj = (head.prior().log_prob(theta) + float(likelihood_power) * ll).mean() + dq.entropy()
         loss = -obj / n
         loss.backward()
