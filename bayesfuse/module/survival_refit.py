@@ -26,8 +26,8 @@ the head's ELBO weight cancels, :meth:`FusionModule.sample_head_params`). Two fi
     random-walk *increments* cannot represent a posterior in which each piece's baseline is pinned
     by its own events (its optimum gives increment ``i`` the variance ``1 / Lambda_ii``, so ``b_1``
     the sd ``1 / sqrt(all events)`` rather than ``1 / sqrt(events in piece 1)``); measured 0.07 vs
-    NUTS 0.50 for ``b_1`` on tcga_gbmlgg. A full-rank SVI from the 0.02 start did not converge in
-    600 Adam steps (T ~ 200 increments, 20k Cholesky entries).
+    NUTS 0.50 for ``b_1`` on tcga_gbmlgg. (A full-rank SVI from the 0.02 start, tried first, did
+    not converge in 600 Adam steps: T ~ 200 increments, 20k Cholesky entries.)
 
 The covariates ``x_c`` of a head with a direct path depend on ``z`` where a value is absent
 (decoder-mean fill, :meth:`FusionModule.head_target`), so they are recomputed for every ``z`` draw.
