@@ -226,8 +226,11 @@ def test_fusion_model_runs_the_refit_in_every_mode_with_covariates(bayesian):
     assert (sd[:head.n_pieces] > 0.05).all()            # far from the 0.02 the joint fit leaves
     post = model.predict(data, num_samples=6, seed=0)
     assert np.isfinite(post.draws["survival"]["log_hazard"]).all()
-    # off by default: the mean-field guide stays
-    plain = bf.FusionModel(data, heads={"survival": spec}, latent_dim=3, hidden=8, device="cpu", dtype="float64")
+    # on by default; "none" keeps the joint fit's mean-field guide
+    default = bf.FusionModel(data, heads={"survival": spec}, latent_dim=3, hidden=8, device="cpu", dtype="float64")
+    assert default.survival_refit == "laplace"
+    plain = bf.FusionModel(data, heads={"survival": spec}, latent_dim=3, hidden=8, device="cpu", dtype="float64",
+                           survival_refit="none")
     plain.fit(max_epochs=2, progress=False, seed=0)
     assert not plain.module.heads["survival"].has_fullrank_posterior
     with pytest.raises(ValueError, match="survival_refit"):
