@@ -65,6 +65,25 @@ def features(data: bf.MultiModalData) -> pd.DataFrame:
         .reindex(data.sample_ids).fillna(0.0)
 
 
+def eval_setup(train, test):
+    """Scored test patients and the shared evaluation inputs of every method.
+
+    Returns ``(test_eval, t, e, tr_ok, tr_t, tr_e, grid)``: the test patients with a usable time,
+    their times / events, the training mask of times > 0 and those times / events (the IPCW
+    censoring estimate; baselines train on them), and the
+    25-point grid (quantiles 10-90% of test event times, inside both follow-ups) for IBS / AUC.
+    """
+    t_all, e_all, ok = eval_arrays(test)
+    test_eval = test.subset(ids=test.sample_ids[ok])
+    t, e = t_all[ok], e_all[ok]
+    tr = train.targets
+    tr_ok = tr["time"].to_numpy(float) > 0
+    tr_t, tr_e = tr["time"].to_numpy(float)[tr_ok], tr["event"].to_numpy(float)[tr_ok].astype(bool)
+    grid = np.quantile(t[e] if e.sum() > 10 else t, np.linspace(0.1, 0.9, 25))
+    grid = np.unique(grid[(grid < min(t.max(), tr_t.max())) & (grid > 0)])
+    return test_eval, t, e, tr_ok, tr_t, tr_e, grid
+
+
 def eval_arrays(test):
     t = test.targets["time"].to_numpy(float)
     e = test.targets["event"].to_numpy(float).astype(bool)
@@ -235,15 +254,7 @@ def benchmark(name: str, cfg: dict, baselines: bool = True, plot: str | None = N
         extra["selection"] = sel.summary.to_dict(orient="list")
         extra["selection_table"] = sel.table.to_dict(orient="list")
         extra["selection_s"] = time.perf_counter() - t0
-    t_all, e_all, ok = eval_arrays(test)
-    test_eval = test.subset(ids=test.sample_ids[ok])
-    t, e = t_all[ok], e_all[ok]
-    tr = train.targets
-    tr_ok = tr["time"].to_numpy(float) > 0
-    tr_t, tr_e = tr["time"].to_numpy(float)[tr_ok], tr["event"].to_numpy(float)[tr_ok].astype(bool)
-    grid = np.quantile(t[e] if e.sum() > 10 else t, np.linspace(0.1, 0.9, 25))
-    grid = grid[(grid < min(t.max(), tr_t.max())) & (grid > 0)]
-    grid = np.unique(grid)
+    test_eval, t, e, tr_ok, tr_t, tr_e, grid = eval_setup(train, test)
     rows = []
     post, surv_draws, risk, s_own, fit_s, model = run_bayesfuse(train, test_eval, grid, t, cfg, seed, ensemble)
     surv = surv_draws.mean(0)

@@ -167,16 +167,9 @@ def evaluate(model, test, grid, t, e, tr_t, tr_e, label, seed):
 
 def paired(name, validation, val_seed, seed, steps, families, baselines=False):
     _, train, test = sb.load(name, validation, val_seed)
-    t_all, e_all, ok = sb.eval_arrays(test)
-    test_eval = test.subset(ids=test.sample_ids[ok])
-    t, e = t_all[ok], e_all[ok]
-    tr = train.targets
-    tr_ok = tr["time"].to_numpy(float) > 0
-    tr_t, tr_e = tr["time"].to_numpy(float)[tr_ok], tr["event"].to_numpy(float)[tr_ok].astype(bool)
-    grid = np.quantile(t[e] if e.sum() > 10 else t, np.linspace(0.1, 0.9, 25))
-    grid = np.unique(grid[(grid < min(t.max(), tr_t.max())) & (grid > 0)])
+    test_eval, t, e, tr_ok, tr_t, tr_e, grid = sb.eval_setup(train, test)
     model = fit_default(train, seed)
-    rows = [evaluate(model, test_eval, grid, t, e, tr_t, tr_e, "no refit (current default)", seed)]
+    rows = [evaluate(model, test_eval, grid, t, e, tr_t, tr_e, "no refit (survival_refit='none')", seed)]
     rows[0]["fit_s"] = model.fit_s_
     store = model._store(model._train_data, strict_targets=True)
     for fam in families:
