@@ -34,7 +34,8 @@ What is reproduced
 * Epochs: the last versions of ``experiments/deepsurv/Dockerfile.<name>`` pass ``--num_epochs`` metabric
   500 (an earlier version, with a different model json, 1500), gbsg 1000, whas 1200, support 800 (whas and
   support Dockerfiles still name the older ``*_selu_0`` / ``*_adam_0`` model jsons; the
-  ``*_selu_revision.0`` hyper-parameters are used here for all four). ``--epochs`` overrides.
+  ``*_selu_revision.0`` hyper-parameters are used here for all four). ``--epochs`` overrides;
+  ``--configs earlier`` uses the model jsons the earlier Dockerfiles named, with their epochs.
 * C-index: ``lifelines.utils.concordance_index(t, -h, e)`` on the test split, checked equal to
   ``bayesfuse.metrics.concordance_harrell(t, e, h)`` (DeepSurv itself scores ``-exp(h)``: the same order).
 
@@ -44,6 +45,7 @@ Split and features: those of benchmarks/survival.py (``load``, ``features``, ``e
 
     PYTHONPATH=. python benchmarks/deepsurv_reference.py --seeds 10 --json out_deepsurv.json
     PYTHONPATH=. python benchmarks/deepsurv_reference.py --datasets metabric --epochs 1500 --seeds 10
+    PYTHONPATH=. python benchmarks/deepsurv_reference.py --configs earlier --optimizer as_run --seeds 10
     PYTHONPATH=. python benchmarks/deepsurv_reference.py --bootstrap --json out_bootstrap.json
 
 ``--bootstrap``: paired bootstrap (test patients resampled with replacement, 2000 resamples, seeded) of
@@ -82,6 +84,21 @@ CONFIGS = {
 }
 # last version of experiments/deepsurv/Dockerfile.<name> (--num_epochs)
 EPOCHS = {"metabric": 500, "support": 800, "gbsg": 1000, "whas": 1200}
+# the model jsons named by the EARLIER versions of the Dockerfiles (commit 799cd6a / 30b1654; whas and support
+# Dockerfiles never moved to the revision jsons): experiments/deepsurv/models/metabric_IHC4_clinical_adam_0.json,
+# support_selu_model_adam_0.json, gbsg_selu_adam_model_0.json, whas_model_selu_0.json, with those Dockerfiles' epochs
+CONFIGS_EARLIER = {
+    "metabric": dict(learning_rate=0.010289691253027908, dropout=0.160087890625, lr_decay=0.0041685546875,
+                     momentum=0.8439658203125, L2_reg=10.890986328125, hidden=(41,), n_in=9),
+    "support": dict(learning_rate=0.047277902766138385, dropout=0.2553173828125, lr_decay=0.00257333984375,
+                    momentum=0.85890283203125, L2_reg=8.1196630859375, hidden=(44,), n_in=14),
+    "gbsg": dict(learning_rate=0.153895727328729, dropout=0.6606318359375, lr_decay=0.00566708984375,
+                 momentum=0.88674658203125, L2_reg=6.5512451171875, hidden=(8,), n_in=7),
+    "whas": dict(learning_rate=0.023825980458515722, dropout=0.0899951171875, lr_decay=0.00058173828125,
+                 momentum=0.83831005859375, L2_reg=2.8032470703125, hidden=(40, 40, 40), n_in=6),
+}
+EPOCHS_EARLIER = {"metabric": 1500, "support": 800, "gbsg": 1000, "whas": 1200}
+CONFIG_SETS = {"revision": (CONFIGS, EPOCHS), "earlier": (CONFIGS_EARLIER, EPOCHS_EARLIER)}
 # published test C (README "Published numbers" of each dataset; metabric: arXiv version 0.6434)
 PUBLISHED = {"metabric": 0.6545, "support": 0.6189, "gbsg": 0.6684, "whas": 0.8667}
 PUBLISHED_CPH = {"metabric": 0.6317, "support": 0.5831, "whas": 0.8160}
@@ -278,14 +295,15 @@ def cox_unpenalised(Xtr, tr_t, tr_e, Xte):
     return CoxPHFitter(penalizer=0.0).fit(A, "T", "E").predict_log_partial_hazard(B).to_numpy()
 
 
-def reproduce(name, seeds, epochs=None, optimizer="as_run"):
+def reproduce(name, seeds, epochs=None, optimizer="as_run", configs="revision"):
     """Test C of DeepSurv at ``seeds`` with the published hyper-parameters, plus CoxPH anchors."""
     import survival as S
 
-    cfg = CONFIGS[name]
+    cfg_set, ep_set = CONFIG_SETS[configs]
+    cfg = cfg_set[name]
     d = _split(name)
     n_in = d["Xtr"].shape[1]
-    n_ep = epochs or EPOCHS[name]
+    n_ep = epochs or ep_set[name]
     cs, secs = [], []
     for s in seeds:
         fit = fit_deepsurv(d["Xtr"].to_numpy(), d["tr_t"], d["tr_e"], n_epochs=n_ep, optimizer=optimizer, seed=s,
@@ -295,7 +313,7 @@ def reproduce(name, seeds, epochs=None, optimizer="as_run"):
     cox_r = S.run_cox(d["Xtr"], d["Xte"], d["tr_t"], d["tr_e"], d["grid"], d["t"])[0]
     cox0_r = cox_unpenalised(d["Xtr"], d["tr_t"], d["tr_e"], d["Xte"])
     cs = np.array(cs)
-    return {"dataset": name, "optimizer": optimizer, "epochs": n_ep, "n_in": n_in, "n_in_published": cfg["n_in"],
+    return {"dataset": name, "configs": configs, "optimizer": optimizer, "epochs": n_ep, "n_in": n_in, "n_in_published": cfg["n_in"],
             "n_test": int(len(d["t"])), "seeds": list(seeds), "c": cs.tolist(), "mean": cs.mean(),
             "sd": cs.std(ddof=1) if len(cs) > 1 else float("nan"), "min": cs.min(), "max": cs.max(),
             "published": PUBLISHED[name], "coxph_pen0.1": harrell(d["t"], d["e"], cox_r),
@@ -352,6 +370,8 @@ def main():
     ap.add_argument("--seeds", type=int, default=10, help="fit seeds 0..N-1 per dataset")
     ap.add_argument("--epochs", type=int, default=None, help="override the Dockerfile epochs")
     ap.add_argument("--optimizer", nargs="*", default=list(OPTIMIZERS), choices=OPTIMIZERS)
+    ap.add_argument("--configs", choices=list(CONFIG_SETS), default="revision",
+                    help="hyper-parameters: the *_selu_revision.0 jsons, or those the earlier Dockerfiles named")
     ap.add_argument("--bootstrap", action="store_true", help="paired bootstrap of the test C instead")
     ap.add_argument("--n-resamples", type=int, default=2000)
     ap.add_argument("--json")
@@ -375,14 +395,14 @@ def main():
     names = args.datasets or list(CONFIGS)
     for opt in args.optimizer:
         for name in names:
-            r = reproduce(name, range(args.seeds), args.epochs, opt)
+            r = reproduce(name, range(args.seeds), args.epochs, opt, args.configs)
             out.append(r)
             if args.json:
                 Path(args.json).write_text(json.dumps(out, indent=1, default=float))
             if r["n_in"] != r["n_in_published"]:
                 print(f"WARNING {name}: {r['n_in']} input columns, the published model has n_in "
                       f"{r['n_in_published']}")
-    df = pd.DataFrame(out)[["dataset", "optimizer", "epochs", "n_in", "n_test", "mean", "sd", "min", "max",
+    df = pd.DataFrame(out)[["dataset", "configs", "optimizer", "epochs", "n_in", "n_test", "mean", "sd", "min", "max",
                             "published", "coxph_pen0.1", "coxph_unpen", "published_cph", "fit_s_mean"]]
     print(df.round(4).to_string(index=False))
 
