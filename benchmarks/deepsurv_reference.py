@@ -323,9 +323,8 @@ def reproduce(name, seeds, epochs=None, optimizer="as_run", configs="revision"):
 
 def bootstrap(name, n_resamples=2000, seed=0, optimizer="as_run", deepsurv=True):
     """Paired percentile bootstrap over test patients of bayesfuse's C and its differences to the baselines."""
-    from scipy.stats import bootstrap as sp_bootstrap
-
     import survival as S
+    from scipy.stats import bootstrap as sp_bootstrap
 
     d = _split(name)
     t, e = d["t"], d["e"]
