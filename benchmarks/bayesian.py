@@ -476,7 +476,22 @@ def bootstrap_analysis(datasets=("tcga_rare6", "tcga_gbmlgg"), out_dir="."):
                  **{BOOT_LABEL[m]: [rec["p_true"][m][s][i] for s in seeds] for m in BOOT_METHODS},
                  "loss_share": {BOOT_LABEL[m]: float(loss[m].mean(0)[i] / loss[m].mean(0).sum()) for m in BOOT_METHODS}}
                 for i in list(always) + list(sometimes)]
-        out[name] = {"half_loss_patients": half, "errors": errs, "n": int(len(y)), "seeds": seeds}
+        # the mean loss difference split into the always-misclassified patients and the rest (seed-averaged)
+        split = {f"{BOOT_LABEL[a]} - {BOOT_LABEL[b]}": {
+            "always_wrong": float((loss[a].mean(0) - loss[b].mean(0))[always].sum() / len(y)),
+            "rest": float(np.delete(loss[a].mean(0) - loss[b].mean(0), always).sum() / len(y)),
+            "rest_mean_ci": _boot_ci(np.delete(loss[a].mean(0) - loss[b].mean(0), always), seed=0)}
+            for a in ("heads, prior 1", "heads ensemble") for b in ("ensemble", "none")}
+        nll_rest = {BOOT_LABEL[m]: float(np.delete(loss[m].mean(0), always).mean()) for m in BOOT_METHODS}
+        out[name] = {"half_loss_patients": half, "errors": errs, "n": int(len(y)), "seeds": seeds,
+                     "difference_split": split, "nll_without_always_wrong": nll_rest}
+        print(f"  mean NLL without the {len(always)} always-misclassified patients: "
+              + ", ".join(f"{m} {v:.4f}" for m, v in nll_rest.items()))
+        print("  mean difference (pooled) = contribution of the always-misclassified + of the rest:")
+        for k, v in split.items():
+            print(f"    {k}: {v['always_wrong'] + v['rest']:+.4f} = {v['always_wrong']:+.4f} + {v['rest']:+.4f}; "
+                  "mean over the other patients alone, 95 % interval: "
+                  "{:+.4f} [{:+.4f}, {:+.4f}]".format(*v["rest_mean_ci"]))
         print("  patients carrying half of the total log-loss (per seed; pooled; top-3 share pooled):")
         for m, h in half.items():
             print(f"    {m}: {h['per_seed']}; {h['pooled']}; {h['share_top3_pooled']:.2f}")
