@@ -349,6 +349,48 @@ class SurvivalHeadModule(HeadModule):
                 lh = lh + covariates @ v
         return lh.clamp(-_LOG_H_CLAMP, _LOG_H_CLAMP)
 
+    def linear_design(self, z: torch.Tensor, covariates: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The log-hazard as a linear function of the flat increments ``theta`` (T,).
+
+        Before the clamp, ``log h_k(z) = psi(z) @ u[index[k]]`` with ``u = A @ theta`` the
+        concatenation ``(b (K), w (P, K) row-major, v (C) or (C, K) row-major)``.
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            (..., N, D) latent draws.
+        covariates : torch.Tensor, optional
+            (..., N, C) for a head with a direct covariate path.
+
+        Returns
+        -------
+        psi : torch.Tensor
+            (..., N, d) features ``(1, g(z)[, x_c])``, ``d = 1 + P (+ C)``.
+        index : torch.Tensor
+            (K, d) long: positions in ``u`` of piece ``k``'s coefficients of ``psi``.
+        A : torch.Tensor
+            (U, T): ``u = A @ theta`` (the cumulative sums of the random walk).
+        """
+        K, P, T = self.n_pieces, self.n_features, self.n_flat
+        g = self.feature_net(z)
+        parts = [torch.ones_like(g[..., :1]), g]
+        k = torch.arange(K, device=self.cuts.device)
+        cols = [k.unsqueeze(1), K + torch.arange(P, device=k.device).unsqueeze(0) * K + k.unsqueeze(1)]
+        if self.n_covariates:
+            if covariates is None:
+                raise ValueError(f"This survival head has a direct path from covariates {self.covariates}; "
+                                 "pass covariates= (FusionModule.head_covariates builds them).")
+            parts.append(covariates.to(g.dtype).expand(*g.shape[:-1], covariates.shape[-1]))
+            c = torch.arange(self.n_covariates, device=k.device).unsqueeze(0)
+            off = K + P * K
+            cols.append((off + c).expand(K, -1) if self.covariate_effect == "proportional"
+                        else off + c * K + k.unsqueeze(1))
+        eye = torch.eye(T, dtype=self.b_loc.dtype, device=self.b_loc.device)
+        p = self.params_from_flat(eye)                  # linear, no offset: column j = u(e_j)
+        flat = [p["b"], p["w"].reshape(T, -1)] + ([p["v"].reshape(T, -1)] if self.n_covariates else [])
+        return torch.cat(parts, -1), torch.cat(cols, 1), torch.cat(flat, 1).T
+
     def _ll(self, log_h: torch.Tensor, time: torch.Tensor, event: torch.Tensor) -> torch.Tensor:
         H = _cumhaz(log_h, time, self.lower, self.width)
         lh_at = _gather_piece(log_h, _piece_index(time, self.cuts))
