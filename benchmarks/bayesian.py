@@ -24,6 +24,7 @@ Sections (run one or all: ``python benchmarks/bayesian.py [compare|ood|nuts|cost
 * cv_guide: low-rank and mean-field head guides instead of full-rank, CV only.
 * cv_xfit: the cross-fitted Bayesian-heads ensemble (``_crossfit.CrossFittedEnsemble``, K=5): head
   posterior refitted on held-out latents; variants and the in-sample control, CV only.
+* cv_bootstrap: paired bootstrap of the cv_ensemble CV log-losses (can the training-split CV decide rare6?).
 * cv_ensemble_confirm / cv_xfit_confirm: both on fresh CV folds (seed 11), for a finding of cv_xfit.
 * compare_xfit: the cross-fitted ensemble on the test split (seeds 0..4, protocol of compare_ens).
 * cv_encoders: last candidate, Bayesian weights in every encoder layer + Bayesian heads (prior sd 1),
@@ -318,8 +319,9 @@ def cv_ensemble(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, K=5, cv_seed=7,
             r = {"dataset": name, "method": c, "seed": 0, "nll": nll(p, yy), "ece": ece(p, yy),
                  "acc": accuracy(p, yy), "n": int(len(yy)), "fit_seconds": secs[c],
                  "n_errors": int((p.argmax(1) != yy).sum()),
-                 "p_true_errors": sorted(float(v) for v in p[np.arange(len(yy)), yy][p.argmax(1) != yy])}
-            print(json.dumps(r, default=float), flush=True)
+                 "p_true_errors": sorted(float(v) for v in p[np.arange(len(yy)), yy][p.argmax(1) != yy]),
+                 "p_true": p[np.arange(len(yy)), yy].tolist()}
+            print(json.dumps({k: v for k, v in r.items() if k != "p_true"}, default=float), flush=True)
             rows.append(r)
     print("\n| data set | method | CV NLL | CV ECE | CV accuracy | errors | fit s |\n|---|---|---|---|---|---|---|")
     for r in rows:
@@ -752,6 +754,34 @@ def cv_xfit(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, K=5, cv_seed=7):
         print(f"| {r['dataset']} | {r['method']} | {r['nll']:.3f} | {r['ece']:.3f} | {r['acc']:.3f} | "
               f"{r['n_errors']} | {r['theta_norm_mean']:.2f} | {r['khat_mean']:.2f} |")
     return rows
+
+
+def cv_bootstrap(datasets=("tcga_rare6", "tcga_gbmlgg")):
+    """Can the training-split CV decide what the test split cannot? The ``cv_ensemble`` folds
+    (seed 7) for ``none``, the deep ensemble, the single Bayesian heads and the mixture of five
+    (same fits and seeds as ``cv_ensemble``, so the CV NLLs reproduce its table), then the paired
+    bootstrap of ``bootstrap_analysis`` over the CV patients (every training patient scored once):
+    per-patient log-loss of each Bayesian model minus the deep ensemble and minus ``none``."""
+    K = 5
+    cands = {"none": ("none", {"bayesian": "none"}, 1), "ensemble": ("none", {"bayesian": "none"}, K),
+             "heads, prior 1": ("heads1", METHOD_KW["heads, prior 1"], 1),
+             "heads ensemble": ("heads1", METHOD_KW["heads, prior 1"], K)}
+    rows = cv_ensemble(datasets, cands=cands)
+    out = []
+    for name in datasets:
+        loss = {r["method"]: -np.log(np.clip(np.array(r["p_true"]), 1e-12, 1)) for r in rows if r["dataset"] == name}
+        for a in ("heads, prior 1", "heads ensemble"):
+            for b in ("ensemble", "none"):
+                mean, lo, hi = _boot_ci(loss[a] - loss[b], seed=0)
+                out.append({"dataset": name, "method": a, "minus": b, "n": int(len(loss[a])), "mean_diff": mean,
+                            "ci_low": lo, "ci_high": hi, "half_loss_patients": _half_loss_count(loss[a]),
+                            "half_loss_patients_minus": _half_loss_count(loss[b])})
+    print("\n| data set | A | minus B | CV patients | mean difference | 95 % interval | patients with half of A's / B's loss |"
+          "\n|---|---|---|---|---|---|---|")
+    for r in out:
+        print(f"| {r['dataset']} | {r['method']} | {r['minus']} | {r['n']} | {r['mean_diff']:+.4f} | "
+              f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] | {r['half_loss_patients']} / {r['half_loss_patients_minus']} |")
+    return {"cv_rows": rows, "bootstrap": out}
 
 
 def cv_ensemble_confirm():
