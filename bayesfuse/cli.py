@@ -130,8 +130,13 @@ def cmd_predict(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     summary = post.summary(prob=0.9)
     summary.to_csv(out / "predictions.csv", index=False)
+    written = [out / "predictions.csv"]
+    for key, spec in model.heads.items():   # survival heads: S(t | x) mean and 90% band at the head's cuts
+        if isinstance(spec, bf.heads.Survival):
+            written.append(out / f"survival_{key}.csv")
+            post.survival_summary(key, post.default_times(key), prob=0.9).to_csv(written[-1], index=False)
     post.to_inference_data().to_netcdf(str(out / "draws.nc"))
-    print(f"{post.n_patients} patients x {post.num_samples} draws -> {out/'predictions.csv'}, {out/'draws.nc'}")
+    print(f"{post.n_patients} patients x {post.num_samples} draws -> {', '.join(map(str, written))}, {out/'draws.nc'}")
     return 0
 
 
@@ -189,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_fit)
-    p = sub.add_parser("predict", help="posterior summaries (CSV) and draws (NetCDF) for a dataset")
+    p = sub.add_parser("predict", help="posterior summaries (CSV: predictions.csv for categorical heads, "
+                       "survival_<head>.csv for survival heads) and draws (NetCDF) for a dataset")
     p.add_argument("model", help="saved model directory")
     _add_data_args(p)
     p.add_argument("--num-samples", type=int, default=200)

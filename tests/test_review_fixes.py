@@ -230,3 +230,24 @@ def test_all_nan_training_column_is_named_in_one_clear_warning():
     msgs = [(w.category, str(w.message)) for w in rec]
     assert all(issubclass(c, bf.exceptions.BayesFuseWarning) for c, _ in msgs), msgs
     assert len(msgs) == 1 and "'g1'" in msgs[0][1] and "entirely NaN" in msgs[0][1]
+
+
+def test_cli_predict_writes_survival_summaries(tmp_path):
+    """`bayesfuse predict` with a survival model wrote a header-only predictions.csv (categorical heads only)."""
+    from bayesfuse.cli import main
+
+    data = _cohort(0, 10.0, ["A", "B"])
+    folder = tmp_path / "cohort"
+    folder.mkdir()
+    data.modality("x").to_csv(folder / "x.csv")
+    data.targets.to_csv(folder / "targets.csv")
+    assert main(["fit", str(folder), "--head", "os=survival:time,event", "--max-epochs", "2", "--latent-dim", "2",
+                 "--quiet", "--out", str(tmp_path / "m")]) == 0
+    assert main(["predict", str(tmp_path / "m"), str(folder), "--num-samples", "5", "--out", str(tmp_path / "p")]) == 0
+    surv = pd.read_csv(tmp_path / "p" / "survival_os.csv")
+    cuts = bf.FusionModel.load(tmp_path / "m").heads["os"].cuts
+    assert len(surv) == data.n_samples * len(cuts)
+    assert set(surv.columns) >= {"sample_id", "time", "mean", "lower", "upper"}
+    assert surv["mean"].between(0, 1).all() and (surv["lower"] <= surv["upper"]).all()
+    per_patient = surv.groupby("sample_id", sort=False)["mean"].apply(lambda s: bool((np.diff(s) <= 1e-12).all()))
+    assert per_patient.all()   # S(t) non-increasing over the (increasing) grid
