@@ -251,3 +251,20 @@ def test_cli_predict_writes_survival_summaries(tmp_path):
     assert surv["mean"].between(0, 1).all() and (surv["lower"] <= surv["upper"]).all()
     per_patient = surv.groupby("sample_id", sort=False)["mean"].apply(lambda s: bool((np.diff(s) <= 1e-12).all()))
     assert per_patient.all()   # S(t) non-increasing over the (increasing) grid
+
+
+def test_survival_head_without_any_training_event_warns():
+    """A survival head trained on an all-censored cohort was accepted silently (hazard from the prior only)."""
+    import warnings
+
+    data = _cohort(0, 10.0, ["A", "B"])
+    t = data.targets.copy()
+    t["event"] = 0
+    d = bf.MultiModalData.from_frames({"x": data.modality("x")}, targets=t)
+    with pytest.warns(bf.exceptions.DataWarning, match="no event"):
+        bf.FusionModel(d, heads={"s": bf.heads.Survival(n_intervals=3)}, latent_dim=2, hidden=4)
+    t.iloc[0, t.columns.get_loc("event")] = 1     # negative control: one event, no warning
+    d = bf.MultiModalData.from_frames({"x": data.modality("x")}, targets=t)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", bf.exceptions.DataWarning)
+        bf.FusionModel(d, heads={"s": bf.heads.Survival(n_intervals=3)}, latent_dim=2, hidden=4)
