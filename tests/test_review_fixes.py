@@ -268,3 +268,13 @@ def test_survival_head_without_any_training_event_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error", bf.exceptions.DataWarning)
         bf.FusionModel(d, heads={"s": bf.heads.Survival(n_intervals=3)}, latent_dim=2, hidden=4)
+
+
+def test_summary_with_times_but_no_head_is_not_silently_categorical_only():
+    """post.summary(times=[...]) ignored `times` and returned only the categorical rows."""
+    m, data = _fitted(heads={"subtype": "categorical", "s": bf.heads.Survival(n_intervals=3)})
+    post = m.predict(data, num_samples=4)
+    with pytest.raises(ValueError, match="survival head"):
+        post.summary(times=[1.0, 5.0])
+    assert len(post.summary("s", times=[1.0, 5.0])) == 2 * data.n_samples          # positive control
+    assert len(post.summary()) == 2 * data.n_samples                                # categorical rows
