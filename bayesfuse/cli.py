@@ -61,8 +61,11 @@ def _parse_heads(items: list[str] | None, nonpositive_times: str = "error"):
                 raise bf.exceptions.DataError(f"--head {item!r}: write TARGET=survival:TIME,EVENT (two column "
                                               "names separated by a comma), e.g. survival=survival:time,event.")
             heads[key] = bf.heads.Survival(time=cols[0], event=cols[1], nonpositive_times=nonpositive_times)
-        else:
+        elif kind == "categorical":
             heads[key] = kind
+        else:
+            raise bf.exceptions.DataError(f"--head {item!r}: unknown head type {kind!r}; write TARGET=categorical "
+                                          "or TARGET=survival[:TIME,EVENT].")
     return heads
 
 

@@ -213,6 +213,8 @@ def test_cli_fit_can_opt_in_to_nonpositive_survival_times(tmp_path, capsys):
     assert bf.FusionModel.load(tmp_path / "m1").heads["s"].nonpositive_times == "shift"
     assert main(["fit", str(folder), "--head", "s=survival:time", "--out", str(tmp_path / "m2")]) == 2
     assert "TIME,EVENT" in capsys.readouterr().err
+    assert main(["fit", str(folder), "--head", "subtype=foo", "--out", str(tmp_path / "m3")]) == 2   # was a traceback
+    assert "categorical" in capsys.readouterr().err
 
 
 def test_all_nan_training_column_is_named_in_one_clear_warning():
