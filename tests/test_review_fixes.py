@@ -159,7 +159,7 @@ def test_loading_a_corrupted_save_is_a_model_format_error(tmp_path):
     cfg = json.loads((good / "config.json").read_text())
     del cfg["model"]
     (cases["keys"] / "config.json").write_text(json.dumps(cfg))
-    for name, path in cases.items():
+    for path in cases.values():
         with pytest.raises(bf.exceptions.ModelFormatError, match="corrupted|not a readable"):
             bf.FusionModel.load(path)
     assert np.array_equal(bf.FusionModel.load(good).predict(data, num_samples=2).probs("subtype"),
