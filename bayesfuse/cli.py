@@ -46,7 +46,7 @@ def _read_data(path: str, modality: list[str] | None, targets: str | None, drop:
     return bf.MultiModalData.read_dir(path, drop_features=drop_features or None)
 
 
-def _parse_heads(items: list[str] | None):
+def _parse_heads(items: list[str] | None, nonpositive_times: str = "error"):
     import bayesfuse as bf
 
     heads = {}
@@ -54,12 +54,18 @@ def _parse_heads(items: list[str] | None):
         key, _, kind = item.partition("=")
         kind = kind or "categorical"
         if kind == "survival":
-            heads[key] = bf.heads.Survival()
+            heads[key] = bf.heads.Survival(nonpositive_times=nonpositive_times)
         elif kind.startswith("survival:"):
-            t, e = kind.split(":", 1)[1].split(",")
-            heads[key] = bf.heads.Survival(time=t, event=e)
-        else:
+            cols = kind.split(":", 1)[1].split(",")
+            if len(cols) != 2 or not all(cols):
+                raise bf.exceptions.DataError(f"--head {item!r}: write TARGET=survival:TIME,EVENT (two column "
+                                              "names separated by a comma), e.g. survival=survival:time,event.")
+            heads[key] = bf.heads.Survival(time=cols[0], event=cols[1], nonpositive_times=nonpositive_times)
+        elif kind == "categorical":
             heads[key] = kind
+        else:
+            raise bf.exceptions.DataError(f"--head {item!r}: unknown head type {kind!r}; write TARGET=categorical "
+                                          "or TARGET=survival[:TIME,EVENT].")
     return heads
 
 
@@ -79,7 +85,7 @@ def cmd_fit(args) -> int:
         data = data.subset(split=args.split)
     if args.distributed:
         return _fit_distributed(args, data)
-    model = bf.FusionModel(data, heads=_parse_heads(args.head), latent_dim=args.latent_dim, device=args.device)
+    model = bf.FusionModel(data, heads=_parse_heads(args.head, args.nonpositive_times), latent_dim=args.latent_dim, device=args.device)
     model.fit(max_epochs=args.max_epochs, batch_size=args.batch_size, seed=args.seed, progress=not args.quiet)
     model.save(args.out, overwrite=args.overwrite)
     print(f"fitted {model!r}\n{len(model.history_)} epochs in {model.fit_seconds_:.1f} s; saved to {args.out}")
@@ -101,7 +107,7 @@ def _fit_distributed(args, data) -> int:
 
     rank, world, device = init_from_env()
     try:
-        model = bf.FusionModel(data, heads=_parse_heads(args.head), latent_dim=args.latent_dim, device=str(device))
+        model = bf.FusionModel(data, heads=_parse_heads(args.head, args.nonpositive_times), latent_dim=args.latent_dim, device=str(device))
         fit_distributed(model, max_epochs=args.max_epochs, batch_size=args.batch_size, seed=args.seed)
         if rank == 0:
             model.save(args.out, overwrite=args.overwrite)
@@ -127,8 +133,13 @@ def cmd_predict(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     summary = post.summary(prob=0.9)
     summary.to_csv(out / "predictions.csv", index=False)
+    written = [out / "predictions.csv"]
+    for key, spec in model.heads.items():   # survival heads: S(t | x) mean and 90% band at the head's cuts
+        if isinstance(spec, bf.heads.Survival):
+            written.append(out / f"survival_{key}.csv")
+            post.survival_summary(key, post.default_times(key), prob=0.9).to_csv(written[-1], index=False)
     post.to_inference_data().to_netcdf(str(out / "draws.nc"))
-    print(f"{post.n_patients} patients x {post.num_samples} draws -> {out/'predictions.csv'}, {out/'draws.nc'}")
+    print(f"{post.n_patients} patients x {post.num_samples} draws -> {', '.join(map(str, written))}, {out/'draws.nc'}")
     return 0
 
 
@@ -171,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--head", action="append",
                    help="TARGET=categorical | TARGET=survival[:TIME,EVENT]; repeatable (none = unsupervised)")
+    p.add_argument("--nonpositive-times", choices=("error", "shift", "drop"), default="error",
+                   help="survival heads: follow-up times <= 0 are an error (default), 'shift'ed to half the "
+                        "smallest positive time, or 'drop'ped (survival label unknown)")
     p.add_argument("--latent-dim", type=int, default=16)
     p.add_argument("--max-epochs", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=128, help="minibatch (global over ranks with --distributed)")
@@ -183,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_fit)
-    p = sub.add_parser("predict", help="posterior summaries (CSV) and draws (NetCDF) for a dataset")
+    p = sub.add_parser("predict", help="posterior summaries (CSV: predictions.csv for categorical heads, "
+                       "survival_<head>.csv for survival heads) and draws (NetCDF) for a dataset")
     p.add_argument("model", help="saved model directory")
     _add_data_args(p)
     p.add_argument("--num-samples", type=int, default=200)
@@ -230,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         from bayesfuse.exceptions import BayesFuseError
 
         if isinstance(exc, BayesFuseError):
-            print(f"bayesfuse: error: {exc}", file=sys.stderr)
+            msg = str(exc)
+            if "nonpositive_times=" in msg and getattr(args, "command", None) == "fit":
+                msg += " On the command line: bayesfuse fit ... --nonpositive-times shift (or drop)."
+            print(f"bayesfuse: error: {msg}", file=sys.stderr)
             return 2
         raise
 

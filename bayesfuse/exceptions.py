@@ -36,3 +36,8 @@ class NoModalityWarning(BayesFuseWarning):
 
 class ConvergenceWarning(BayesFuseWarning):
     """Training stopped without the validation loss settling, or produced a non-finite loss."""
+
+
+class DataWarning(BayesFuseWarning):
+    """Some input was left out or carries no information (e.g. an all-NaN training column, labels the
+    model does not know); the message names it and says how to fix it."""

@@ -116,3 +116,167 @@ def test_predict_draws_keep_the_model_dtype(dtype):
     assert post.probs("subtype").dtype == np.dtype(dtype)
     assert post.draws["s"]["log_hazard"].dtype == np.dtype(dtype)
     assert post.latent.dtype == np.dtype(dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# Fresh-eyes API review (session 6): bad input must give a clear error, never a raw library error.
+
+def _fitted(tmp_path=None, heads=None):
+    data = _cohort(0, 10.0, ["A", "B"])
+    heads = {"subtype": "categorical"} if heads is None else heads
+    m = bf.FusionModel(data, heads=heads, latent_dim=2, hidden=4).fit(max_epochs=2, progress=False)
+    return m, data
+
+
+def test_predict_and_impute_on_an_empty_cohort_name_the_problem():
+    """`data.subset(ids=[])` gave a raw `torch.cat(): expected a non-empty list` from predict."""
+    m, data = _fitted()
+    empty = data.subset(ids=[])
+    with pytest.raises(bf.exceptions.DataError, match="no patients"):
+        m.predict(empty, num_samples=3)
+    with pytest.raises(bf.exceptions.DataError, match="no patients"):
+        m.impute(empty, modalities=["x"], num_samples=3)
+
+
+def test_loading_a_corrupted_save_is_a_model_format_error(tmp_path):
+    """Broken config.json / truncated or foreign weights raised JSONDecodeError / SafetensorError / RuntimeError."""
+    import shutil
+
+    m, data = _fitted()
+    good = m.save(tmp_path / "good")
+    other = bf.FusionModel(data, heads={"subtype": "categorical"}, latent_dim=3, hidden=6).fit(max_epochs=1,
+                                                                                            progress=False)
+    other.save(tmp_path / "other")
+    cases = {}
+    for name in ("json", "truncated", "foreign", "keys"):
+        cases[name] = shutil.copytree(good, tmp_path / name)
+    (cases["json"] / "config.json").write_text("{not json")
+    w = (good / "weights.safetensors").read_bytes()
+    (cases["truncated"] / "weights.safetensors").write_bytes(w[: len(w) // 2])
+    shutil.copy(tmp_path / "other" / "weights.safetensors", cases["foreign"] / "weights.safetensors")
+    import json
+
+    cfg = json.loads((good / "config.json").read_text())
+    del cfg["model"]
+    (cases["keys"] / "config.json").write_text(json.dumps(cfg))
+    for path in cases.values():
+        with pytest.raises(bf.exceptions.ModelFormatError, match="corrupted|not a readable"):
+            bf.FusionModel.load(path)
+    assert np.array_equal(bf.FusionModel.load(good).predict(data, num_samples=2).probs("subtype"),
+                          m.predict(data, num_samples=2).probs("subtype"))   # positive control
+
+
+def test_refitting_a_loaded_model_says_what_to_do(tmp_path):
+    """fit() on FusionModel.load(...) raised AttributeError: 'NoneType' object has no attribute 'presence'."""
+    m, _ = _fitted()
+    loaded = bf.FusionModel.load(m.save(tmp_path / "m"))
+    with pytest.raises(bf.exceptions.DataError, match="training data"):
+        loaded.fit(max_epochs=1, progress=False)
+
+
+def test_report_states_patients_whose_label_the_model_does_not_know(tmp_path):
+    """build_report silently dropped patients with a class unseen in training (accuracy over the rest only)."""
+    from bayesfuse.evaluation import build_report
+
+    m, data = _fitted()
+    t = data.targets.copy()
+    t.iloc[:5, t.columns.get_loc("subtype")] = "NEW"
+    d = bf.MultiModalData.from_frames({"x": data.modality("x")}, targets=t)
+    with pytest.warns(bf.exceptions.BayesFuseWarning, match="NEW"):
+        rep = build_report(m, d, tmp_path / "rep", num_samples=10)
+    text = rep.markdown.read_text()
+    assert "NEW" in text and "5 patient(s)" in text
+    # labels of another dtype than the training labels: the message says why nothing is left
+    t2 = data.targets.copy()
+    t2["subtype"] = t2["subtype"].map({"A": 0, "B": 1})
+    d2 = bf.MultiModalData.from_frames({"x": data.modality("x")}, targets=t2)
+    with pytest.raises(bf.exceptions.DataError, match="among the model's classes"):
+        with pytest.warns(bf.exceptions.BayesFuseWarning):
+            build_report(m, d2, tmp_path / "rep2", num_samples=10)
+
+
+def test_cli_fit_can_opt_in_to_nonpositive_survival_times(tmp_path, capsys):
+    """The CLI had no way to pass Survival(nonpositive_times=...): tcga_gbmlgg and metabric could not be fitted."""
+    from bayesfuse.cli import main
+
+    data = _cohort(0, 10.0, ["A", "B"])
+    folder = tmp_path / "cohort"
+    folder.mkdir()
+    data.modality("x").to_csv(folder / "x.csv")
+    t = data.targets.copy()
+    t.iloc[0, t.columns.get_loc("time")] = 0.0
+    t.to_csv(folder / "targets.csv")
+    args = ["fit", str(folder), "--head", "s=survival:time,event", "--max-epochs", "2", "--latent-dim", "2", "--quiet"]
+    assert main(args + ["--out", str(tmp_path / "m0")]) == 2
+    assert "--nonpositive-times" in capsys.readouterr().err
+    assert main(args + ["--nonpositive-times", "shift", "--out", str(tmp_path / "m1")]) == 0
+    assert bf.FusionModel.load(tmp_path / "m1").heads["s"].nonpositive_times == "shift"
+    assert main(["fit", str(folder), "--head", "s=survival:time", "--out", str(tmp_path / "m2")]) == 2
+    assert "TIME,EVENT" in capsys.readouterr().err
+    assert main(["fit", str(folder), "--head", "subtype=foo", "--out", str(tmp_path / "m3")]) == 2   # was a traceback
+    assert "categorical" in capsys.readouterr().err
+
+
+def test_all_nan_training_column_is_named_in_one_clear_warning():
+    """An all-NaN training column leaked numpy's 'All-NaN slice' / scipy warnings and was kept silently."""
+    import warnings
+
+    data = _cohort(0, 10.0, ["A", "B"])
+    x = data.modality("x").copy()
+    x["g1"] = np.nan
+    x["g2"] = 1.0   # constant column: no scipy 'precision loss' noise either
+    d = bf.MultiModalData.from_frames({"x": x}, targets=data.targets)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        bf.FusionModel(d, heads={"subtype": "categorical"}, latent_dim=2, hidden=4)
+    msgs = [(w.category, str(w.message)) for w in rec]
+    assert all(issubclass(c, bf.exceptions.BayesFuseWarning) for c, _ in msgs), msgs
+    assert len(msgs) == 1 and "'g1'" in msgs[0][1] and "entirely NaN" in msgs[0][1]
+
+
+def test_cli_predict_writes_survival_summaries(tmp_path):
+    """`bayesfuse predict` with a survival model wrote a header-only predictions.csv (categorical heads only)."""
+    from bayesfuse.cli import main
+
+    data = _cohort(0, 10.0, ["A", "B"])
+    folder = tmp_path / "cohort"
+    folder.mkdir()
+    data.modality("x").to_csv(folder / "x.csv")
+    data.targets.to_csv(folder / "targets.csv")
+    assert main(["fit", str(folder), "--head", "os=survival:time,event", "--max-epochs", "2", "--latent-dim", "2",
+                 "--quiet", "--out", str(tmp_path / "m")]) == 0
+    assert main(["predict", str(tmp_path / "m"), str(folder), "--num-samples", "5", "--out", str(tmp_path / "p")]) == 0
+    surv = pd.read_csv(tmp_path / "p" / "survival_os.csv")
+    cuts = bf.FusionModel.load(tmp_path / "m").heads["os"].cuts
+    assert len(surv) == data.n_samples * len(cuts)
+    assert set(surv.columns) >= {"sample_id", "time", "mean", "lower", "upper"}
+    assert surv["mean"].between(0, 1).all() and (surv["lower"] <= surv["upper"]).all()
+    per_patient = surv.groupby("sample_id", sort=False)["mean"].apply(lambda s: bool((np.diff(s) <= 1e-12).all()))
+    assert per_patient.all()   # S(t) non-increasing over the (increasing) grid
+
+
+def test_survival_head_without_any_training_event_warns():
+    """A survival head trained on an all-censored cohort was accepted silently (hazard from the prior only)."""
+    import warnings
+
+    data = _cohort(0, 10.0, ["A", "B"])
+    t = data.targets.copy()
+    t["event"] = 0
+    d = bf.MultiModalData.from_frames({"x": data.modality("x")}, targets=t)
+    with pytest.warns(bf.exceptions.DataWarning, match="no event"):
+        bf.FusionModel(d, heads={"s": bf.heads.Survival(n_intervals=3)}, latent_dim=2, hidden=4)
+    t.iloc[0, t.columns.get_loc("event")] = 1     # negative control: one event, no warning
+    d = bf.MultiModalData.from_frames({"x": data.modality("x")}, targets=t)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", bf.exceptions.DataWarning)
+        bf.FusionModel(d, heads={"s": bf.heads.Survival(n_intervals=3)}, latent_dim=2, hidden=4)
+
+
+def test_summary_with_times_but_no_head_is_not_silently_categorical_only():
+    """post.summary(times=[...]) ignored `times` and returned only the categorical rows."""
+    m, data = _fitted(heads={"subtype": "categorical", "s": bf.heads.Survival(n_intervals=3)})
+    post = m.predict(data, num_samples=4)
+    with pytest.raises(ValueError, match="survival head"):
+        post.summary(times=[1.0, 5.0])
+    assert len(post.summary("s", times=[1.0, 5.0])) == 2 * data.n_samples          # positive control
+    assert len(post.summary()) == 2 * data.n_samples                                # categorical rows

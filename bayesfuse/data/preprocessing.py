@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bayesfuse.exceptions import DataError
+from bayesfuse.exceptions import DataError, DataWarning
 
 __all__ = ["LIKELIHOODS", "ModalityTransform", "ModalityArrays", "detect_likelihood"]
 
@@ -160,7 +160,11 @@ class ModalityTransform:
                 many = np.array([np.unique(c[np.isfinite(c)]).size > 2 for c in v.T], dtype=bool)
                 return nonneg & many & (np.nan_to_num(skew) > _SKEW_LOG1P)
 
-            log1p = _column_reduce(values, _log1p_rule).astype(bool)
+            with warnings.catch_warnings():
+                # all-NaN / constant columns: numpy's 'All-NaN slice' and scipy's small-sample and
+                # precision-loss warnings say nothing useful here (all-NaN columns are named below)
+                warnings.simplefilter("ignore", RuntimeWarning)
+                log1p = _column_reduce(values, _log1p_rule).astype(bool)
         if max_features is not None and keep.sum() > max_features:
             var = _column_reduce(values, lambda v: np.nanvar(v, axis=0), lik, log1p, lib)
             var[~keep] = -np.inf
@@ -177,6 +181,12 @@ class ModalityTransform:
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN column: handled below
             center = _column_reduce(values, lambda v: np.nanmean(v, axis=0), lik, log1p, lib, kept)
             scale = _column_reduce(values, lambda v: np.nanstd(v, axis=0), lik, log1p, lib, kept)
+        empty = [cols[k] for k in kept[np.isnan(center)]]
+        if empty:
+            warnings.warn(f"Modality {name!r}: {len(empty)} feature column(s) are entirely NaN in the training data "
+                          f"(e.g. {empty[:5]}); they carry no information and the model cannot learn them "
+                          f"(imputations of them are not meaningful). Drop them with "
+                          f"data.drop_features({{{name!r}: [...]}}).", DataWarning, stacklevel=3)
         center = np.nan_to_num(center)
         scale = np.where(np.isfinite(scale) & (scale > 1e-8), scale, 1.0)
         return cls(name=name, likelihood=lik, features=[cols[k] for k in kept],

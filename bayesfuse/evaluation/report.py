@@ -413,6 +413,7 @@ def build_report(model, data, out, head: str | None = None, max_risk: float = 0.
     targets = data.targets
     heads: dict[str, HeadReport] = {}
     skipped: list[str] = []
+    notes: list[str] = []
     for key, spec in specs.items():
         if isinstance(spec, bf.heads.Categorical):
             col = spec.column or key
@@ -420,9 +421,19 @@ def build_report(model, data, out, head: str | None = None, max_risk: float = 0.
                 skipped.append(f"`{key}`: the data has no target column {col!r}")
                 continue
             lab = targets[col].dropna()
-            lab = lab[lab.isin(post.classes(key))]
+            known = lab.isin(post.classes(key))
+            if not known.all():   # a class unseen in training cannot be scored: say so, never drop silently
+                other = lab[~known]
+                names = pd.unique(other.to_numpy())[:5].tolist()
+                note = (f"`{key}`: {len(other)} patient(s) with label(s) {names} not among the model's classes "
+                        f"{list(post.classes(key))} are left out of every `{key}` number below")
+                notes.append(note)
+                warnings.warn(note.replace("`", "") + " (check spelling / dtype, e.g. 1 vs '1', or an unseen class).",
+                              bf.exceptions.DataWarning, stacklevel=2)
+            lab = lab[known]
             if len(lab) < 4:
-                skipped.append(f"`{key}`: only {len(lab)} labelled patient(s)")
+                skipped.append(f"`{key}`: only {len(lab)} labelled patient(s) with a label among the model's "
+                               "classes")
                 continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", bf.calibration.CalibrationWarning)
@@ -473,6 +484,8 @@ def build_report(model, data, out, head: str | None = None, max_risk: float = 0.
     ]
     if skipped:
         lines += ["Not reported: " + "; ".join(skipped) + ".", ""]
+    if notes:
+        lines += ["Left out: " + "; ".join(notes) + ".", ""]
     for r in heads.values():
         lines += _categorical_markdown(r, max_risk, delta) if r.kind == "categorical" else _survival_markdown(r)
     seconds = time.perf_counter() - t0

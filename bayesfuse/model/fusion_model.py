@@ -38,6 +38,12 @@ _SURVIVAL_REFIT_ARGS = {"laplace": {"family": "laplace", "center": "fitted"},
                         "meanfield": {"family": "meanfield", "steps": 600}}
 
 
+def _check_not_empty(data) -> None:
+    """Refuse a cohort without patients (e.g. ``data.subset(ids=[])``) before any tensor work."""
+    if isinstance(data, MultiModalData) and data.n_samples == 0:
+        raise DataError("data has no patients (0 samples, e.g. an empty subset); pass at least one patient.")
+
+
 class FusionModel:
     """Bayesian multimodal fusion model: per-modality Gaussian experts fused by a product of
     experts (prior included), decoders per modality, and supervised heads on the latent ``z``.
@@ -307,6 +313,9 @@ class FusionModel:
         self
         """
         data = self._train_data
+        if data is None:
+            raise DataError("This model was loaded from disk and keeps no training data, so fit() has nothing to "
+                            "train on. Build a new bf.FusionModel(train_data, heads=...) and fit that.")
         if not 0 <= validation_fraction < 1:
             raise ValueError(f"validation_fraction={validation_fraction} must be in [0, 1).")
         if modality_dropout_mode not in ("both", "guide"):
@@ -427,6 +436,7 @@ class FusionModel:
             raise TypeError("data must be a bf.MultiModalData.")
         if int(num_samples) < 1:
             raise ValueError(f"num_samples={num_samples} must be >= 1.")
+        _check_not_empty(data)
         store = self._store(data, strict_targets=False)
         presence = data.presence.reindex(columns=self.modalities, fill_value=False)
         n_none = int((~presence.any(axis=1)).sum())
@@ -518,6 +528,7 @@ class FusionModel:
         """
         from bayesfuse.model.imputation import impute  # noqa: PLC0415
 
+        _check_not_empty(data)
         return impute(self, data, modalities=modalities, num_samples=num_samples, seed=seed,
                       reconstruct=reconstruct, batch_size=batch_size, calibrated=calibrated)
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from bayesfuse._settings import dtype_name, resolve_device, resolve_dtype
@@ -91,12 +92,34 @@ def load_model(cls, path: Path, device: str = "auto"):
     if not (path / CONFIG).exists() or not (path / WEIGHTS).exists():
         raise ModelFormatError(f"{path} is not a saved bayesfuse model (needs {CONFIG} and {WEIGHTS}); "
                                "save one with model.save(path).")
-    config = json.loads((path / CONFIG).read_text())
+    try:
+        config = json.loads((path / CONFIG).read_text())
+    except (ValueError, UnicodeDecodeError) as exc:   # JSONDecodeError is a ValueError
+        raise ModelFormatError(f"{path / CONFIG} is not a readable model configuration ({exc}); the saved model "
+                               "is corrupted: save it again from the fitted model.") from exc
+    if not isinstance(config, dict):
+        raise ModelFormatError(f"{path / CONFIG} is not a readable model configuration (not a JSON object); "
+                               "the saved model is corrupted: save it again from the fitted model.")
     version = config.get("format_version")
     if version not in READABLE_VERSIONS:
         raise ModelFormatError(f"{path} has model format version {version}; this bayesfuse reads versions "
                                f"{READABLE_VERSIONS}. Load it with the bayesfuse version that saved it "
                                f"({config.get('bayesfuse_version')}) and refit or re-save.")
+    device = resolve_device(device)   # a bad device is the caller's error, not a corrupted file
+    try:
+        return _build_loaded(cls, path, config, device)
+    except (ModelFormatError, MemoryError, torch.cuda.OutOfMemoryError):
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, OSError, SafetensorError) as exc:
+        # a truncated weights file (SafetensorError), weights of another model (size mismatch),
+        # a config with missing or mistyped entries: one clear error instead of a library traceback
+        raise ModelFormatError(f"{path} could not be loaded: the saved model is corrupted or incomplete "
+                               f"({type(exc).__name__}: {str(exc)[:300]}). Save it again from the fitted "
+                               "model.") from exc
+
+
+def _build_loaded(cls, path: Path, config: dict, device):
+    """The model of ``config`` and ``weights.safetensors`` (the version was checked by :func:`load_model`)."""
     tensors = load_file(str(path / WEIGHTS))
     model = cls.__new__(cls)
     mcfg = config["model"]

@@ -5,11 +5,13 @@ Called from :mod:`bayesfuse.model.targets` for :class:`bayesfuse.heads.Survival`
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
 from bayesfuse.distributions.piecewise_hazard import make_cuts
-from bayesfuse.exceptions import DataError
+from bayesfuse.exceptions import DataError, DataWarning
 from bayesfuse.heads import Survival
 
 __all__ = ["fit_survival_spec", "encode_survival", "survival_arrays", "fit_survival_covariates"]
@@ -130,6 +132,11 @@ def fit_survival_spec(key: str, spec: Survival, targets: pd.DataFrame) -> Surviv
         raise DataError(f"Head {key!r}: no training patient has both {spec.time!r} and {spec.event!r}; a "
                         "survival head needs labelled patients.")
     t, e = time[known], event[known]
+    if not np.any(e > 0):
+        warnings.warn(f"Head {key!r}: no event among the {int(known.sum())} training patient(s) with follow-up "
+                      f"({spec.event!r} is 0 everywhere): the hazard cannot be learned from these data and comes "
+                      "from the prior only. Check the event coding (1 = event, 0 = censored).",
+                      DataWarning, stacklevel=4)
     if spec.cuts is None:
         cuts = make_cuts(t, e, int(spec.n_intervals))
     else:

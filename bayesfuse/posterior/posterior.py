@@ -140,6 +140,10 @@ class Posterior:
                 raise ValueError(f"Head {head!r} is a survival head: pass times, e.g. "
                                  f"post.summary({head!r}, times=[365, 730]) or post.survival_summary({head!r}, times).")
             return self.survival_summary(head, times, prob=prob)
+        if times is not None:   # never drop an argument silently: times only apply to a survival head
+            surv = [h for h, s in self.heads.items() if isinstance(s, Survival)]
+            raise ValueError(f"times= applies to a survival head; pass it as post.summary(head, times=...) with "
+                             f"head one of {surv} (or call post.survival_summary(head, times)).")
         heads = [head] if head is not None else self._categorical_heads()
         frames = []
         for h in heads:
