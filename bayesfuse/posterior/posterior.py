@@ -189,6 +189,10 @@ class Posterior:
         """Per-draw median survival time, shape ``(num_samples, n_patients)``.
 
         ``inf`` where ``S`` never drops below 0.5 (or, with ``horizon``, not before it).
+        Without ``horizon`` the last piece's hazard is extrapolated beyond the training follow-up, so
+        the median is finite wherever that hazard is positive, however far out; pass
+        ``horizon=`` (e.g. the longest training follow-up) to report "not reached" (``inf``) instead
+        of an extrapolated time.
         """
         lh, cuts = self._log_hazard(head)
         return _surv.median_survival(lh, cuts, horizon=horizon)
