@@ -40,10 +40,22 @@ def _read_data(path: str, modality: list[str] | None, targets: str | None, drop:
             frames[name] = pd.read_csv(p, dtype={"sample_id": str}).set_index("sample_id")
         tg = pd.read_csv(targets, dtype={"sample_id": str}).set_index("sample_id") if targets else None
         data = bf.MultiModalData.from_frames(frames, targets=tg)
-        return data.drop_features(drop_features) if drop_features else data
+        return _drop(data, drop_features) if drop_features else data
     if path is None:
         raise SystemExit("Give a dataset folder (shared layout) or --modality NAME=PATH.csv ... [--targets PATH].")
-    return bf.MultiModalData.read_dir(path, drop_features=drop_features or None)
+    return _drop(bf.MultiModalData.read_dir(path), drop_features) if drop_features else bf.MultiModalData.read_dir(path)
+
+
+def _drop(data, drop_features: dict[str, list[str]]):
+    """``data.drop_features`` with the CLI's wording when a column does not exist (the Python
+    message suggests ``errors='ignore'``, which the command line cannot pass)."""
+    import bayesfuse as bf
+
+    try:
+        return data.drop_features(drop_features)
+    except bf.exceptions.DataError as err:
+        raise bf.exceptions.DataError(f"--drop-features: {str(err).split('; pass errors=')[0]}; check the column "
+                                      "names (case-sensitive) or leave that entry out.") from err
 
 
 def _parse_heads(items: list[str] | None, nonpositive_times: str = "error"):

@@ -63,3 +63,17 @@ def test_fit_distributed_single_process_without_torchrun(tmp_path, monkeypatch):
     assert len(model.history_) == 2
     assert model.train_config_["world_size"] == 1 and model.train_config_["batch_size"] == 32
     assert model.train_config_["validation_fraction"] == 0.0  # the distributed path, not fit()
+
+
+def test_cli_unknown_drop_feature_names_the_column_without_python_only_advice(tmp_path, capsys):
+    folder, data = _write_cohort(tmp_path)
+    col = data.modality("expr").columns[0]
+    rc = main(["fit", str(folder), "--head", "subtype=categorical", "--split", "train", "--max-epochs", "1",
+               "--drop-features", "expr:no_such_gene", "--out", str(tmp_path / "model"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no_such_gene" in err and "--drop-features" in err and "errors=" not in err
+    rc = main(["fit", str(folder), "--head", "subtype=categorical", "--split", "train", "--max-epochs", "1",
+               "--latent-dim", "2", "--drop-features", f"expr:{col}", "--out", str(tmp_path / "model"), "--quiet"])
+    assert rc == 0
+    features = bf.FusionModel.load(tmp_path / "model").transforms["expr"].features
+    assert col not in features and len(features) == data.modality("expr").shape[1] - 1
