@@ -280,3 +280,17 @@ def test_summary_with_times_but_no_head_is_not_silently_categorical_only():
         post.summary(times=[1.0, 5.0])
     assert len(post.summary("s", times=[1.0, 5.0])) == 2 * data.n_samples          # positive control
     assert len(post.summary()) == 2 * data.n_samples                                # categorical rows
+
+
+def test_report_states_survival_patients_left_out_for_nonpositive_times(tmp_path):
+    """build_report dropped survival patients with time <= 0 from every survival number without a word."""
+    from bayesfuse.evaluation import build_report
+
+    m, data = _fitted(heads={"s": bf.heads.Survival(n_intervals=3)})
+    t = data.targets.copy()
+    t.iloc[:2, t.columns.get_loc("time")] = [0.0, -1.0]
+    d = bf.MultiModalData.from_frames({"x": data.modality("x")}, targets=t)
+    text = build_report(m, d, tmp_path / "rep", num_samples=10).markdown.read_text()
+    assert "2 patient(s) with 'time' <= 0" in text
+    clean = build_report(m, data, tmp_path / "rep2", num_samples=10).markdown.read_text()
+    assert "Left out" not in clean

@@ -451,6 +451,10 @@ def build_report(model, data, out, head: str | None = None, max_risk: float = 0.
                 skipped.append(f"`{key}`: the data lacks {spec.time!r} / {spec.event!r}")
                 continue
             ok = targets[[spec.time, spec.event]].dropna()
+            n_nonpos = int((ok[spec.time] <= 0).sum())
+            if n_nonpos:   # metrics need positive times: say so, never drop silently
+                notes.append(f"`{key}`: {n_nonpos} patient(s) with {spec.time!r} <= 0 are left out of every "
+                             f"`{key}` number below (survival metrics need positive times)")
             ok = ok[ok[spec.time] > 0]
             if len(ok) < 10:
                 skipped.append(f"`{key}`: only {len(ok)} patient(s) with follow-up")
