@@ -39,11 +39,10 @@ def _read_data(path: str, modality: list[str] | None, targets: str | None, drop:
                 raise SystemExit(f"--modality {item!r}: use NAME=PATH.csv")
             frames[name] = pd.read_csv(p, dtype={"sample_id": str}).set_index("sample_id")
         tg = pd.read_csv(targets, dtype={"sample_id": str}).set_index("sample_id") if targets else None
-        data = bf.MultiModalData.from_frames(frames, targets=tg)
-        return _drop(data, drop_features) if drop_features else data
+        return _drop(bf.MultiModalData.from_frames(frames, targets=tg), drop_features)
     if path is None:
         raise SystemExit("Give a dataset folder (shared layout) or --modality NAME=PATH.csv ... [--targets PATH].")
-    return _drop(bf.MultiModalData.read_dir(path), drop_features) if drop_features else bf.MultiModalData.read_dir(path)
+    return _drop(bf.MultiModalData.read_dir(path), drop_features)
 
 
 def _drop(data, drop_features: dict[str, list[str]]):
@@ -51,6 +50,8 @@ def _drop(data, drop_features: dict[str, list[str]]):
     message suggests ``errors='ignore'``, which the command line cannot pass)."""
     import bayesfuse as bf
 
+    if not drop_features:
+        return data
     try:
         return data.drop_features(drop_features)
     except bf.exceptions.DataError as err:
