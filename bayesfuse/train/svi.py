@@ -28,6 +28,7 @@ from bayesfuse.exceptions import ConvergenceError, ConvergenceWarning
 from bayesfuse.module.batch import TensorStore
 from bayesfuse.module.fused_elbo import fused_elbo_loss, fused_supported, has_global_head_sites
 from bayesfuse.module.fusion_module import FusionModule
+from bayesfuse.train.progress import EpochProgress
 
 __all__ = ["TrainConfig", "TrainResult", "train_svi", "elbo_loss", "make_optimizer", "clip_gradients",
            "svi_step", "validation_loss"]
@@ -143,11 +144,7 @@ def train_svi(module: FusionModule, train: TensorStore, val: TensorStore | None,
     best = (math.inf, -1, None)
     stalled = 0
     t0 = time.perf_counter()
-    bar = None
-    if config.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.max_epochs, desc="SVI", unit="epoch", leave=False)
+    bar = EpochProgress(config.max_epochs) if config.progress else None
     stopped_early = False
     with pyro.validation_enabled(False):
         for epoch in range(config.max_epochs):
@@ -167,8 +164,7 @@ def train_svi(module: FusionModule, train: TensorStore, val: TensorStore | None,
             rows.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "kl_scale": kl_scale,
                          "seconds": time.perf_counter() - t0})
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
+                bar.update(train_loss, val_loss)
             if not math.isfinite(train_loss):
                 if best[2] is None:
                     raise ConvergenceError(
@@ -191,7 +187,7 @@ def train_svi(module: FusionModule, train: TensorStore, val: TensorStore | None,
                     stopped_early = True
                     break
     if bar is not None:
-        bar.close()
+        bar.close(best[1], stopped_early)
     if best[2] is not None:
         module.load_state_dict(best[2])
     module.eval()
