@@ -274,7 +274,9 @@ class FusionModel:
     def fit(self, max_epochs: int = 300, batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
             validation_fraction: float = 0.1, patience: int = 30, kl_warmup_epochs: int = 30,
             modality_dropout: float = 0.25, num_particles: int = 1, weight_decay: float = 0.0,
-            progress: bool = True, elbo: str = "fused", modality_dropout_mode: str = "both") -> FusionModel:
+            progress: bool = True, elbo: str = "fused", modality_dropout_mode: str = "both",
+            checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0, resume: str | Path | None = None,
+            max_retries: int = 3) -> FusionModel:
         """Fit by stochastic variational inference (Pyro ``Trace_ELBO``, Adam, minibatches).
 
         Parameters
@@ -307,10 +309,30 @@ class FusionModel:
             ``"fused"`` (default): the ELBO of the Pyro model/guide evaluated in one vectorised
             torch pass (same estimator as ``Trace_ELBO``, faster: docs/benchmarks.md); ``"trace"``: Pyro's
             ``Trace_ELBO`` itself.
+        checkpoint_dir, checkpoint_every : str or Path, int
+            Write an atomic checkpoint (parameters, optimizer state, RNG states, loop state; safetensors
+            + JSON, no pickle) to ``checkpoint_dir/epoch-NNNNNN/`` after every ``checkpoint_every``-th
+            epoch (the two most recent are kept; 0 = none).
+        resume : str or Path, optional
+            Continue an interrupted fit from a checkpoint folder (or the ``checkpoint_dir`` holding
+            them: its latest). Build the model and call ``fit`` with the same arguments as the
+            interrupted run; on the CPU the final parameters are then bit-identical to an
+            uninterrupted run. A checkpoint of other settings is a ``ModelFormatError``.
+        max_retries : int
+            A step with a non-finite loss or gradient is never applied; an epoch that had one is
+            rerun from its start with the learning rate times 0.3, at most ``max_retries`` times over
+            the fit, then :class:`~bayesfuse.exceptions.ConvergenceError` names the modality / head
+            whose term was non-finite. Retries are listed in ``fit_faults_``.
 
         Returns
         -------
         self
+
+        Notes
+        -----
+        ``KeyboardInterrupt`` during training stops it, keeps the best parameters so far (the
+        post-fit refits still run), warns, and sets ``interrupted_ = True`` (and ``stopped_early_``):
+        the model is usable; with checkpoints, ``fit(resume=checkpoint_dir)`` continues it.
         """
         data = self._train_data
         if data is None:
@@ -338,7 +360,10 @@ class FusionModel:
                              modality_dropout=modality_dropout, progress=progress, elbo=elbo,
                              modality_dropout_mode=modality_dropout_mode,
                              min_epochs=min(max_epochs, kl_warmup_epochs + 10))
-        result = train_svi(self.module, train_store, val_store, config, gen)
+        result = train_svi(self.module, train_store, val_store, config, gen,
+                           *self._reliability_args(config, seed, validation_fraction, train_ids, val_ids,
+                                                   checkpoint_dir, checkpoint_every, resume, max_retries))
+        self.interrupted_, self.fit_faults_ = result.extra["interrupted"], result.extra["faults"]
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
         self.stopped_early_ = result.stopped_early
@@ -347,6 +372,26 @@ class FusionModel:
                               "n_train": len(train_ids), "n_validation": len(val_ids)}
         self._finish_bayesian(train_store, seed)
         return self
+
+    @staticmethod
+    def _reliability_args(config: TrainConfig, seed, validation_fraction, train_ids, val_ids, checkpoint_dir,
+                          checkpoint_every, resume, max_retries) -> tuple:
+        """``(Checkpointing, FaultPolicy)`` of :func:`train_svi` from ``fit``'s arguments (validated)."""
+        from bayesfuse.train.faults import FaultPolicy  # noqa: PLC0415
+        from bayesfuse.train.svi import Checkpointing  # noqa: PLC0415
+
+        if int(checkpoint_every) < 0 or (int(checkpoint_every) > 0 and checkpoint_dir is None):
+            raise ValueError(f"checkpoint_every={checkpoint_every} must be >= 0, and > 0 needs checkpoint_dir= "
+                             "(the folder to write checkpoints to).")
+        if int(max_retries) < 0:
+            raise ValueError(f"max_retries={max_retries} must be >= 0.")
+        settings = {**{k: v for k, v in config.__dict__.items() if k != "progress"}, "seed": int(seed),
+                    "validation_fraction": float(validation_fraction),
+                    "train_ids": [str(i) for i in train_ids], "validation_ids": [str(i) for i in val_ids]}
+        ckpt = Checkpointing(directory=None if checkpoint_dir is None else str(checkpoint_dir),
+                             every=int(checkpoint_every), resume=None if resume is None else str(resume),
+                             settings=settings)
+        return ckpt, FaultPolicy(max_retries=int(max_retries))
 
     def _finish_bayesian(self, train_store: TensorStore, seed: int) -> None:
         """After training: refit the head-weight posterior (Bayesian modes) and set ``diagnostics_``.
