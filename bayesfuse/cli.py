@@ -92,7 +92,9 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_fit(args) -> int:
     import bayesfuse as bf
+    from bayesfuse._atomic import check_output_dir
 
+    check_output_dir(args.out, args.overwrite, "--overwrite")   # before a long fit, not after it
     data = _read_data(args.data, args.modality, args.targets, args.drop_features)
     if args.split:
         data = data.subset(split=args.split)
@@ -141,42 +143,51 @@ def cmd_predict(args) -> int:
     data = _read_data(args.data, args.modality, args.targets, args.drop_features)
     if args.split:
         data = data.subset(split=args.split)
+    from bayesfuse._atomic import atomic_output_dir, check_output_dir
+
+    check_output_dir(args.out, args.overwrite, "--overwrite")
     post = model.predict(data, num_samples=args.num_samples, seed=args.seed)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    summary = post.summary(prob=0.9)
-    summary.to_csv(out / "predictions.csv", index=False)
     written = [out / "predictions.csv"]
-    for key, spec in model.heads.items():   # survival heads: S(t | x) mean and 90% band at the head's cuts
-        if isinstance(spec, bf.heads.Survival):
-            written.append(out / f"survival_{key}.csv")
-            post.survival_summary(key, post.default_times(key), prob=0.9).to_csv(written[-1], index=False)
-    post.to_inference_data().to_netcdf(str(out / "draws.nc"))
+    with atomic_output_dir(out, args.overwrite, "--overwrite") as tmp:   # all files or none
+        post.summary(prob=0.9).to_csv(tmp / "predictions.csv", index=False)
+        for key, spec in model.heads.items():   # survival heads: S(t | x) mean and 90% band at the head's cuts
+            if isinstance(spec, bf.heads.Survival):
+                written.append(out / f"survival_{key}.csv")
+                post.survival_summary(key, post.default_times(key), prob=0.9).to_csv(tmp / written[-1].name,
+                                                                                    index=False)
+        post.to_inference_data().to_netcdf(str(tmp / "draws.nc"))
     print(f"{post.n_patients} patients x {post.num_samples} draws -> {', '.join(map(str, written))}, {out/'draws.nc'}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
+    from bayesfuse._atomic import atomic_output_dir, check_output_dir
     from bayesfuse.evaluation.report import build_report
 
+    check_output_dir(args.out, args.overwrite, "--overwrite")
     data = _read_data(args.data, args.modality, args.targets, args.drop_features)
     if args.split:
         data = data.subset(split=args.split)
-    rep = build_report(args.model, data, args.out, head=args.head, max_risk=args.max_risk, delta=args.delta,
-                       calibration_fraction=args.calibration_fraction, seed=args.seed,
-                       num_samples=args.num_samples, starts=args.starts)
+    with atomic_output_dir(args.out, args.overwrite, "--overwrite") as tmp:
+        rep = build_report(args.model, data, tmp, head=args.head, max_risk=args.max_risk, delta=args.delta,
+                           calibration_fraction=args.calibration_fraction, seed=args.seed,
+                           num_samples=args.num_samples, starts=args.starts)
+    markdown = Path(args.out) / Path(rep.markdown).name
     for r in rep.heads.values():
         if r.kind == "categorical":
             print(f"{r.head}: threshold {r.threshold:.4g}, test coverage {r.coverage:.3f}, error among accepted "
                   f"{r.error:.3f} (target <= {rep.max_risk:g} w.p. >= {1 - rep.delta:g})")
-    print(f"report written to {rep.markdown} ({len(rep.figures)} figures, {rep.seconds:.1f} s)")
+    print(f"report written to {markdown} ({len(rep.figures)} figures, {rep.seconds:.1f} s)")
     return 0
 
 
 def cmd_demo(args) -> int:
+    from bayesfuse._atomic import atomic_output_dir
     from bayesfuse.evaluation.demo import run_demo
 
-    table = run_demo(args.out, quick=args.quick or None, seed=args.seed, progress=not args.quiet)
+    with atomic_output_dir(args.out, args.overwrite, "--overwrite") as tmp:
+        table = run_demo(tmp, quick=args.quick or None, seed=args.seed, progress=not args.quiet)
     import pandas as pd
 
     with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
@@ -218,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("evaluate", help="calibrate 'I don't know' on half the labelled data, report on the rest")
     p.add_argument("model", help="saved model directory")
@@ -230,10 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output folder (report.md + PNG figures)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("demo", help="simulate a cohort, fit, predict, print a table, write a report")
     p.add_argument("--out", default="bayesfuse_demo")
     p.add_argument("--quick", action="store_true", help="fewer epochs (default when CI is set)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)

@@ -41,3 +41,7 @@ class ConvergenceWarning(BayesFuseWarning):
 class DataWarning(BayesFuseWarning):
     """Some input was left out or carries no information (e.g. an all-NaN training column, labels the
     model does not know); the message names it and says how to fix it."""
+
+
+class OutputExistsError(BayesFuseError, FileExistsError):
+    """An output folder (a saved model, predictions, a report) exists and overwriting was not asked for."""

@@ -13,6 +13,8 @@ Loading reads JSON and tensors only (``safetensors`` never executes code).
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from bayesfuse._atomic import check_output_dir, make_temp_dir, replace_dir
 from bayesfuse._settings import dtype_name, resolve_device, resolve_dtype
 from bayesfuse.data.preprocessing import ModalityTransform
 from bayesfuse.exceptions import ModelFormatError
@@ -52,11 +55,29 @@ def _jsonable(v: Any) -> Any:
 
 
 def save_model(model, path: Path, overwrite: bool = False) -> Path:
+    """Write the model to ``path`` atomically: into a hidden temporary folder next to it, then renamed.
+
+    A crash (or kill) mid-save leaves at most a ``.tmp-*`` folder, never a loadable half model
+    at ``path``; with ``overwrite=True`` the old model is replaced only once the new one is complete.
+    """
+    path = check_output_dir(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = make_temp_dir(path.parent, path.name)
+    try:
+        _write_model(model, tmp)
+        for f in (WEIGHTS, CONFIG):
+            with open(tmp / f, "rb") as fh:
+                os.fsync(fh.fileno())
+        replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _write_model(model, path: Path) -> None:
     import bayesfuse
 
-    path.mkdir(parents=True, exist_ok=True)
-    if (path / CONFIG).exists() and not overwrite:
-        raise FileExistsError(f"{path / CONFIG} exists; pass overwrite=True to replace the saved model.")
     tensors = {f"module.{k}": v.detach().cpu().contiguous() for k, v in model.module.state_dict().items()}
     for m, tf in model.transforms.items():
         for k, arr in tf.arrays().items():
@@ -85,10 +106,12 @@ def save_model(model, path: Path, overwrite: bool = False) -> Path:
     }
     save_file(tensors, str(path / WEIGHTS), metadata={"format": "bayesfuse", "format_version": str(FORMAT_VERSION)})
     (path / CONFIG).write_text(json.dumps(_jsonable(config), indent=1))
-    return path
 
 
 def load_model(cls, path: Path, device: str = "auto"):
+    if not path.is_dir():
+        raise ModelFormatError(f"{path} is not a folder; a saved bayesfuse model is a folder with {CONFIG} and "
+                               f"{WEIGHTS} (written by model.save(path)). Check the path.")
     if not (path / CONFIG).exists() or not (path / WEIGHTS).exists():
         raise ModelFormatError(f"{path} is not a saved bayesfuse model (needs {CONFIG} and {WEIGHTS}); "
                                "save one with model.save(path).")
@@ -101,6 +124,10 @@ def load_model(cls, path: Path, device: str = "auto"):
         raise ModelFormatError(f"{path / CONFIG} is not a readable model configuration (not a JSON object); "
                                "the saved model is corrupted: save it again from the fitted model.")
     version = config.get("format_version")
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise ModelFormatError(f"{path} was saved by a newer bayesfuse ({config.get('bayesfuse_version')}, model "
+                               f"format version {version}); this bayesfuse reads versions {READABLE_VERSIONS}. "
+                               "Upgrade bayesfuse (pip install -U bayesfuse) to load it.")
     if version not in READABLE_VERSIONS:
         raise ModelFormatError(f"{path} has model format version {version}; this bayesfuse reads versions "
                                f"{READABLE_VERSIONS}. Load it with the bayesfuse version that saved it "

@@ -22,7 +22,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from bayesfuse._atomic import make_temp_dir
 from bayesfuse.exceptions import ModelFormatError
 
 __all__ = ["CHECKPOINT_VERSION", "save_checkpoint", "load_checkpoint", "latest_checkpoint", "rng_state",
@@ -103,7 +103,7 @@ def save_checkpoint(directory: str | Path, epoch: int, module: torch.nn.Module, 
             "param_groups": groups, "has_best": best_state is not None,
             "fingerprint": fingerprint(module, settings)}
     final = directory / f"{PREFIX}{epoch:06d}"
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory))
+    tmp = make_temp_dir(directory, final.name)
     try:
         save_file(tensors, str(tmp / STATE_TENSORS), metadata={"format": "bayesfuse-checkpoint"})
         (tmp / STATE_JSON).write_text(json.dumps(meta, default=_json_default))
