@@ -110,8 +110,9 @@ def _write_model(model, path: Path) -> None:
 
 def load_model(cls, path: Path, device: str = "auto"):
     if not path.is_dir():
-        raise ModelFormatError(f"{path} is not a folder; a saved bayesfuse model is a folder with {CONFIG} and "
-                               f"{WEIGHTS} (written by model.save(path)). Check the path.")
+        what = "does not exist" if not path.exists() else "is a file"
+        raise ModelFormatError(f"{path} is not a saved bayesfuse model: it {what}, and a saved model is a folder "
+                               f"with {CONFIG} and {WEIGHTS} (written by model.save(path)). Check the path.")
     if not (path / CONFIG).exists() or not (path / WEIGHTS).exists():
         raise ModelFormatError(f"{path} is not a saved bayesfuse model (needs {CONFIG} and {WEIGHTS}); "
                                "save one with model.save(path).")
