@@ -21,27 +21,27 @@ __all__ = ["main"]
 
 
 def _read_data(path: str, modality: list[str] | None, targets: str | None, drop: list[str] | None):
-    import pandas as pd
-
     import bayesfuse as bf
+    from bayesfuse.data.multimodal import read_table
 
     drop_features: dict[str, list[str]] = {}
     for item in drop or []:
         mod, _, cols = item.partition(":")
         if not cols:
-            raise SystemExit(f"--drop-features {item!r}: use MODALITY:COL1,COL2")
+            raise bf.exceptions.DataError(f"--drop-features {item!r}: use MODALITY:COL1,COL2 (e.g. "
+                                          "mutation:IDH1,IDH2).")
         drop_features.setdefault(mod, []).extend(cols.split(","))
     if modality:
         frames = {}
         for item in modality:
             name, _, p = item.partition("=")
-            if not p:
-                raise SystemExit(f"--modality {item!r}: use NAME=PATH.csv")
-            frames[name] = pd.read_csv(p, dtype={"sample_id": str}).set_index("sample_id")
-        tg = pd.read_csv(targets, dtype={"sample_id": str}).set_index("sample_id") if targets else None
+            if not p or not name:
+                raise bf.exceptions.DataError(f"--modality {item!r}: use NAME=PATH.csv (e.g. expr=expr.csv.gz).")
+            frames[name] = read_table(p, f"--modality {name}")
+        tg = read_table(targets, "--targets") if targets else None
         return _drop(bf.MultiModalData.from_frames(frames, targets=tg), drop_features)
     if path is None:
-        raise SystemExit("Give a dataset folder (shared layout) or --modality NAME=PATH.csv ... [--targets PATH].")
+        raise bf.exceptions.DataError("Give a dataset folder (shared layout) or --modality NAME=PATH.csv ... [--targets PATH].")
     return _drop(bf.MultiModalData.read_dir(path), drop_features)
 
 

@@ -45,3 +45,11 @@ class DataWarning(BayesFuseWarning):
 
 class OutputExistsError(BayesFuseError, FileExistsError):
     """An output folder (a saved model, predictions, a report) exists and overwriting was not asked for."""
+
+
+class ArgumentError(BayesFuseError, ValueError):
+    """An argument is out of range or not one of the allowed options (e.g. ``num_samples=0``)."""
+
+
+class InputTypeError(BayesFuseError, TypeError):
+    """An argument has the wrong type (e.g. a DataFrame where a ``MultiModalData`` is expected)."""

@@ -20,7 +20,7 @@ import torch
 from bayesfuse._settings import dtype_name, resolve_device, resolve_dtype, seed_everything
 from bayesfuse.data.multimodal import MultiModalData
 from bayesfuse.data.preprocessing import ModalityTransform
-from bayesfuse.exceptions import DataError, NoModalityWarning, NotFittedError
+from bayesfuse.exceptions import ArgumentError, DataError, InputTypeError, NoModalityWarning, NotFittedError
 from bayesfuse.heads import Categorical, Head, make_head
 from bayesfuse.model.targets import encode_targets, fit_head_spec
 from bayesfuse.module.batch import TensorStore
@@ -134,11 +134,11 @@ class FusionModel:
                  head_guide: str = "fullrank", guide_rank: int = 4, encoder_layers: str = "last",
                  head_refit_steps: int = 600, survival_refit: str = "laplace"):
         if not isinstance(data, MultiModalData):
-            raise TypeError("data must be a bf.MultiModalData (use MultiModalData.from_frames or read_dir).")
+            raise InputTypeError("data must be a bf.MultiModalData (use MultiModalData.from_frames or read_dir).")
         if not data.modality_names:
             raise DataError("data has no modality; a fusion model needs at least one.")
         if int(latent_dim) < 1:
-            raise ValueError(f"latent_dim={latent_dim} must be >= 1.")
+            raise ArgumentError(f"latent_dim={latent_dim} must be >= 1.")
         self.latent_dim = int(latent_dim)
         self.hidden = int(hidden)
         self.encoder_dropout = float(encoder_dropout)
@@ -176,18 +176,18 @@ class FusionModel:
         from bayesfuse.nn.bayesian import GUIDE_FAMILIES  # noqa: PLC0415
 
         if bayesian not in BAYESIAN_MODES:
-            raise ValueError(f"bayesian={bayesian!r}; use one of {BAYESIAN_MODES}.")
+            raise ArgumentError(f"bayesian={bayesian!r}; use one of {BAYESIAN_MODES}.")
         if bayesian == "mc_dropout" and not (self.encoder_dropout > 0 and self.hidden > 0):
-            raise ValueError("bayesian='mc_dropout' needs encoder_dropout > 0 (e.g. 0.1) and hidden > 0 "
+            raise ArgumentError("bayesian='mc_dropout' needs encoder_dropout > 0 (e.g. 0.1) and hidden > 0 "
                              "(a linear encoder has no dropout layer).")
         if head_guide not in GUIDE_FAMILIES:
-            raise ValueError(f"head_guide={head_guide!r}; use one of {GUIDE_FAMILIES}.")
+            raise ArgumentError(f"head_guide={head_guide!r}; use one of {GUIDE_FAMILIES}.")
         if not float(prior_scale) > 0 or int(guide_rank) < 1:
-            raise ValueError(f"prior_scale={prior_scale} must be > 0 and guide_rank={guide_rank} >= 1.")
+            raise ArgumentError(f"prior_scale={prior_scale} must be > 0 and guide_rank={guide_rank} >= 1.")
         self.bayesian, self.prior_scale = bayesian, float(prior_scale)
         self.head_guide, self.guide_rank = head_guide, int(guide_rank)
         if encoder_layers not in ("last", "all") or int(head_refit_steps) < 0:
-            raise ValueError(f"encoder_layers={encoder_layers!r} must be 'last' or 'all' and "
+            raise ArgumentError(f"encoder_layers={encoder_layers!r} must be 'last' or 'all' and "
                              f"head_refit_steps={head_refit_steps} must be >= 0.")
         self.encoder_layers, self.head_refit_steps = encoder_layers, int(head_refit_steps)
 
@@ -195,7 +195,7 @@ class FusionModel:
         from bayesfuse.module.survival_refit import SURVIVAL_REFITS  # noqa: PLC0415
 
         if survival_refit not in SURVIVAL_REFITS:
-            raise ValueError(f"survival_refit={survival_refit!r}; use one of {SURVIVAL_REFITS} ('none' = off).")
+            raise ArgumentError(f"survival_refit={survival_refit!r}; use one of {SURVIVAL_REFITS} ('none' = off).")
         self.survival_refit = survival_refit
 
     # ---------------------------------------------------------------- tensors
@@ -339,9 +339,9 @@ class FusionModel:
             raise DataError("This model was loaded from disk and keeps no training data, so fit() has nothing to "
                             "train on. Build a new bf.FusionModel(train_data, heads=...) and fit that.")
         if not 0 <= validation_fraction < 1:
-            raise ValueError(f"validation_fraction={validation_fraction} must be in [0, 1).")
+            raise ArgumentError(f"validation_fraction={validation_fraction} must be in [0, 1).")
         if modality_dropout_mode not in ("both", "guide"):
-            raise ValueError(f"modality_dropout_mode={modality_dropout_mode!r} is not supported; use 'both' "
+            raise ArgumentError(f"modality_dropout_mode={modality_dropout_mode!r} is not supported; use 'both' "
                              "(hide a dropped modality from the guide and the likelihood) or 'guide' (guide only).")
         gen = seed_everything(seed)
         pres = data.presence.to_numpy()
@@ -381,10 +381,10 @@ class FusionModel:
         from bayesfuse.train.svi import Checkpointing  # noqa: PLC0415
 
         if int(checkpoint_every) < 0 or (int(checkpoint_every) > 0 and checkpoint_dir is None):
-            raise ValueError(f"checkpoint_every={checkpoint_every} must be >= 0, and > 0 needs checkpoint_dir= "
+            raise ArgumentError(f"checkpoint_every={checkpoint_every} must be >= 0, and > 0 needs checkpoint_dir= "
                              "(the folder to write checkpoints to).")
         if int(max_retries) < 0:
-            raise ValueError(f"max_retries={max_retries} must be >= 0.")
+            raise ArgumentError(f"max_retries={max_retries} must be >= 0.")
         settings = {**{k: v for k, v in config.__dict__.items() if k != "progress"}, "seed": int(seed),
                     "validation_fraction": float(validation_fraction),
                     "train_ids": [str(i) for i in train_ids], "validation_ids": [str(i) for i in val_ids]}
@@ -478,9 +478,9 @@ class FusionModel:
         module = self._check_fitted()
         module.eval()
         if not isinstance(data, MultiModalData):
-            raise TypeError("data must be a bf.MultiModalData.")
+            raise InputTypeError("data must be a bf.MultiModalData.")
         if int(num_samples) < 1:
-            raise ValueError(f"num_samples={num_samples} must be >= 1.")
+            raise ArgumentError(f"num_samples={num_samples} must be >= 1.")
         _check_not_empty(data)
         store = self._store(data, strict_targets=False)
         presence = data.presence.reindex(columns=self.modalities, fill_value=False)

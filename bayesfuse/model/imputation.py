@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from bayesfuse.data.multimodal import MultiModalData
-from bayesfuse.exceptions import DataError, NoModalityWarning
+from bayesfuse.exceptions import ArgumentError, DataError, InputTypeError, NoModalityWarning
 from bayesfuse.posterior.imputation import Imputation
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def _recalibrations(model: FusionModel, modalities: Sequence[str], calibrated: b
     if not calibrated:
         return {}
     if not fitted:
-        raise ValueError("impute(calibrated=True) needs a recalibration; call model.calibrate_imputation() first "
+        raise ArgumentError("impute(calibrated=True) needs a recalibration; call model.calibrate_imputation() first "
                          "(or pass calibrated=None / False).")
     uncovered = [m for m in modalities if m not in fitted and model.module.likelihoods.get(m) == "gaussian"]
     if explicit and uncovered:
@@ -147,11 +147,11 @@ def impute(model: FusionModel, data: MultiModalData, modalities: Sequence[str] |
     module = model._check_fitted()
     module.eval()
     if not isinstance(data, MultiModalData):
-        raise TypeError("data must be a bf.MultiModalData.")
+        raise InputTypeError("data must be a bf.MultiModalData.")
     if int(num_samples) < 1:
-        raise ValueError(f"num_samples={num_samples} must be >= 1.")
+        raise ArgumentError(f"num_samples={num_samples} must be >= 1.")
     if int(batch_size) < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1.")
+        raise ArgumentError(f"batch_size={batch_size} must be >= 1.")
     if modalities is None:
         modalities = model.modalities
     if isinstance(modalities, str):
@@ -161,7 +161,7 @@ def impute(model: FusionModel, data: MultiModalData, modalities: Sequence[str] |
     if unknown:
         raise DataError(f"Cannot impute {unknown}: the model knows the modalities {model.modalities}.")
     if not modalities:
-        raise ValueError("modalities is empty; name at least one modality to impute.")
+        raise ArgumentError("modalities is empty; name at least one modality to impute.")
     store = model._store(data, strict_targets=False)
     presence = data.presence.reindex(columns=model.modalities, fill_value=False).astype(bool)
     n_none = int((~presence.any(axis=1)).sum())

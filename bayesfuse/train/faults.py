@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bayesfuse.exceptions import ArgumentError
 from bayesfuse.module.batch import TensorStore
 
 __all__ = ["FaultPolicy", "step_fault", "apply_fault_flag", "diagnose", "GoodState", "InterruptGuard", "Epochs"]
@@ -44,7 +45,7 @@ class FaultPolicy:
 
     def __post_init__(self):
         if int(self.max_retries) < 0 or not 0 < float(self.lr_factor) < 1:
-            raise ValueError(f"max_retries={self.max_retries} must be >= 0 and lr_factor={self.lr_factor} in (0, 1).")
+            raise ArgumentError(f"max_retries={self.max_retries} must be >= 0 and lr_factor={self.lr_factor} in (0, 1).")
 
 
 def step_fault(loss: torch.Tensor, grad_norm: torch.Tensor | None) -> torch.Tensor:
