@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bayesfuse._rng import seeded_rng
 from bayesfuse._settings import dtype_name, resolve_device, resolve_dtype, seed_everything
 from bayesfuse.data.multimodal import MultiModalData
 from bayesfuse.data.preprocessing import ModalityTransform
@@ -490,8 +491,7 @@ class FusionModel:
                           "flagged in Posterior.no_modality.", NoModalityWarning, stacklevel=2)
         S, N = int(num_samples), store.n
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
+        with seeded_rng(seed, devices):   # locked: concurrent predicts give the serial draws
             head_params = {h: head.draw_params(S) for h, head in module.heads.items()}
             draw_mode = hasattr(module, "prediction_draws")
             ctx = module.prediction_draws(S) if draw_mode else contextlib.nullcontext()

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bayesfuse._rng import seeded_rng
 from bayesfuse.data.multimodal import MultiModalData
 from bayesfuse.exceptions import ArgumentError, DataError, InputTypeError, NoModalityWarning
 from bayesfuse.posterior.imputation import Imputation
@@ -107,9 +108,7 @@ def decoder_space_draws(model: FusionModel, store, modalities: Sequence[str], nu
     # Weight-uncertainty modes: encoder weights / dropout masks are drawn once per draw and shared by
     # every patient and chunk, exactly as in FusionModel.predict.
     draw_mode = hasattr(module, "prediction_draws")
-    with torch.random.fork_rng(devices=devices), \
-            (module.prediction_draws(S) if draw_mode else contextlib.nullcontext()):
-        torch.manual_seed(seed)
+    with seeded_rng(seed, devices), (module.prediction_draws(S) if draw_mode else contextlib.nullcontext()):
         for start in range(0, N, int(batch_size)):
             idx = torch.arange(start, min(N, start + int(batch_size)), device=model.device)
             batch = store.batch(idx)
