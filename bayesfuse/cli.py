@@ -101,7 +101,9 @@ def cmd_fit(args) -> int:
     if args.distributed:
         return _fit_distributed(args, data)
     model = bf.FusionModel(data, heads=_parse_heads(args.head, args.nonpositive_times), latent_dim=args.latent_dim, device=args.device)
-    model.fit(max_epochs=args.max_epochs, batch_size=args.batch_size, seed=args.seed, progress=not args.quiet)
+    model.fit(max_epochs=args.max_epochs, batch_size=args.batch_size, seed=args.seed, progress=not args.quiet,
+              checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every if args.checkpoint_dir else 0,
+              resume=args.resume)
     model.save(args.out, overwrite=args.overwrite)
     print(f"fitted {model!r}\n{len(model.history_)} epochs in {model.fit_seconds_:.1f} s; saved to {args.out}")
     return 0
@@ -217,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel training under torchrun (one process per GPU); rank 0 saves; "
                         "fixed --max-epochs, no early stopping; a single process without torchrun")
+    p.add_argument("--checkpoint-dir", help="write atomic training checkpoints to this folder")
+    p.add_argument("--checkpoint-every", type=int, default=10, help="epochs between checkpoints (default 10)")
+    p.add_argument("--resume", help="continue an interrupted fit from its --checkpoint-dir (same arguments)")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")

@@ -23,7 +23,8 @@ class ModelFormatError(BayesFuseError, ValueError):
 
 
 class ConvergenceError(BayesFuseError, RuntimeError):
-    """Training diverged before producing any usable parameters."""
+    """Training diverged: non-finite loss or gradient persisted through the bounded retries; the message names
+    the modality / head whose term was non-finite and what to change."""
 
 
 class BayesFuseWarning(UserWarning):

@@ -172,3 +172,29 @@ def test_checkpoint_write_is_atomic(cohort, monkeypatch, tmp_path):
         _model(cohort).fit(**FIT, checkpoint_dir=ck, checkpoint_every=2)
     assert [p.name for p in ck.iterdir()] == ["epoch-000001"]
     assert ckpt_mod.latest_checkpoint(ck).name == "epoch-000001"
+
+
+def test_cli_fit_resume_from_checkpoints(cohort, tmp_path, capsys):
+    from bayesfuse.cli import main
+
+    folder = tmp_path / "cohort"
+    folder.mkdir()
+    for m in cohort.modality_names:
+        cohort.modality(m).to_csv(folder / f"{m}.csv.gz")
+    cohort.targets.to_csv(folder / "targets.csv")
+    args = ["fit", str(folder), "--head", "subtype=categorical", "--max-epochs", "4", "--latent-dim", "2", "--quiet",
+            "--checkpoint-dir", str(tmp_path / "ck"), "--checkpoint-every", "2"]
+    assert main([*args, "--out", str(tmp_path / "m1")]) == 0
+    assert (tmp_path / "ck" / "epoch-000003").is_dir()
+    assert main([*args, "--resume", str(tmp_path / "ck"), "--out", str(tmp_path / "m2")]) == 0
+    a, b = bf.FusionModel.load(tmp_path / "m1"), bf.FusionModel.load(tmp_path / "m2")
+    assert all(torch.equal(a.module.state_dict()[k], b.module.state_dict()[k]) for k in a.module.state_dict())
+    assert not a.interrupted_
+
+
+def test_interrupted_flag_is_saved(cohort, monkeypatch, tmp_path):
+    _interrupt_at(monkeypatch, 5)
+    with pytest.warns(ConvergenceWarning):
+        m = _model(cohort).fit(**FIT)
+    m.save(tmp_path / "m")
+    assert bf.FusionModel.load(tmp_path / "m").interrupted_

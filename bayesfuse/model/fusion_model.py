@@ -23,6 +23,7 @@ from bayesfuse.data.multimodal import MultiModalData
 from bayesfuse.data.preprocessing import ModalityTransform
 from bayesfuse.exceptions import ArgumentError, DataError, InputTypeError, NoModalityWarning, NotFittedError
 from bayesfuse.heads import Categorical, Head, make_head
+from bayesfuse.model.fit_reliability import fit_reliability_options
 from bayesfuse.model.targets import encode_targets, fit_head_spec
 from bayesfuse.module.batch import TensorStore
 from bayesfuse.module.fusion_module import FusionModule
@@ -362,8 +363,8 @@ class FusionModel:
                              modality_dropout_mode=modality_dropout_mode,
                              min_epochs=min(max_epochs, kl_warmup_epochs + 10))
         result = train_svi(self.module, train_store, val_store, config, gen,
-                           *self._reliability_args(config, seed, validation_fraction, train_ids, val_ids,
-                                                   checkpoint_dir, checkpoint_every, resume, max_retries))
+                           *fit_reliability_options(config, seed, validation_fraction, train_ids, val_ids,
+                                                    checkpoint_dir, checkpoint_every, resume, max_retries))
         self.interrupted_, self.fit_faults_ = result.extra["interrupted"], result.extra["faults"]
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
@@ -373,26 +374,6 @@ class FusionModel:
                               "n_train": len(train_ids), "n_validation": len(val_ids)}
         self._finish_bayesian(train_store, seed)
         return self
-
-    @staticmethod
-    def _reliability_args(config: TrainConfig, seed, validation_fraction, train_ids, val_ids, checkpoint_dir,
-                          checkpoint_every, resume, max_retries) -> tuple:
-        """``(Checkpointing, FaultPolicy)`` of :func:`train_svi` from ``fit``'s arguments (validated)."""
-        from bayesfuse.train.faults import FaultPolicy  # noqa: PLC0415
-        from bayesfuse.train.svi import Checkpointing  # noqa: PLC0415
-
-        if int(checkpoint_every) < 0 or (int(checkpoint_every) > 0 and checkpoint_dir is None):
-            raise ArgumentError(f"checkpoint_every={checkpoint_every} must be >= 0, and > 0 needs checkpoint_dir= "
-                             "(the folder to write checkpoints to).")
-        if int(max_retries) < 0:
-            raise ArgumentError(f"max_retries={max_retries} must be >= 0.")
-        settings = {**{k: v for k, v in config.__dict__.items() if k != "progress"}, "seed": int(seed),
-                    "validation_fraction": float(validation_fraction),
-                    "train_ids": [str(i) for i in train_ids], "validation_ids": [str(i) for i in val_ids]}
-        ckpt = Checkpointing(directory=None if checkpoint_dir is None else str(checkpoint_dir),
-                             every=int(checkpoint_every), resume=None if resume is None else str(resume),
-                             settings=settings)
-        return ckpt, FaultPolicy(max_retries=int(max_retries))
 
     def _finish_bayesian(self, train_store: TensorStore, seed: int) -> None:
         """After training: refit the head-weight posterior (Bayesian modes) and set ``diagnostics_``.

@@ -100,7 +100,9 @@ def _write_model(model, path: Path) -> None:
         "heads": {k: spec.to_config() for k, spec in model.heads.items()},
         "train_config": model.train_config_,
         "fit": {"best_epoch": getattr(model, "best_epoch_", None), "fit_seconds": getattr(model, "fit_seconds_", None),
-                "stopped_early": getattr(model, "stopped_early_", None)},
+                "stopped_early": getattr(model, "stopped_early_", None),
+                "interrupted": bool(getattr(model, "interrupted_", False)),
+                "faults": getattr(model, "fit_faults_", [])},
         "history": model.history_.to_dict(orient="list") if model.history_ is not None else None,
         "imputation_calibration": {m: rec.to_config() for m, rec in recal.items()},
     }
@@ -173,6 +175,7 @@ def _build_loaded(cls, path: Path, config: dict, device):
     fit = config.get("fit") or {}
     model.best_epoch_, model.fit_seconds_, model.stopped_early_ = (fit.get("best_epoch"), fit.get("fit_seconds"),
                                                                     fit.get("stopped_early"))
+    model.interrupted_, model.fit_faults_ = bool(fit.get("interrupted", False)), list(fit.get("faults") or [])
     hist = config.get("history")
     model.history_ = pd.DataFrame(hist) if hist is not None else None
     model.module = model._build_module()
