@@ -193,7 +193,8 @@ def cmd_demo(args) -> int:
     import pandas as pd
 
     with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
-        print("bayesfuse demo: simulated 4-modality cohort (20% of modalities missing at random)")
+        print("bayesfuse demo: simulated 4-modality cohort (20% of modalities missing at random), "
+              "800 training and 1,200 test patients")
         print(table)
     print(f"report written to {args.out}/ (metrics.csv, metrics.json, predictions.csv, *.png)")
     return 0

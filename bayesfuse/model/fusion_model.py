@@ -27,7 +27,7 @@ from bayesfuse.model.fit_reliability import fit_reliability_options
 from bayesfuse.model.targets import encode_targets, fit_head_spec
 from bayesfuse.module.batch import TensorStore
 from bayesfuse.module.fusion_module import FusionModule
-from bayesfuse.module.heads import build_head_module
+from bayesfuse.module.heads import build_head_module, temper_probs
 from bayesfuse.posterior.imputation import Imputation
 from bayesfuse.posterior.posterior import Posterior
 from bayesfuse.train.svi import TrainConfig, train_svi
@@ -171,6 +171,7 @@ class FusionModel:
         self.train_config_: dict[str, Any] | None = None
         self.diagnostics_ = None
         self.imputation_calibration_: dict = {}   # modality -> ImputationRecalibration (calibrate_imputation)
+        self.class_calibration_: dict = {}   # categorical head -> ClassCalibration (fit(calibrate=True))
 
     def _set_bayesian(self, bayesian: str, prior_scale: float, head_guide: str, guide_rank: int,
                       encoder_layers: str = "all", head_refit_steps: int = 0) -> None:
@@ -277,8 +278,8 @@ class FusionModel:
             validation_fraction: float = 0.1, patience: int = 30, kl_warmup_epochs: int = 30,
             modality_dropout: float = 0.25, num_particles: int = 1, weight_decay: float = 0.0,
             progress: bool = True, elbo: str = "fused", modality_dropout_mode: str = "both",
-            checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0, resume: str | Path | None = None,
-            max_retries: int = 3) -> FusionModel:
+            calibrate: bool = True, checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
+            resume: str | Path | None = None, max_retries: int = 3) -> FusionModel:
         """Fit by stochastic variational inference (Pyro ``Trace_ELBO``, Adam, minibatches).
 
         Parameters
@@ -306,11 +307,18 @@ class FusionModel:
         num_particles : int
             ELBO particles per step.
         progress : bool
-            Show a tqdm progress bar.
+            Report progress: a live bar on a terminal; elsewhere (log files, CI, saved notebooks)
+            one line at most every 30 s and a summary line.
         elbo : {"fused", "trace"}
             ``"fused"`` (default): the ELBO of the Pyro model/guide evaluated in one vectorised
             torch pass (same estimator as ``Trace_ELBO``, faster: docs/benchmarks.md); ``"trace"``: Pyro's
             ``Trace_ELBO`` itself.
+        calibrate : bool
+            After SVI, fit the post-hoc calibration map of every categorical head (a temperature
+            per missingness pattern, :class:`bayesfuse.posterior.class_calibration.ClassCalibration`)
+            on the early-stopping validation patients, which the SVI fit never trains on, and
+            apply it in :meth:`predict` to every draw (``class_calibration_``; saved with the
+            model). Needs ``validation_fraction > 0``. ``False``: raw head probabilities.
         checkpoint_dir, checkpoint_every : str or Path, int
             Write an atomic checkpoint (parameters, optimizer state, RNG states, loop state; safetensors
             + JSON, no pickle) to ``checkpoint_dir/epoch-NNNNNN/`` after every ``checkpoint_every``-th
@@ -357,6 +365,7 @@ class FusionModel:
         val_store = self._store(data, strict_targets=True, ids=val_ids) if len(val_ids) else None
         self.module = self._build_module()
         self.imputation_calibration_ = {}   # a refit invalidates a recalibration (also if it fails half-way)
+        self.class_calibration_ = {}
         config = TrainConfig(max_epochs=max_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                              kl_warmup_epochs=kl_warmup_epochs, patience=patience, num_particles=num_particles,
                              modality_dropout=modality_dropout, progress=progress, elbo=elbo,
@@ -371,9 +380,56 @@ class FusionModel:
         self.stopped_early_ = result.stopped_early
         self.fit_seconds_ = result.seconds
         self.train_config_ = {**config.__dict__, "seed": seed, "validation_fraction": validation_fraction,
-                              "n_train": len(train_ids), "n_validation": len(val_ids)}
+                              "n_train": len(train_ids), "n_validation": len(val_ids),
+                              "validation_ids": [str(i) for i in val_ids]}
         self._finish_bayesian(train_store, seed)
+        if calibrate and len(val_ids):
+            self.calibrate(data.subset(ids=val_ids), seed=seed)
         return self
+
+    def calibrate(self, data: MultiModalData | None = None, num_samples: int = 100, seed: int = 0) -> dict:
+        """Fit the post-hoc calibration map of the categorical heads on held-out patients.
+
+        :meth:`fit` calls it on its early-stopping validation patients (``calibrate=True``, the
+        default); call it yourself to calibrate on another labelled set the model was not trained
+        on (e.g. after :func:`bayesfuse.model.distributed.fit_distributed`, which keeps no
+        validation patients). Keep those patients apart from an :class:`bayesfuse.Abstainer`'s or
+        :class:`bayesfuse.ConformalSets`' calibration patients: their guarantees need patients
+        that fitted nothing.
+
+        Each patient is predicted under every subset of its modalities (up to 5 modalities; see
+        :func:`bayesfuse.model.head_calibration.calibration_patterns`) and one temperature per
+        missingness pattern is fitted, shrunk towards a pooled temperature (empirical Bayes,
+        docs/model.md "Post-hoc calibration").
+
+        Parameters
+        ----------
+        data : MultiModalData, optional
+            Labelled held-out patients (default: the fit's early-stopping validation patients).
+        num_samples, seed : int
+            Posterior draws per patient and their seed.
+
+        Returns
+        -------
+        dict[str, ClassCalibration]
+            Also stored in ``class_calibration_`` (replacing any earlier map).
+        """
+        from bayesfuse.model.head_calibration import fit_class_calibration  # noqa: PLC0415
+
+        self._check_fitted()
+        if data is None:
+            cfg = self.train_config_ or {}
+            ids = cfg.get("validation_ids")
+            if not ids or self._train_data is None:
+                raise DataError("No held-out patients to calibrate on: this model kept no early-stopping patients "
+                                "(validation_fraction=0, a distributed fit, or a loaded model). Pass data= with "
+                                "labelled patients the model was not trained on.")
+            data = self._train_data.subset(ids=ids)
+        if not isinstance(data, MultiModalData):
+            raise TypeError("data must be a bf.MultiModalData of labelled held-out patients.")
+        self.class_calibration_ = {}
+        self.class_calibration_ = fit_class_calibration(self, data, num_samples=num_samples, seed=seed)
+        return self.class_calibration_
 
     def _finish_bayesian(self, train_store: TensorStore, seed: int) -> None:
         """After training: refit the head-weight posterior (Bayesian modes) and set ``diagnostics_``.
@@ -428,7 +484,7 @@ class FusionModel:
 
     @torch.no_grad()
     def predict(self, data: MultiModalData, num_samples: int = 200, seed: int = 0,
-                batch_size: int = 4096, return_latent: bool = True) -> Posterior:
+                batch_size: int = 4096, return_latent: bool = True, calibrated: bool | None = None) -> Posterior:
         """Posterior-predictive draws for every patient of ``data``.
 
         Each draw samples ``z`` from the fused posterior of the modalities the patient has
@@ -450,6 +506,13 @@ class FusionModel:
             Keep the ``(num_samples, n_patients, latent_dim)`` draws of ``z`` in
             ``Posterior.latent``. ``False`` stores an empty ``(num_samples, n_patients, 0)``
             array instead (head draws are unchanged), for large cohorts x many draws.
+        calibrated : bool, optional
+            Apply the categorical heads' calibration map (``class_calibration_``, fitted by
+            :meth:`fit` / :meth:`calibrate`) to every draw: ``p_s -> softmax(log p_s / T)`` with
+            the patient's missingness-pattern temperature, so probabilities, uncertainty,
+            abstention and conformal sets all see the same calibrated draws. Default: whenever
+            a map is fitted (``Posterior.extra["class_calibration"]`` records each applied map).
+            ``False``: the raw head draws.
 
         Returns
         -------
@@ -471,6 +534,9 @@ class FusionModel:
             warnings.warn(f"{n_none} patient(s) have no modality; they are scored from the prior predictive and "
                           "flagged in Posterior.no_modality.", NoModalityWarning, stacklevel=2)
         S, N = int(num_samples), store.n
+        maps = {} if calibrated is False else dict(getattr(self, "class_calibration_", None) or {})
+        temps = {h: torch.as_tensor(c.patient_temperatures(presence.to_numpy()), dtype=self.dtype, device=self.device)
+                 for h, c in maps.items() if h in module.heads}
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with seeded_rng(seed, devices):   # locked: concurrent predicts give the serial draws
             head_params = {h: head.draw_params(S) for h, head in module.heads.items()}
@@ -498,7 +564,10 @@ class FusionModel:
 
                         loc, scale, prec = summarise_draws(loc, scale, prec)
                     for h, head in module.heads.items():
-                        for k, v in head.predict(z, head_params[h], **module.head_inputs(h, batch, z)).items():
+                        pred = head.predict(z, head_params[h], **module.head_inputs(h, batch, z))
+                        if h in temps:
+                            pred["probs"] = temper_probs(pred["probs"], temps[h][idx])
+                        for k, v in pred.items():
                             outs[h].setdefault(k, []).append(v.cpu())  # in the model's dtype
                     locs.append(loc.cpu())
                     scales.append(scale.cpu())
@@ -511,7 +580,8 @@ class FusionModel:
             sample_ids=data.sample_ids, heads=dict(self.heads), draws=draws,
             latent=torch.cat(zs, dim=1).numpy(), latent_loc=torch.cat(locs).double().numpy(),
             latent_scale=torch.cat(scales).double().numpy(), presence=presence.astype(bool),
-            modality_precision=torch.cat(precs, dim=1).permute(1, 0, 2).double().numpy(), seed=int(seed))
+            modality_precision=torch.cat(precs, dim=1).permute(1, 0, 2).double().numpy(), seed=int(seed),
+            extra={"class_calibration": {h: maps[h].to_config() for h in temps}} if temps else {})
 
     def impute(self, data: MultiModalData, modalities: list[str] | str | None = None, num_samples: int = 200,
                seed: int = 0, reconstruct: bool = False, batch_size: int = 1024,

@@ -25,15 +25,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from bayesfuse._atomic import check_output_dir, make_temp_dir, replace_dir
+from bayesfuse._labels import label_text
 from bayesfuse._settings import dtype_name, resolve_device, resolve_dtype
 from bayesfuse.data.preprocessing import ModalityTransform
 from bayesfuse.exceptions import ModelFormatError
 from bayesfuse.heads import head_from_config
 
-FORMAT_VERSION = 2
-# Version 2 added the optional imputation recalibration ("imputation_calibration" + slope arrays);
-# version 1 files load unchanged (no recalibration).
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+# Version 3 added the categorical heads' calibration map ("class_calibration"), applied by
+# predict; version 2 added the optional imputation recalibration ("imputation_calibration" + slope
+# arrays). Versions 1 and 2 load unchanged (no calibration map; integer class labels become text).
+READABLE_VERSIONS = (1, 2, 3)
 CONFIG = "config.json"
 WEIGHTS = "weights.safetensors"
 
@@ -105,6 +107,7 @@ def _write_model(model, path: Path) -> None:
                 "faults": getattr(model, "fit_faults_", [])},
         "history": model.history_.to_dict(orient="list") if model.history_ is not None else None,
         "imputation_calibration": {m: rec.to_config() for m, rec in recal.items()},
+        "class_calibration": {h: c.to_config() for h, c in (getattr(model, "class_calibration_", None) or {}).items()},
     }
     save_file(tensors, str(path / WEIGHTS), metadata={"format": "bayesfuse", "format_version": str(FORMAT_VERSION)})
     (path / CONFIG).write_text(json.dumps(_jsonable(config), indent=1))
@@ -170,6 +173,9 @@ def _build_loaded(cls, path: Path, config: dict, device):
         arrays = {k.split(".", 2)[2]: tensors[k].numpy() for k in tensors if k.startswith(f"transform.{m}.")}
         model.transforms[m] = ModalityTransform.from_saved(tcfg, arrays)
     model.heads = {k: head_from_config(v) for k, v in config["heads"].items()}
+    for spec in model.heads.values():   # files before version 3 kept integer labels as integers
+        if getattr(spec, "classes", None) is not None:
+            spec.classes = [label_text(c) for c in spec.classes]
     model._train_data = None
     model.train_config_ = config.get("train_config")
     fit = config.get("fit") or {}
@@ -185,8 +191,11 @@ def _build_loaded(cls, path: Path, config: dict, device):
         raise ModelFormatError(f"Saved weights do not match the model configuration (missing {missing[:3]}, "
                                f"unexpected {unexpected[:3]}); the directory may be corrupted.")
     model.module.eval()
+    from bayesfuse.posterior.class_calibration import ClassCalibration  # noqa: PLC0415
     from bayesfuse.posterior.imputation_calibration import ImputationRecalibration  # noqa: PLC0415
 
+    model.class_calibration_ = {h: ClassCalibration.from_config(c)
+                                for h, c in (config.get("class_calibration") or {}).items()}
     model.imputation_calibration_ = {
         m: ImputationRecalibration.from_config(c, tensors[f"imputation_calibration.{m}.slope"].numpy())
         for m, c in (config.get("imputation_calibration") or {}).items()}

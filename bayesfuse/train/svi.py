@@ -37,6 +37,7 @@ from bayesfuse.train.faults import (
     diagnose,
     step_fault,
 )
+from bayesfuse.train.progress import EpochProgress
 
 __all__ = ["TrainConfig", "TrainResult", "Checkpointing", "train_svi", "elbo_loss", "make_optimizer", "clip_gradients",
            "svi_step", "validation_loss"]
@@ -216,11 +217,7 @@ def train_svi(module: FusionModule, train: TensorStore, val: TensorStore | None,
     guard = InterruptGuard()
     epochs = Epochs(start, config.max_epochs)
     t0 = time.perf_counter() - elapsed
-    bar = None
-    if config.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.max_epochs, desc="SVI", unit="epoch", leave=False)
+    bar = EpochProgress(config.max_epochs) if config.progress else None
     stopped_early = False
     with pyro.validation_enabled(False), guard:
         for epoch in epochs:
@@ -244,8 +241,7 @@ def train_svi(module: FusionModule, train: TensorStore, val: TensorStore | None,
             rows.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "kl_scale": kl_scale,
                          "seconds": time.perf_counter() - t0})
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
+                bar.update(train_loss, val_loss)
             val_bad = val is not None and val.n > 0 and not math.isfinite(val_loss)
             if n_faults or not math.isfinite(train_loss) or val_bad:
                 rows.pop()
@@ -283,7 +279,7 @@ def train_svi(module: FusionModule, train: TensorStore, val: TensorStore | None,
                 ckpt.save_checkpoint(checkpointing.directory, epoch, module, optim, generator, loop, best[2],
                                      checkpointing.settings)
     if bar is not None:
-        bar.close()
+        bar.close(best[1], stopped_early)
     if guard.interrupted:
         if not rows:
             raise KeyboardInterrupt
