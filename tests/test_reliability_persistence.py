@@ -33,10 +33,20 @@ def fixture_data():
     return bf.MultiModalData.from_frames(frames, targets=targets)
 
 
-def test_committed_model_loads_and_predicts_as_recorded(fixture_data):
-    """tests/fixtures/model_v2 was written by format version 2 (make_model_fixture.py); keep reading it."""
-    expected = json.loads((FIXTURES / "model_v2_expected.json").read_text())
-    model = bf.FusionModel.load(FIXTURES / "model_v2", device="cpu")
+VERSIONS = sorted(p.name for p in FIXTURES.glob("model_v*") if p.is_dir())
+
+
+def test_a_fixture_exists_for_the_current_format_version():
+    from bayesfuse.model.persistence import FORMAT_VERSION
+
+    assert f"model_v{FORMAT_VERSION}" in VERSIONS, "run tests/fixtures/make_model_fixture.py and commit its output"
+
+
+@pytest.mark.parametrize("name", VERSIONS)
+def test_committed_model_loads_and_predicts_as_recorded(fixture_data, name):
+    """tests/fixtures/model_vN was written by format version N (make_model_fixture.py); keep reading it."""
+    expected = json.loads((FIXTURES / f"{name}_expected.json").read_text())
+    model = bf.FusionModel.load(FIXTURES / name, device="cpu")
     post = model.predict(fixture_data, num_samples=expected["num_samples"], seed=expected["seed"])
     probs = post.mean_probs("subtype")
     assert [str(i) for i in post.sample_ids] == expected["sample_ids"]
