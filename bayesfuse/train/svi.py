@@ -255,7 +255,8 @@ def train_svi(module: FusionModule, train: TensorStore, val: TensorStore | None,
                 for g in optim.param_groups:
                     g["lr"] = g["lr"] * policy.lr_factor
                 fault_log.append({"epoch": epoch, "faulty_steps": int(n_faults), "lr": lr * policy.lr_factor})
-                warnings.warn(f"Non-finite {what} in {int(n_faults)} step(s) of epoch {epoch}; rerunning the epoch "
+                where = f"in {int(n_faults)} step(s) of epoch {epoch}" if n_faults else f"at epoch {epoch}"
+                warnings.warn(f"Non-finite {what} {where}; rerunning the epoch "
                               f"from its start with lr={lr * policy.lr_factor:.3g} (retry {retries} of "
                               f"{policy.max_retries}).", ConvergenceWarning, stacklevel=3)
                 epochs.repeat()
