@@ -17,11 +17,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bayesfuse._rng import seeded_rng
 from bayesfuse._settings import dtype_name, resolve_device, resolve_dtype, seed_everything
 from bayesfuse.data.multimodal import MultiModalData
 from bayesfuse.data.preprocessing import ModalityTransform
-from bayesfuse.exceptions import DataError, NoModalityWarning, NotFittedError
+from bayesfuse.exceptions import ArgumentError, DataError, InputTypeError, NoModalityWarning, NotFittedError
 from bayesfuse.heads import Categorical, Head, make_head
+from bayesfuse.model.fit_reliability import fit_reliability_options
 from bayesfuse.model.targets import encode_targets, fit_head_spec
 from bayesfuse.module.batch import TensorStore
 from bayesfuse.module.fusion_module import FusionModule
@@ -134,11 +136,11 @@ class FusionModel:
                  head_guide: str = "fullrank", guide_rank: int = 4, encoder_layers: str = "last",
                  head_refit_steps: int = 600, survival_refit: str = "laplace"):
         if not isinstance(data, MultiModalData):
-            raise TypeError("data must be a bf.MultiModalData (use MultiModalData.from_frames or read_dir).")
+            raise InputTypeError("data must be a bf.MultiModalData (use MultiModalData.from_frames or read_dir).")
         if not data.modality_names:
             raise DataError("data has no modality; a fusion model needs at least one.")
         if int(latent_dim) < 1:
-            raise ValueError(f"latent_dim={latent_dim} must be >= 1.")
+            raise ArgumentError(f"latent_dim={latent_dim} must be >= 1.")
         self.latent_dim = int(latent_dim)
         self.hidden = int(hidden)
         self.encoder_dropout = float(encoder_dropout)
@@ -177,18 +179,18 @@ class FusionModel:
         from bayesfuse.nn.bayesian import GUIDE_FAMILIES  # noqa: PLC0415
 
         if bayesian not in BAYESIAN_MODES:
-            raise ValueError(f"bayesian={bayesian!r}; use one of {BAYESIAN_MODES}.")
+            raise ArgumentError(f"bayesian={bayesian!r}; use one of {BAYESIAN_MODES}.")
         if bayesian == "mc_dropout" and not (self.encoder_dropout > 0 and self.hidden > 0):
-            raise ValueError("bayesian='mc_dropout' needs encoder_dropout > 0 (e.g. 0.1) and hidden > 0 "
+            raise ArgumentError("bayesian='mc_dropout' needs encoder_dropout > 0 (e.g. 0.1) and hidden > 0 "
                              "(a linear encoder has no dropout layer).")
         if head_guide not in GUIDE_FAMILIES:
-            raise ValueError(f"head_guide={head_guide!r}; use one of {GUIDE_FAMILIES}.")
+            raise ArgumentError(f"head_guide={head_guide!r}; use one of {GUIDE_FAMILIES}.")
         if not float(prior_scale) > 0 or int(guide_rank) < 1:
-            raise ValueError(f"prior_scale={prior_scale} must be > 0 and guide_rank={guide_rank} >= 1.")
+            raise ArgumentError(f"prior_scale={prior_scale} must be > 0 and guide_rank={guide_rank} >= 1.")
         self.bayesian, self.prior_scale = bayesian, float(prior_scale)
         self.head_guide, self.guide_rank = head_guide, int(guide_rank)
         if encoder_layers not in ("last", "all") or int(head_refit_steps) < 0:
-            raise ValueError(f"encoder_layers={encoder_layers!r} must be 'last' or 'all' and "
+            raise ArgumentError(f"encoder_layers={encoder_layers!r} must be 'last' or 'all' and "
                              f"head_refit_steps={head_refit_steps} must be >= 0.")
         self.encoder_layers, self.head_refit_steps = encoder_layers, int(head_refit_steps)
 
@@ -196,7 +198,7 @@ class FusionModel:
         from bayesfuse.module.survival_refit import SURVIVAL_REFITS  # noqa: PLC0415
 
         if survival_refit not in SURVIVAL_REFITS:
-            raise ValueError(f"survival_refit={survival_refit!r}; use one of {SURVIVAL_REFITS} ('none' = off).")
+            raise ArgumentError(f"survival_refit={survival_refit!r}; use one of {SURVIVAL_REFITS} ('none' = off).")
         self.survival_refit = survival_refit
 
     # ---------------------------------------------------------------- tensors
@@ -276,7 +278,8 @@ class FusionModel:
             validation_fraction: float = 0.1, patience: int = 30, kl_warmup_epochs: int = 30,
             modality_dropout: float = 0.25, num_particles: int = 1, weight_decay: float = 0.0,
             progress: bool = True, elbo: str = "fused", modality_dropout_mode: str = "both",
-            calibrate: bool = True) -> FusionModel:
+            calibrate: bool = True, checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
+            resume: str | Path | None = None, max_retries: int = 3) -> FusionModel:
         """Fit by stochastic variational inference (Pyro ``Trace_ELBO``, Adam, minibatches).
 
         Parameters
@@ -316,19 +319,39 @@ class FusionModel:
             on the early-stopping validation patients, which the SVI fit never trains on, and
             apply it in :meth:`predict` to every draw (``class_calibration_``; saved with the
             model). Needs ``validation_fraction > 0``. ``False``: raw head probabilities.
+        checkpoint_dir, checkpoint_every : str or Path, int
+            Write an atomic checkpoint (parameters, optimizer state, RNG states, loop state; safetensors
+            + JSON, no pickle) to ``checkpoint_dir/epoch-NNNNNN/`` after every ``checkpoint_every``-th
+            epoch (the two most recent are kept; 0 = none).
+        resume : str or Path, optional
+            Continue an interrupted fit from a checkpoint folder (or the ``checkpoint_dir`` holding
+            them: its latest). Build the model and call ``fit`` with the same arguments as the
+            interrupted run; on the CPU the final parameters are then bit-identical to an
+            uninterrupted run. A checkpoint of other settings is a ``ModelFormatError``.
+        max_retries : int
+            A step with a non-finite loss or gradient is never applied; an epoch that had one is
+            rerun from its start with the learning rate times 0.3, at most ``max_retries`` times over
+            the fit, then :class:`~bayesfuse.exceptions.ConvergenceError` names the modality / head
+            whose term was non-finite. Retries are listed in ``fit_faults_``.
 
         Returns
         -------
         self
+
+        Notes
+        -----
+        ``KeyboardInterrupt`` during training stops it, keeps the best parameters so far (the
+        post-fit refits still run), warns, and sets ``interrupted_ = True`` (and ``stopped_early_``):
+        the model is usable; with checkpoints, ``fit(resume=checkpoint_dir)`` continues it.
         """
         data = self._train_data
         if data is None:
             raise DataError("This model was loaded from disk and keeps no training data, so fit() has nothing to "
                             "train on. Build a new bf.FusionModel(train_data, heads=...) and fit that.")
         if not 0 <= validation_fraction < 1:
-            raise ValueError(f"validation_fraction={validation_fraction} must be in [0, 1).")
+            raise ArgumentError(f"validation_fraction={validation_fraction} must be in [0, 1).")
         if modality_dropout_mode not in ("both", "guide"):
-            raise ValueError(f"modality_dropout_mode={modality_dropout_mode!r} is not supported; use 'both' "
+            raise ArgumentError(f"modality_dropout_mode={modality_dropout_mode!r} is not supported; use 'both' "
                              "(hide a dropped modality from the guide and the likelihood) or 'guide' (guide only).")
         gen = seed_everything(seed)
         pres = data.presence.to_numpy()
@@ -348,7 +371,10 @@ class FusionModel:
                              modality_dropout=modality_dropout, progress=progress, elbo=elbo,
                              modality_dropout_mode=modality_dropout_mode,
                              min_epochs=min(max_epochs, kl_warmup_epochs + 10))
-        result = train_svi(self.module, train_store, val_store, config, gen)
+        result = train_svi(self.module, train_store, val_store, config, gen,
+                           *fit_reliability_options(config, seed, validation_fraction, train_ids, val_ids,
+                                                    checkpoint_dir, checkpoint_every, resume, max_retries))
+        self.interrupted_, self.fit_faults_ = result.extra["interrupted"], result.extra["faults"]
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
         self.stopped_early_ = result.stopped_early
@@ -497,9 +523,9 @@ class FusionModel:
         module = self._check_fitted()
         module.eval()
         if not isinstance(data, MultiModalData):
-            raise TypeError("data must be a bf.MultiModalData.")
+            raise InputTypeError("data must be a bf.MultiModalData.")
         if int(num_samples) < 1:
-            raise ValueError(f"num_samples={num_samples} must be >= 1.")
+            raise ArgumentError(f"num_samples={num_samples} must be >= 1.")
         _check_not_empty(data)
         store = self._store(data, strict_targets=False)
         presence = data.presence.reindex(columns=self.modalities, fill_value=False)
@@ -512,8 +538,7 @@ class FusionModel:
         temps = {h: torch.as_tensor(c.patient_temperatures(presence.to_numpy()), dtype=self.dtype, device=self.device)
                  for h, c in maps.items() if h in module.heads}
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
+        with seeded_rng(seed, devices):   # locked: concurrent predicts give the serial draws
             head_params = {h: head.draw_params(S) for h, head in module.heads.items()}
             draw_mode = hasattr(module, "prediction_draws")
             ctx = module.prediction_draws(S) if draw_mode else contextlib.nullcontext()

@@ -13,6 +13,8 @@ Loading reads JSON and tensors only (``safetensors`` never executes code).
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from bayesfuse._atomic import check_output_dir, make_temp_dir, replace_dir
 from bayesfuse._labels import label_text
 from bayesfuse._settings import dtype_name, resolve_device, resolve_dtype
 from bayesfuse.data.preprocessing import ModalityTransform
@@ -54,11 +57,29 @@ def _jsonable(v: Any) -> Any:
 
 
 def save_model(model, path: Path, overwrite: bool = False) -> Path:
+    """Write the model to ``path`` atomically: into a hidden temporary folder next to it, then renamed.
+
+    A crash (or kill) mid-save leaves at most a ``.tmp-*`` folder, never a loadable half model
+    at ``path``; with ``overwrite=True`` the old model is replaced only once the new one is complete.
+    """
+    path = check_output_dir(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = make_temp_dir(path.parent, path.name)
+    try:
+        _write_model(model, tmp)
+        for f in (WEIGHTS, CONFIG):
+            with open(tmp / f, "rb") as fh:
+                os.fsync(fh.fileno())
+        replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _write_model(model, path: Path) -> None:
     import bayesfuse
 
-    path.mkdir(parents=True, exist_ok=True)
-    if (path / CONFIG).exists() and not overwrite:
-        raise FileExistsError(f"{path / CONFIG} exists; pass overwrite=True to replace the saved model.")
     tensors = {f"module.{k}": v.detach().cpu().contiguous() for k, v in model.module.state_dict().items()}
     for m, tf in model.transforms.items():
         for k, arr in tf.arrays().items():
@@ -81,17 +102,22 @@ def save_model(model, path: Path, overwrite: bool = False) -> Path:
         "heads": {k: spec.to_config() for k, spec in model.heads.items()},
         "train_config": model.train_config_,
         "fit": {"best_epoch": getattr(model, "best_epoch_", None), "fit_seconds": getattr(model, "fit_seconds_", None),
-                "stopped_early": getattr(model, "stopped_early_", None)},
+                "stopped_early": getattr(model, "stopped_early_", None),
+                "interrupted": bool(getattr(model, "interrupted_", False)),
+                "faults": getattr(model, "fit_faults_", [])},
         "history": model.history_.to_dict(orient="list") if model.history_ is not None else None,
         "imputation_calibration": {m: rec.to_config() for m, rec in recal.items()},
         "class_calibration": {h: c.to_config() for h, c in (getattr(model, "class_calibration_", None) or {}).items()},
     }
     save_file(tensors, str(path / WEIGHTS), metadata={"format": "bayesfuse", "format_version": str(FORMAT_VERSION)})
     (path / CONFIG).write_text(json.dumps(_jsonable(config), indent=1))
-    return path
 
 
 def load_model(cls, path: Path, device: str = "auto"):
+    if not path.is_dir():
+        what = "does not exist" if not path.exists() else "is a file"
+        raise ModelFormatError(f"{path} is not a saved bayesfuse model: it {what}, and a saved model is a folder "
+                               f"with {CONFIG} and {WEIGHTS} (written by model.save(path)). Check the path.")
     if not (path / CONFIG).exists() or not (path / WEIGHTS).exists():
         raise ModelFormatError(f"{path} is not a saved bayesfuse model (needs {CONFIG} and {WEIGHTS}); "
                                "save one with model.save(path).")
@@ -104,6 +130,10 @@ def load_model(cls, path: Path, device: str = "auto"):
         raise ModelFormatError(f"{path / CONFIG} is not a readable model configuration (not a JSON object); "
                                "the saved model is corrupted: save it again from the fitted model.")
     version = config.get("format_version")
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise ModelFormatError(f"{path} was saved by a newer bayesfuse ({config.get('bayesfuse_version')}, model "
+                               f"format version {version}); this bayesfuse reads versions {READABLE_VERSIONS}. "
+                               "Upgrade bayesfuse (pip install -U bayesfuse) to load it.")
     if version not in READABLE_VERSIONS:
         raise ModelFormatError(f"{path} has model format version {version}; this bayesfuse reads versions "
                                f"{READABLE_VERSIONS}. Load it with the bayesfuse version that saved it "
@@ -151,6 +181,7 @@ def _build_loaded(cls, path: Path, config: dict, device):
     fit = config.get("fit") or {}
     model.best_epoch_, model.fit_seconds_, model.stopped_early_ = (fit.get("best_epoch"), fit.get("fit_seconds"),
                                                                     fit.get("stopped_early"))
+    model.interrupted_, model.fit_faults_ = bool(fit.get("interrupted", False)), list(fit.get("faults") or [])
     hist = config.get("history")
     model.history_ = pd.DataFrame(hist) if hist is not None else None
     model.module = model._build_module()
