@@ -18,6 +18,8 @@ from bayesfuse.posterior._uncertainty import entropy_decomposition
 __all__ = [
     "CalibrationWarning",
     "align_labels",
+    "align_survival",
+    "check_survival_posterior",
     "mutual_information",
     "missingness_patterns",
     "subset_posterior",
@@ -32,14 +34,18 @@ def _ids_index(post: Posterior) -> pd.Index:
     return pd.Index(np.asarray(post.sample_ids, dtype=object), name="sample_id")
 
 
-def check_posterior(post, head: str) -> None:
-    """Raise a clear error when ``post`` is not a Posterior or lacks a categorical ``head``."""
+def _check_head(post, head: str) -> None:
     if not isinstance(post, Posterior):
         raise DataError(
             f"Expected a bayesfuse.Posterior (from model.predict(...)), got {type(post).__name__}."
         )
     if head not in post.heads:
         raise DataError(f"No head {head!r} in this posterior; heads are {sorted(post.heads)}.")
+
+
+def check_posterior(post, head: str) -> None:
+    """Raise a clear error when ``post`` is not a Posterior or lacks a categorical ``head``."""
+    _check_head(post, head)
     p = post.probs(head)
     if p.ndim != 3 or p.shape[1] != post.n_patients:
         raise DataError(
@@ -122,6 +128,75 @@ def align_labels(post: Posterior, labels, head: str, allow_missing: bool = False
             "Check spelling/dtype (e.g. 1 vs '1'), or declare them with Categorical(classes=[...])."
         )
     return codes.astype(int)
+
+
+def check_survival_posterior(post, head: str) -> None:
+    """Raise a clear error when ``post`` is not a Posterior or ``head`` is not one of its survival heads."""
+    from bayesfuse.heads import Survival
+
+    _check_head(post, head)
+    if not isinstance(post.heads[head], Survival) or "log_hazard" not in post.draws.get(head, {}):
+        raise DataError(f"Head {head!r} is not a survival head (kind {post.heads[head].kind!r}); "
+                        "pass the name of a bf.heads.Survival head.")
+    if _ids_index(post).has_duplicates:
+        raise DataError("Posterior has duplicated sample ids; ids must be unique per patient.")
+
+
+def align_survival(post: Posterior, targets, head: str, allow_missing: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Observed times and events of ``targets`` in the patient order of ``post``.
+
+    Parameters
+    ----------
+    post : Posterior
+    targets : pandas.DataFrame
+        Indexed by patient id, with the head's time and event columns (``post.heads[head].time`` /
+        ``.event``; extra ids and columns are ignored).
+    head : str
+        Survival head.
+    allow_missing : bool
+        ``False`` (calibration): every patient needs a time > 0 and a 0/1 event. ``True``: unknown
+        outcomes are allowed and flagged in ``known``.
+
+    Returns
+    -------
+    time : numpy.ndarray of float, shape (n_patients,)
+        Observed time (1.0 where unknown).
+    event : numpy.ndarray of bool, shape (n_patients,)
+    known : numpy.ndarray of bool, shape (n_patients,)
+    """
+    check_survival_posterior(post, head)
+    spec = post.heads[head]
+    if not isinstance(targets, pd.DataFrame):
+        raise DataError(f"targets must be a pandas DataFrame indexed by patient id with columns {spec.time!r} and "
+                        f"{spec.event!r} (e.g. data.targets), got {type(targets).__name__}.")
+    missing_cols = [c for c in (spec.time, spec.event) if c not in targets.columns]
+    if missing_cols:
+        raise DataError(f"targets lack the column(s) {missing_cols} of survival head {head!r} "
+                        f"(columns: {list(targets.columns)[:10]}).")
+    tg = targets[[spec.time, spec.event]].copy()
+    tg.index = pd.Index(tg.index.map(str))
+    if tg.index.has_duplicates:
+        dup = tg.index[tg.index.duplicated()].unique()[:5].tolist()
+        raise DataError(f"targets has duplicated patient ids (e.g. {dup}); keep one row per patient.")
+    ids = pd.Index([str(x) for x in post.sample_ids])
+    absent = ids.difference(tg.index)
+    if len(absent):
+        raise DataError(f"{len(absent)} patient id(s) of the posterior are not in targets (e.g. "
+                        f"{absent[:5].tolist()}); targets are aligned by patient id, not by position.")
+    tg = tg.reindex(ids).apply(pd.to_numeric, errors="coerce")
+    t = tg[spec.time].to_numpy(dtype=float)
+    e = tg[spec.event].to_numpy(dtype=float)
+    bad_e = ~np.isnan(e) & (e != 0) & (e != 1)
+    if bad_e.any():
+        raise DataError(f"Column {spec.event!r} has values other than 0/1 (e.g. {np.unique(e[bad_e])[:5].tolist()}); "
+                        "code 1 = event, 0 = censored.")
+    known = ~np.isnan(t) & ~np.isnan(e) & (np.nan_to_num(t, nan=-1.0) > 0) & np.isfinite(np.nan_to_num(t, nan=0.0))
+    if not allow_missing and not known.all():
+        bad = ids[~known][:5].tolist()
+        raise DataError(f"{int((~known).sum())} calibration patient(s) (e.g. {bad}) have no usable outcome for head "
+                        f"{head!r} (time missing, <= 0 or infinite, or event missing); drop them first.")
+    return np.where(known, t, 1.0), np.where(known, e, 0.0).astype(bool), known
 
 
 def _subset_for_codes(post: Posterior, keep: np.ndarray) -> Posterior:

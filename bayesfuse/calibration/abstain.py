@@ -4,6 +4,12 @@
 >>> abst.threshold_, abst.guarantee_
 >>> decision = abst.predict(test_post)          # label / score / accepted per patient
 >>> abst.risk_coverage(test_post, test_labels)  # realised error among accepted + CI
+
+Survival head (high / low risk call at a horizon) and several heads at once:
+
+>>> sa = bf.Abstainer(max_risk=0.1, delta=0.1).fit(cal_post, cal_targets, head="survival", horizon=365.0)
+>>> ma = bf.Abstainer(max_risk={"subtype": 0.05, "survival": 0.1}, delta=0.1).fit(cal_post, cal_targets,
+...                                                                               horizon=365.0)
 """
 
 from __future__ import annotations
@@ -117,10 +123,22 @@ class Abstainer:
     testing from the most conservative threshold, and the certified threshold with the
     most acceptances.
 
+    The same class abstains on a **survival head** (``fit(..., head="survival", horizon=tau)``):
+    the call is ``"high"`` when the posterior-predictive risk ``P(T <= tau | x)`` is at least
+    ``risk_threshold``, else ``"low"``; it is wrong when the truth is on the other side; the score
+    is the posterior confidence in the call; only calibration patients followed to ``tau``
+    count (censoring time >= ``tau``, drawn from the censoring model for events before it, see
+    :mod:`bayesfuse.calibration.censoring`). And on **several heads at once**
+    (``max_risk={"subtype": 0.05, "survival": 0.1}``): a patient is accepted when every head's
+    confidence is at least one threshold, certified by multi-risk LTT
+    (:func:`~bayesfuse.calibration.ltt.ltt_multi_risk`) so that, with probability >= 1 - delta,
+    *every* head's error among jointly accepted patients is at most its level.
+
     Parameters
     ----------
-    max_risk : float in (0, 1)
-        Tolerated error rate among accepted patients (e.g. 0.05).
+    max_risk : float in (0, 1), or dict[str, float]
+        Tolerated error rate among accepted patients (e.g. 0.05). A dict ``{head: level}``
+        abstains jointly on those heads (``fit`` then takes no ``head``).
     delta : float in (0, 1)
         Tolerated probability that the guarantee fails because of an unlucky calibration set.
     ood_score : {None, "mutual_info", "n_missing"} or callable, optional
@@ -145,6 +163,15 @@ class Abstainer:
         :func:`~bayesfuse.calibration.ltt.ltt_fixed_sequence`). ``1`` (default): plain fixed
         sequence, which certifies nothing when one of the ~``n_min`` most confident calibration
         patients is wrong; ``4`` is robust to such an early error (measured in docs/calibration.md).
+    risk_threshold : float in (0, 1)
+        Survival heads: the call is ``"high"`` when the predictive risk at the horizon is >= this.
+    survival_score : {"predictive", "band"}
+        Survival heads' confidence in the call: ``"predictive"`` = posterior-predictive probability
+        of the call; ``"band"`` = share of posterior draws of ``S(horizon | x)`` on the called side
+        (1 when the whole credible band is).
+    seed : int
+        Survival heads: seed of the draw deciding, for calibration patients with an event before
+        the horizon, whether their (unseen) censoring time exceeds it.
 
     Attributes
     ----------
@@ -170,6 +197,16 @@ class Abstainer:
     classes_ : list
         Classes of ``head_``.
     head_ : str
+    kind_ : {"categorical", "survival", "joint"}
+    heads_ : list of str
+        Heads abstained on.
+    horizon_ : float or None
+        Horizon of the survival calls.
+    censoring_ : KaplanMeierCensoring or None
+        Censoring model of the survival head (fitted from ``censoring=``; see ``fit``).
+    joint_ : JointAbstention or None
+        The fitted survival / several-head rule (its ``ltt_`` is a
+        :class:`~bayesfuse.calibration.ltt.MultiLTTResult`).
 
     Notes
     -----
@@ -185,17 +222,38 @@ class Abstainer:
     ``1 - delta`` (simultaneously for all K patterns: ``1 - K delta``).
     """
 
-    def __init__(self, max_risk: float = 0.05, delta: float = 0.1, *,
+    def __init__(self, max_risk: float | dict = 0.05, delta: float = 0.1, *,
                  ood_score: str | Callable | None = None, ood_quantile: float = 0.95,
-                 per_pattern: bool = False, grid=None, starts: int = 1) -> None:
-        _check_levels(max_risk, delta)
+                 per_pattern: bool = False, grid=None, starts: int = 1, risk_threshold: float = 0.5,
+                 survival_score: str = "predictive", seed: int = 0) -> None:
+        from bayesfuse.calibration.survival_abstain import SURVIVAL_SCORES
+
+        if isinstance(max_risk, dict):
+            if not max_risk:
+                raise ValueError("max_risk={} names no head; give e.g. {'subtype': 0.05, 'survival': 0.1}.")
+            for h, r in max_risk.items():
+                if not isinstance(h, str):
+                    raise ValueError(f"max_risk keys must be head names (str), got {h!r}.")
+                _check_levels(r, delta)
+            if ood_score is not None or per_pattern:
+                raise ValueError("ood_score and per_pattern apply to a single categorical head; with max_risk as a "
+                                 "dict (several heads) leave them unset.")
+        else:
+            _check_levels(max_risk, delta)
+        if not (isinstance(risk_threshold, (int, float)) and 0 < risk_threshold < 1):
+            raise ValueError(f"risk_threshold={risk_threshold!r} must lie in (0, 1), e.g. 0.5.")
+        if survival_score not in SURVIVAL_SCORES:
+            raise ValueError(f"survival_score={survival_score!r}; use one of {SURVIVAL_SCORES}.")
         if ood_score is not None and not callable(ood_score) and ood_score not in _OOD_SCORES:
             raise ValueError(f"ood_score={ood_score!r}; use None, one of {_OOD_SCORES} or a callable "
                              "f(post, head) -> array of shape (n_patients,).")
         if not 0 < ood_quantile < 1:
             raise ValueError(f"ood_quantile={ood_quantile!r} must lie in (0, 1), e.g. 0.95.")
-        self.max_risk = float(max_risk)
+        self.max_risk = {h: float(r) for h, r in max_risk.items()} if isinstance(max_risk, dict) else float(max_risk)
         self.delta = float(delta)
+        self.risk_threshold = float(risk_threshold)
+        self.survival_score = survival_score
+        self.seed = int(seed)
         self.ood_score = ood_score
         self.ood_quantile = float(ood_quantile)
         self.per_pattern = bool(per_pattern)
@@ -223,7 +281,7 @@ class Abstainer:
         return vals
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "threshold_"):
+        if not hasattr(self, "threshold_") or not hasattr(self, "kind_"):
             raise NotFittedError("This Abstainer is not fitted yet: call "
                                  "abst.fit(cal_post, cal_labels, head=...) on calibration patients first.")
 
@@ -232,23 +290,50 @@ class Abstainer:
                                   eligible=eligible, starts=self.starts)
 
     # --------------------------------------------------------------------- fit
-    def fit(self, post: Posterior, labels: pd.Series, head: str) -> Abstainer:
+    def fit(self, post: Posterior, labels: pd.Series | pd.DataFrame, head: str | None = None, *,
+            horizon: float | None = None, censoring=None) -> Abstainer:
         """Certify a threshold on calibration patients.
 
         Parameters
         ----------
         post : Posterior
             Posterior of calibration patients (not used for training or tuning).
-        labels : pandas.Series
-            True class per patient id (aligned by id; extra ids are ignored).
-        head : str
-            Categorical head to abstain on.
+        labels : pandas.Series or pandas.DataFrame
+            Categorical head: true class per patient id (a Series; aligned by id; extra ids are
+            ignored). Survival head or several heads: the targets table indexed by patient id
+            (class columns, and the survival head's time / event columns); missing targets are
+            allowed there and leave only that head's counts.
+        head : str, optional
+            Head to abstain on (categorical or survival). Omit it when ``max_risk`` is a dict.
+        horizon : float, optional
+            Survival heads: time of the high / low call (units of the data). Required with a
+            survival head.
+        censoring : None, pandas.DataFrame or KaplanMeierCensoring
+            Survival heads: where the censoring distribution comes from. ``None``: Kaplan-Meier of
+            the calibration outcomes; recommended: the training patients' targets
+            (``censoring=train.targets``), estimated independently of the calibration patients.
 
         Returns
         -------
         Abstainer
             ``self``, fitted.
         """
+        from bayesfuse.heads import Survival
+
+        multi = isinstance(self.max_risk, dict)
+        if multi and head is not None:
+            raise DataError(f"max_risk is a dict over heads {sorted(self.max_risk)}: leave head unset (it names the "
+                            "heads), or pass a single float max_risk with head=.")
+        if not multi and head is None:
+            raise DataError("Pass the head to abstain on, e.g. fit(cal_post, labels, head='subtype'), or give "
+                            "max_risk as a dict {head: level} to abstain on several heads.")
+        if not isinstance(post, Posterior):
+            raise DataError(f"Expected a bayesfuse.Posterior (from model.predict(...)), got {type(post).__name__}.")
+        if multi or isinstance(post.heads.get(head), Survival):
+            return self._fit_joint(post, labels, head, horizon, censoring)
+        if horizon is not None or censoring is not None:
+            raise DataError(f"horizon= and censoring= apply to survival heads; head {head!r} is categorical.")
+        self.kind_, self.heads_, self.joint_, self.horizon_, self.censoring_ = "categorical", [head], None, None, None
         codes = align_labels(post, labels, head)
         classes = post.classes(head)
         if ABSTAIN in classes:
@@ -303,6 +388,35 @@ class Abstainer:
         if not self.certified_:
             warnings.warn("Abstainer: nothing could be certified, every patient will be abstained. "
                           + self._nothing_hint(), CalibrationWarning, stacklevel=2)
+        return self
+
+    def _fit_joint(self, post, targets, head, horizon, censoring) -> Abstainer:
+        from bayesfuse.calibration.multi_abstain import JointAbstention
+
+        if self.ood_score is not None or self.per_pattern:
+            raise DataError("ood_score and per_pattern apply to a categorical head only; leave them unset for a "
+                            "survival head.")
+        if horizon is not None and not (np.ndim(horizon) == 0 and np.isfinite(horizon) and float(horizon) > 0):
+            raise DataError(f"horizon={horizon!r} must be a finite time > 0 (units of the data).")
+        risks = self.max_risk if isinstance(self.max_risk, dict) else {head: self.max_risk}
+        joint = JointAbstention(risks, self.delta, horizon, self.risk_threshold, self.survival_score, self.seed,
+                                self.starts, self.grid)
+        joint.fit(post, targets, censoring)
+        self.joint_ = joint
+        self.kind_ = "joint" if isinstance(self.max_risk, dict) else "survival"
+        self.heads_ = list(risks)
+        self.head_ = None if self.kind_ == "joint" else head
+        self.horizon_ = None if horizon is None else float(horizon)
+        self.censoring_ = joint.censoring_
+        self.ltt_ = joint.ltt_
+        self.threshold_ = joint.threshold_
+        self.certified_ = joint.certified_
+        self.p_values_ = joint.ltt_.p_joint
+        self.grid_ = joint.ltt_.grid
+        self.n_calibration_ = joint.n_calibration_
+        self.n_min_ = dict(joint.ltt_.n_min) if self.kind_ == "joint" else joint.ltt_.n_min[head]
+        self.ood_threshold_ = None
+        self.guarantee_ = joint.guarantee_text()
         return self
 
     def _nothing_hint(self) -> str:
@@ -371,6 +485,8 @@ class Abstainer:
             and ``ood`` (the gate score) when a gate is used.
         """
         self._check_fitted()
+        if self.kind_ != "categorical":
+            return self.joint_.frame(post, single=self.kind_ == "survival")
         check_posterior(post, self.head_)
         if list(post.classes(self.head_)) != self.classes_:
             raise DataError(f"Posterior classes {post.classes(self.head_)} differ from the calibration "
@@ -404,22 +520,30 @@ class Abstainer:
             out["ood"] = ood
         return out
 
-    def risk_coverage(self, post: Posterior, labels: pd.Series, confidence: float = 0.95) -> RiskCoverage:
+    def risk_coverage(self, post: Posterior, labels, confidence: float = 0.95):
         """Realised error among accepted patients and coverage on a labelled (test) set.
 
         Parameters
         ----------
         post : Posterior
-        labels : pandas.Series
-            True class per patient id (aligned by id).
+        labels : pandas.Series or pandas.DataFrame
+            True class per patient id (aligned by id); survival / several heads: the targets table.
         confidence : float
             Level of the Clopper-Pearson interval of the error among accepted.
 
         Returns
         -------
         RiskCoverage
+            Categorical head. Survival head: a
+            :class:`~bayesfuse.calibration.survival_abstain.SurvivalRiskCoverage` (wrong-call rate at
+            the horizon among accepted: complete cases and IPCW with the fitted censoring model).
+            Several heads: dict head -> one of those, each among the *jointly* accepted patients
+            with that head's target known.
         """
         self._check_fitted()
+        if self.kind_ != "categorical":
+            out = self.joint_.risk_coverage(post, labels, confidence)
+            return out if self.kind_ == "joint" else out[self.head_]
         decision = self.predict(post)
         codes = align_labels(post, labels, self.head_)
         truth = np.asarray(self.classes_, dtype=object)[codes]

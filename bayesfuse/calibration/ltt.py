@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import binom
 
-__all__ = ["LTTResult", "binomial_p_values", "default_grid", "ltt_fixed_sequence", "min_certifiable"]
+__all__ = ["LTTResult", "MultiLTTResult", "binomial_p_values", "default_grid", "ltt_fixed_sequence", "ltt_multi_risk",
+           "min_certifiable"]
 
 
 def _check_levels(max_risk: float, delta: float) -> None:
@@ -183,12 +184,7 @@ def ltt_fixed_sequence(scores, errors, max_risk: float, delta: float, grid=None,
     g = default_grid(2) if grid is None else np.unique(np.asarray(grid, dtype=float))[::-1]
     n_min = min_certifiable(max_risk, delta / starts)
 
-    order = np.argsort(s)
-    s_sorted = s[order]
-    err_cum = np.concatenate([[0], np.cumsum(e[order][::-1])])  # errors among the top-k
-    n_acc = len(s) - np.searchsorted(s_sorted, g, side="left")  # count of score >= lambda
-    n_err = err_cum[n_acc]
-
+    n_acc, n_err = _counts(s, e, g)
     start = np.flatnonzero(n_acc >= n_min)
     if len(start) == 0:
         empty = np.array([], dtype=float)
@@ -198,19 +194,164 @@ def ltt_fixed_sequence(scores, errors, max_risk: float, delta: float, grid=None,
     sl = slice(start[0], None)
     g, n_acc, n_err = g[sl], n_acc[sl], n_err[sl]
     p = binomial_p_values(n_err, n_acc, max_risk)
+    certified = _fixed_sequences(p, n_acc[None, :], np.array([n_min]), delta / starts, starts)
+    thr = _most_accepting(g, n_acc, certified)
+    return LTTResult(grid=g, n_accepted=n_acc.astype(int), n_errors=n_err.astype(int), p_values=p,
+                     certified=certified, threshold=thr, n_min=n_min,
+                     max_risk=float(max_risk), delta=float(delta))
+
+
+def _counts(s: np.ndarray, e: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Accepted patients (``score >= lambda``) and errors among them at each threshold of ``g``."""
+    order = np.argsort(s)
+    err_cum = np.concatenate([[0], np.cumsum(e[order][::-1])])  # errors among the top-k
+    n_acc = len(s) - np.searchsorted(s[order], g, side="left")  # count of score >= lambda
+    return n_acc, err_cum[n_acc]
+
+
+def _fixed_sequences(p: np.ndarray, n_acc: np.ndarray, n_min: np.ndarray, level: float, starts: int) -> np.ndarray:
+    """Thresholds certified by ``starts`` fixed sequences at ``level`` each (bool, shape of ``p``).
+
+    ``n_acc`` (n_risks, n_grid) and ``n_min`` (n_risks,): sequence ``j`` starts at the first
+    threshold where every risk has at least ``2**j * n_min`` accepted patients (label-free) and
+    certifies until the first ``p > level``.
+    """
     certified = np.zeros(len(p), dtype=bool)
-    level = delta / starts
     for j in range(starts):  # label-free start points: the n_acc counts use scores only
-        first = np.flatnonzero(n_acc >= n_min * 2**j)
+        first = np.flatnonzero(np.all(n_acc >= n_min[:, None] * 2**j, axis=0))
         if len(first) == 0:
             break
         fails = np.flatnonzero(p[first[0]:] > level)
         certified[first[0]:first[0] + (fails[0] if len(fails) else len(p) - first[0])] = True
+    return certified
+
+
+def _most_accepting(g: np.ndarray, n_acc: np.ndarray, certified: np.ndarray) -> float:
+    """The certified threshold with the most acceptances (the higher one on ties); ``inf`` if none."""
     if not certified.any():
-        thr = float("inf")
-    else:
-        best = n_acc[certified].max()
-        thr = float(g[np.flatnonzero(certified & (n_acc == best))[0]])
-    return LTTResult(grid=g, n_accepted=n_acc.astype(int), n_errors=n_err.astype(int), p_values=p,
-                     certified=certified, threshold=thr, n_min=n_min,
-                     max_risk=float(max_risk), delta=float(delta))
+        return float("inf")
+    best = n_acc[certified].max()
+    return float(g[np.flatnonzero(certified & (n_acc == best))[0]])
+
+
+@dataclass(frozen=True)
+class MultiLTTResult:
+    """Outcome of Learn-then-Test with several risks controlled at once (see :func:`ltt_multi_risk`).
+
+    Attributes
+    ----------
+    grid : numpy.ndarray, shape (n_tested,)
+        Tested thresholds on the joint score, most conservative first.
+    n_accepted, n_errors : dict[str, numpy.ndarray of int, shape (n_tested,)]
+        Per risk: accepted calibration patients that count for it, and errors among them.
+    p_values : dict[str, numpy.ndarray, shape (n_tested,)]
+        Per risk: exact binomial p-values of ``H: risk > max_risks[name]``.
+    p_joint : numpy.ndarray, shape (n_tested,)
+        ``max`` over risks (the intersection-union p-value of "some risk is too high").
+    n_joint : numpy.ndarray of int, shape (n_tested,)
+        Calibration patients accepted at each threshold (whichever risks they count for).
+    certified : numpy.ndarray of bool, shape (n_tested,)
+    threshold : float
+        Chosen certified threshold (most jointly accepted patients); ``inf`` when none.
+    n_min : dict[str, int]
+    max_risks : dict[str, float]
+    delta : float
+    """
+
+    grid: np.ndarray
+    n_accepted: dict
+    n_errors: dict
+    p_values: dict
+    p_joint: np.ndarray
+    n_joint: np.ndarray
+    certified: np.ndarray
+    threshold: float
+    n_min: dict
+    max_risks: dict
+    delta: float
+
+    @property
+    def any_certified(self) -> bool:
+        return bool(self.certified.any())
+
+    @property
+    def chosen(self) -> int | None:
+        """Index in ``grid`` of the chosen threshold, or None."""
+        if not self.any_certified:
+            return None
+        return int(np.flatnonzero(self.grid == self.threshold)[0])
+
+
+def ltt_multi_risk(scores, errors: dict, eligible: dict, max_risks: dict, delta: float, grid=None,
+                   starts: int = 1) -> MultiLTTResult:
+    """Certify one threshold ``score >= lambda`` that keeps several risks below their levels at once.
+
+    Parameters
+    ----------
+    scores : array-like, shape (n,)
+        Joint confidence score of each calibration patient (accept when ``score >= lambda``).
+    errors : dict[str, array-like of bool, shape (n,)]
+        Per risk (e.g. per head): whether the call is wrong.
+    eligible : dict[str, array-like of bool, shape (n,)]
+        Per risk: patients that count for it (a known target; for a survival head, the patients
+        selected by :func:`bayesfuse.calibration.censoring.select_at_risk`). The others are still
+        accepted or refused, they only leave that risk's counts.
+    max_risks : dict[str, float]
+        Level of each risk (error rate among accepted, eligible patients).
+    delta : float
+        Family-wise error: the probability that *any* risk exceeds its level at the chosen threshold.
+    grid : array-like, optional
+        Label-free candidate thresholds; default :func:`default_grid` ``(2)``.
+    starts : int
+        Fixed sequences at ``delta / starts`` each, as in :func:`ltt_fixed_sequence`.
+
+    Returns
+    -------
+    MultiLTTResult
+
+    Notes
+    -----
+    At each threshold the null "some risk is above its level" is tested with the largest of the
+    per-risk exact binomial p-values (an intersection-union test: if one risk's null holds, its
+    p-value is valid and the maximum is at least as large), then fixed-sequence testing runs from
+    the most conservative threshold. Guarantee: with probability >= 1 - delta over the calibration
+    draw, every risk of the chosen threshold is at most its level simultaneously (no Bonferroni
+    split of delta is needed). With a single risk it certifies the same thresholds as
+    :func:`ltt_fixed_sequence` with ``eligible`` (ties between thresholds accepting as many eligible
+    patients are broken towards more accepted patients overall).
+    """
+    _check_levels(0.5, delta)
+    if not errors or set(errors) != set(max_risks) or set(errors) != set(eligible):
+        raise ValueError(f"errors, eligible and max_risks must name the same risks; got {sorted(errors)}, "
+                         f"{sorted(eligible)}, {sorted(max_risks)}.")
+    if not (isinstance(starts, (int, np.integer)) and starts >= 1):
+        raise ValueError(f"starts={starts!r} must be an integer >= 1 (1 = plain fixed-sequence testing).")
+    s = np.asarray(scores, dtype=float).ravel()
+    if np.isnan(s).any():
+        raise ValueError("scores contain NaN; check the posterior draws for non-finite probabilities.")
+    names = list(max_risks)
+    g = default_grid(2) if grid is None else np.unique(np.asarray(grid, dtype=float))[::-1]
+    acc, err, n_min = {}, {}, {}
+    for h in names:
+        _check_levels(max_risks[h], delta)
+        e = np.asarray(errors[h], dtype=bool).ravel()
+        keep = np.asarray(eligible[h], dtype=bool).ravel()
+        if e.shape != s.shape or keep.shape != s.shape:
+            raise ValueError(f"risk {h!r}: errors {e.shape} / eligible {keep.shape} must match scores {s.shape}.")
+        acc[h], err[h] = _counts(s[keep], e[keep], g)
+        n_min[h] = min_certifiable(max_risks[h], delta / starts)
+    n_acc = np.stack([acc[h] for h in names])
+    mins = np.array([n_min[h] for h in names])
+    start = np.flatnonzero(np.all(n_acc >= mins[:, None], axis=0))
+    sl = slice(start[0], None) if len(start) else slice(0, 0)
+    g = g[sl]
+    acc = {h: acc[h][sl].astype(int) for h in names}
+    err = {h: err[h][sl].astype(int) for h in names}
+    pv = {h: binomial_p_values(err[h], acc[h], max_risks[h]) for h in names}
+    p_joint = np.max(np.stack([pv[h] for h in names]), axis=0) if len(g) else np.array([], dtype=float)
+    certified = _fixed_sequences(p_joint, n_acc[:, sl], mins, delta / starts, starts)
+    n_joint = (len(s) - np.searchsorted(np.sort(s), g, side="left")).astype(int)
+    thr = _most_accepting(g, n_joint, certified)
+    return MultiLTTResult(grid=g, n_accepted=acc, n_errors=err, p_values=pv, p_joint=p_joint, n_joint=n_joint,
+                          certified=certified, threshold=thr, n_min=n_min,
+                          max_risks={h: float(max_risks[h]) for h in names}, delta=float(delta))

@@ -25,6 +25,8 @@ __all__ = [
     "quantile_time",
     "median_survival",
     "restricted_mean_survival",
+    "predictive_survival_at",
+    "predictive_quantile_time",
 ]
 
 ArrayLike = Any
@@ -309,3 +311,75 @@ def restricted_mean_survival(log_h: ArrayLike, cuts: ArrayLike, tau: float) -> n
         per = np.where(np.isinf(e), 1.0 / h, e * phi)
         terms = np.exp(-Hc) * np.where(e > 0, per, 0.0)
     return terms.sum(-1)
+
+
+def predictive_survival_at(log_h: ArrayLike, cuts: ArrayLike, times: ArrayLike) -> np.ndarray:
+    """Posterior-predictive survival ``mean_s S_s(t_i | x_i)`` of each patient at their own time.
+
+    Parameters
+    ----------
+    log_h : array_like, shape (S, N, K)
+        Posterior draws of the per-piece log-hazards.
+    cuts : array_like, shape (K-1,)
+        Inner cut points.
+    times : array_like, shape (N,)
+        One finite non-negative time per patient.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N,)
+        The survival function of the predictive distribution of ``T`` (the mixture over draws),
+        ``P(T_i > t_i | data)``.
+    """
+    return survival_at_own_times(log_h, cuts, times).mean(axis=0)
+
+
+def predictive_quantile_time(log_h: ArrayLike, cuts: ArrayLike, q: ArrayLike, upper: float,
+                             tol: float = 1e-10) -> np.ndarray:
+    """Quantile of each patient's posterior-predictive distribution of ``T``, capped at ``upper``.
+
+    Solves ``1 - mean_s S_s(t | x_i) = q_i`` (the mixture over draws, not a per-draw quantile) by
+    bisection on ``[0, upper]``; the mixture CDF is continuous and non-decreasing in ``t``.
+
+    Parameters
+    ----------
+    log_h : array_like, shape (S, N, K)
+    cuts : array_like, shape (K-1,)
+    q : float or array_like, shape (N,)
+        Levels in ``[0, 1]`` (one per patient, or one for all). ``q <= 0`` gives 0.
+    upper : float
+        Finite search limit: patients whose predictive CDF at ``upper`` is still below ``q``
+        get ``upper``.
+    tol : float
+        Bracket width, relative to ``upper``, at which bisection stops.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N,)
+        The lower end of the final bracket: a time ``t <= `` the exact quantile with
+        ``F(t) < q`` (never above it, so a lower bound built on it stays conservative), within
+        ``tol * upper`` of the exact quantile.
+    """
+    c = _check_cuts(cuts)
+    lh = _check_log_h(log_h, c)
+    if lh.ndim != 3:
+        raise ArgumentError(f"log_h must have shape (S, N, K), got {lh.shape}.")
+    n = lh.shape[1]
+    qq = np.broadcast_to(np.asarray(q, dtype=np.float64), (n,)).copy()
+    if np.isnan(qq).any() or np.any(qq > 1):
+        raise ArgumentError("q must be <= 1 and not NaN (one level per patient, or a scalar).")
+    if not (np.ndim(upper) == 0 and np.isfinite(upper) and float(upper) > 0):
+        raise ArgumentError(f"upper={upper!r}; pass a finite positive time (the search limit).")
+    upper = float(upper)
+    cdf = lambda t: 1.0 - predictive_survival_at(lh, c, t)  # noqa: E731
+    lo, hi = np.zeros(n), np.full(n, upper)
+    at_upper = cdf(hi) < qq                       # never reached within [0, upper]
+    for _ in range(int(np.ceil(np.log2(1.0 / tol))) + 1):
+        mid = 0.5 * (lo + hi)
+        below = cdf(mid) < qq
+        lo = np.where(below, mid, lo)
+        hi = np.where(below, hi, mid)
+        if np.all(hi - lo <= tol * upper):
+            break
+    out = np.where(at_upper, upper, lo)
+    return np.where(qq <= 0, 0.0, out)
