@@ -25,6 +25,7 @@ _LAZY = {
     "Imputation": "bayesfuse.posterior",
     "Abstainer": "bayesfuse.calibration",
     "ConformalSets": "bayesfuse.calibration",
+    "SurvivalBound": "bayesfuse.calibration",
     "heads": "bayesfuse.heads",
     "datasets": "bayesfuse.datasets",
     "metrics": "bayesfuse.metrics",

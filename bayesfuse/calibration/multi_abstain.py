@@ -161,7 +161,7 @@ class JointAbstention:
         self.classes_ = {h: list(post.classes(h)) for h, c in calls.items() if c.kind == "categorical"}
         if not self.certified_:
             warnings.warn("Abstainer: nothing could be certified, every patient will be abstained. "
-                          + self._nothing_hint(), CalibrationWarning, stacklevel=3)
+                          + self._nothing_hint(), CalibrationWarning, stacklevel=4)
         return self
 
     def _nothing_hint(self) -> str:
@@ -247,22 +247,26 @@ class JointAbstention:
                     + f" with {conf} confidence, so every patient is answered {ABSTAIN!r}. " + self._nothing_hint())
         k = int(self.ltt_.n_joint[self.ltt_.chosen])
         several = len(self.max_risks) > 1
-        acc_txt = ("every listed head's call has" if several else "the call has")
+        score = ("posterior-predictive probability of the call" if self.survival_score == "predictive"
+                 else "categorical: max class probability; survival: share of posterior draws on the called side")
+        procedure = (" over several risks (the largest per-head exact binomial p-value, fixed-sequence testing: "
+                     "family-wise, no Bonferroni split)" if several
+                     else " (exact binomial p-values, fixed-sequence testing)")
+        if self.starts > 1:
+            procedure += f", {self.starts} fixed sequences at delta/{self.starts}"
+        if several:
+            counted = (". Counted per head: " + ", ".join(f"{h} {n}" for h, n in self.n_eligible_.items())
+                       + " calibration patients (a patient missing one head's target still counts for the others; "
+                         "targets are assumed missing independently of the errors).")
+        else:
+            counted = (f". {next(iter(self.n_eligible_.values()))} calibration patients count (known target"
+                       + (", followed to the horizon)." if self.censoring_ is not None else ")."))
         text = (f"With probability at least {conf} over the draw of the {self.n_calibration_} calibration patients"
-                + (", simultaneously for every head" if several else "")
-                + ", among accepted patients " + "; ".join(parts)
-                + f". A patient is accepted when {acc_txt} posterior confidence >= {self.threshold_:.4g} ("
-                + ("posterior-predictive probability of the call" if self.survival_score == "predictive"
-                   else "categorical: max class probability; survival: share of posterior draws on the called side")
-                + f"; {k}/{self.n_calibration_} calibration patients accepted). Certified by Learn-then-Test"
-                + (" over several risks (the largest per-head exact binomial p-value, fixed-sequence testing: "
-                   "family-wise, no Bonferroni split)" if several else " (exact binomial p-values, fixed-sequence testing)")
-                + (f", {self.starts} fixed sequences at delta/{self.starts}" if self.starts > 1 else "")
-                + (". Counted per head: " + ", ".join(f"{h} {n}" for h, n in self.n_eligible_.items())
-                   + " calibration patients (a patient missing one head's target still counts for the others; "
-                     "targets are assumed missing independently of the errors)." if several else
-                   f". {next(iter(self.n_eligible_.values()))} calibration patients count (known target"
-                   + (", followed to the horizon)." if self.censoring_ is not None else ")."))
+                + (", simultaneously for every head" if several else "") + ", among accepted patients "
+                + "; ".join(parts) + ". A patient is accepted when "
+                + ("every listed head's call has" if several else "the call has")
+                + f" posterior confidence >= {self.threshold_:.4g} ({score}; {k}/{self.n_calibration_} calibration "
+                  "patients accepted). Certified by Learn-then-Test" + procedure + counted)
         if self.censoring_ is not None:
             src = {"calibration": "the calibration patients' own outcomes (approximate: pass censoring=train.targets)",
                    "given outcomes": "the outcomes passed as censoring= (e.g. the training patients')",
