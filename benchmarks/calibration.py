@@ -35,6 +35,10 @@ Sections (all numbers measured in this run, printed as tables and written to JSO
    0.9) and coverage kept on the known types.
 4. Conformal sets (alpha = 0.1, LAC and APS): mean test coverage over re-splits vs 1 - alpha and
    mean set size.
+5. Survival (benchmarks/calibration_survival.py; ``--only survival`` runs it alone): SurvivalBound's
+   lower-bound coverage, the survival Abstainer's violation share, both on lifelines CoxPH predictions
+   too, negative controls, and the multi-task Abstainer, on the simulator, tcga_gbmlgg, metabric,
+   support and whas (one model per cohort, its held-out half re-split; see that module).
 """
 
 from __future__ import annotations
@@ -69,6 +73,9 @@ from bayesfuse.calibration import (  # noqa: E402
     subset_posterior,
 )
 from bayesfuse.evaluation.tuning import select_head_weight  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # also when loaded by path (tests)
+import calibration_survival  # noqa: E402
 from bayesfuse.model.ood import reconstruction_elbo  # noqa: E402
 from bayesfuse.posterior import JointScore, LatentMahalanobis, PatientScores, Posterior  # noqa: E402
 
@@ -502,7 +509,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-risk", type=float, default=0.05)
     ap.add_argument("--delta", type=float, default=0.1)
     ap.add_argument("--json", default="benchmarks/results/calibration.json")
-    ap.add_argument("--skip", default="", help="comma-separated sections to skip: simulator, real, unseen")
+    ap.add_argument("--skip", default="", help="comma-separated sections to skip: simulator, real, unseen, survival")
+    ap.add_argument("--only", default="", help="comma-separated sections to run (the others are skipped)")
     args = ap.parse_args(argv)
     if args.quick:
         args.n_splits, args.epochs, args.cv_epochs, args.folds, args.unseen = 20, 30, 30, 2, "CHOL"
@@ -516,6 +524,8 @@ def main(argv=None) -> int:
     # ---- simulator: default class separation (Bayes error ~20%) and an easier one
     n_pop = 2000 if args.quick else 20000
     skip = {x for x in args.skip.split(",") if x}
+    if args.only:
+        skip |= {"simulator", "real", "unseen", "survival"} - {x for x in args.only.split(",") if x}
     for sep in (() if "simulator" in skip else (2.5, 4.0)):
         log(f"simulator (class_separation={sep}): fit on 600, predict 2400 fresh patients (+{n_pop} 'population')")
         data, _ = bf.datasets.simulate(n_patients=3000 + n_pop, missing_rate=0.2, class_separation=sep, seed=0)
@@ -593,8 +603,17 @@ def main(argv=None) -> int:
                                               args.num_samples, max(20, args.n_splits // 2), r0, delta)
             log(f"unseen {held} done ({time.perf_counter() - t_start:.0f} s)")
 
+    if "survival" not in skip:
+        log("survival: lower bound, survival abstainer, multi-task (one model per cohort)")
+        results.update(calibration_survival.run(DATA_ROOT, args.n_splits, args.epochs, args.num_samples, delta,
+                                                args.quick, GBMLGG_LEAKAGE))
+        log(f"survival done ({results['survival_seconds']:.0f} s)")
     results["seconds"] = time.perf_counter() - t_start
+    if "survival" in results:
+        calibration_survival.print_tables(results, print_table)
     rows = [r for st in results["studies"] for r in st["rows"]]
+    if not rows:   # e.g. --only survival
+        return _write(results, args.json)
     print_table("Validity and coverage over calibration/test re-splits", rows,
                 ["dataset", "method", "max_risk", "n_pool", "violation_share", "allowed (delta + slack)", "valid",
                  "population_violation_share", "pool_violation_share", "mean_coverage", "mean_error_accepted"])
@@ -619,8 +638,12 @@ def main(argv=None) -> int:
                     ["held_out_class", "n_unseen", "gate", "ood_quantile", "auroc_known_vs_unseen", "refused_unseen",
                      "sd_refused_unseen", "refused_unseen_min", "refused_by_gate", "coverage_known",
                      "sd_coverage_known", "error_known_accepted"])
+    return _write(results, args.json)
+
+
+def _write(results: dict, path: str) -> int:
     print(f"\ntotal {results['seconds']:.0f} s")
-    out = Path(args.json)
+    out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
     print(f"wrote {out}")

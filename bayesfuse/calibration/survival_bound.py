@@ -112,9 +112,10 @@ class BoundCoverage:
         return math.sqrt(self.alpha * (1 - self.alpha) / max(self.n_known, 1))
 
 
-def _predictive_cdf_grid(log_h: np.ndarray, cuts: np.ndarray, times: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """``1 - mean_s S_s(t)`` on a time grid, shape (n_patients, len(times)), computed in patient chunks."""
+def _predictive_cdf_grid(log_h: np.ndarray, cuts: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """``1 - mean_s S_s(t)`` on a time grid, shape (n_patients, len(times)), in patient chunks of ~4e6 values."""
     out = np.empty((log_h.shape[1], len(times)))
+    chunk = max(1, int(4e6 // max(log_h.shape[0] * len(times), 1)))
     for a in range(0, log_h.shape[1], chunk):
         out[a:a + chunk] = 1.0 - _surv.survival_function(log_h[:, a:a + chunk], cuts, times).mean(axis=0)
     return out

@@ -1,0 +1,473 @@
+"""Survival section of benchmarks/calibration.py: SurvivalBound, the survival Abstainer, the multi-task Abstainer.
+
+Run alone:  PYTHONPATH=. python benchmarks/calibration.py --only survival [--n-splits 200] [--json ...]
+
+Protocol (per cohort: the simulator, tcga_gbmlgg, metabric, support, whas). ONE model per cohort is
+fitted on half of the patients (random, seed 0; fitting a model per re-split is impossible on this
+machine); the other half (the "pool") is predicted once and re-split ``n_splits`` times into
+calibration / test halves (stratified by event). The censoring model is the Kaplan-Meier estimate of
+the *training* half's censoring (independent of the pool). Per split, on the test half:
+
+* lower bound (alpha = 0.1, cut-off c0 chosen once per cohort by ``choose_cutoff`` from the pool's
+  posteriors and the censoring model, no pool outcomes): coverage among test patients whose status is
+  known (event observed, or censored after the bound), the IPCW estimate, the worst case (censored
+  before the bound = missed), and on the simulator against the true event times;
+* survival Abstainer at horizon tau (training KM median survival when the censoring model keeps >= 40%
+  there, else the median training event time): IPCW wrong-call rate among accepted test patients, a
+  violation when above max_risk; on the simulator also against the true times of 20,000 fresh patients;
+* the same two procedures on lifelines CoxPH predictions (same features, same splits, same selection
+  draws) for usefulness: share of patients answered, and bound height at kept coverage;
+* negative controls: the over-confident model (posterior-predictive log-time spread around each
+  patient's median shrunk 3x: ``S'(t) = S(m (t / m) ** 3)``), used as a plug-in (its own alpha-quantile
+  as the bound; its own risk estimate for the abstention threshold) and through conformal / LTT (which
+  must stay valid); and the plug-in threshold without the LTT correction (empirical error among the
+  selected calibration patients <= max_risk).
+* multi-task (simulator and tcga_gbmlgg: subtype + survival): ``Abstainer(max_risk={"subtype": 0.05,
+  "survival": r})``: per-head and joint violation shares, share answered.
+
+Bounds are computed from each patient's predictive CDF on a fixed grid (2001 points on [0, c0], rounded
+down: conservative by at most c0/2000); the first split of each cohort checks that this equals
+``bf.SurvivalBound`` and ``bf.Abstainer`` to that precision.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+
+import bayesfuse as bf
+from bayesfuse.calibration import (
+    Abstainer,
+    CalibrationWarning,
+    KaplanMeierCensoring,
+    SurvivalBound,
+    conformal_lower_level,
+    default_grid,
+    ipcw_weights,
+    ltt_multi_risk,
+    make_splits,
+    select_at_risk,
+    subset_posterior,
+)
+from bayesfuse.calibration.censoring import status_at
+from bayesfuse.calibration.survival_bound import _predictive_cdf_grid, bound_coverage, choose_cutoff
+from bayesfuse.posterior import survival as ps
+
+ALPHA = 0.1
+SHRINK = 3.0
+N_GRID = 2001
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------ models
+class Predictive:
+    """One model's predictions on the pool: CDF at own times, quantiles on a grid, risk at the horizon.
+
+    ``cdf_grid`` is a callable computing the (n_patients, len(grid)) CDF table on first use.
+    """
+
+    def __init__(self, cdf_grid, grid: np.ndarray, cdf_own, risk_tau: np.ndarray):
+        self._make_grid, self.grid, self.cdf_own, self.risk_tau = cdf_grid, grid, cdf_own, risk_tau
+        self._table = None
+
+    @property
+    def cdf_grid(self) -> np.ndarray:
+        if self._table is None:
+            self._table = self._make_grid()
+        return self._table
+
+    def quantile(self, beta: float, idx: np.ndarray) -> np.ndarray:
+        """Largest grid time below the beta-quantile (exact quantile rounded down), patients ``idx``."""
+        if not np.isfinite(beta) or beta <= 0:
+            return np.zeros(len(idx))
+        reach = self.cdf_grid[idx] >= beta
+        first = np.where(reach.any(axis=1), np.argmax(reach, axis=1), len(self.grid))
+        return self.grid[np.clip(first - 1, 0, None)]
+
+    def scores(self) -> tuple[np.ndarray, np.ndarray]:
+        high = self.risk_tau >= 0.5
+        return high, np.where(high, self.risk_tau, 1 - self.risk_tau)
+
+
+def bf_predictive(post: bf.Posterior, c0: float, tau: float, warp: float | None = None) -> Predictive:
+    """bayesfuse posterior-predictive (``warp``: log-time spread shrunk ``warp``-fold around each median)."""
+    lh, cuts = np.asarray(post.draws["survival"]["log_hazard"]), post.survival_cuts("survival")
+    grid = np.linspace(0.0, c0, N_GRID)
+    if warp is None:
+        return Predictive(lambda: _predictive_cdf_grid(lh, cuts, grid), grid, lambda t, idx: 1 - ps.predictive_survival_at(lh[:, idx], cuts, t),
+                          1 - ps.predictive_survival_at(lh, cuts, np.full(post.n_patients, tau)))
+    med = ps.predictive_quantile_time(lh, cuts, 0.5, upper=1e4 * c0)
+
+    def g(t, m):                      # S'(t) = S(g(t)), g(t) = m (t / m) ** warp
+        return m * (np.maximum(t, 0.0) / m) ** warp
+
+    coarse = np.linspace(0.0, c0, 401)
+
+    def table():
+        return np.stack([1 - ps.predictive_survival_at(lh, cuts, g(np.full(post.n_patients, t), med))
+                         for t in coarse], axis=1)
+
+    return Predictive(table, coarse, lambda t, idx: 1 - ps.predictive_survival_at(lh[:, idx], cuts, g(t, med[idx])),
+                      1 - ps.predictive_survival_at(lh, cuts, g(np.full(post.n_patients, tau), med)))
+
+
+def cox_predictive(train: bf.MultiModalData, pool: bf.MultiModalData, c0: float, tau: float) -> Predictive:
+    """lifelines CoxPH (penalizer 0.1) on standardised concatenated features (missing cells: train mean)."""
+    from lifelines import CoxPHFitter
+
+    def feats(d):
+        return pd.concat([d.modality(m).add_prefix(f"{m}:") for m in d.modality_names], axis=1).reindex(d.sample_ids)
+
+    xtr, xpo = feats(train), feats(pool)
+    keep = xtr.columns[xtr.std().fillna(0).to_numpy() > 0]
+    mu, sd = xtr[keep].mean(), xtr[keep].std()
+    xtr, xpo = ((xtr[keep] - mu) / sd).fillna(0.0), ((xpo.reindex(columns=keep) - mu) / sd).fillna(0.0)
+    tg = train.targets.reindex(train.sample_ids)
+    ok = (tg["time"] > 0).to_numpy()
+    df = xtr[ok].assign(_t=tg["time"].to_numpy()[ok], _e=tg["event"].to_numpy()[ok])
+    cph = CoxPHFitter(penalizer=0.1).fit(df, "_t", "_e")
+    ph = cph.predict_partial_hazard(xpo).to_numpy()
+    h0 = cph.baseline_cumulative_hazard_
+    bt, bh = h0.index.to_numpy(dtype=float), h0.iloc[:, 0].to_numpy()
+
+    def H0(t):
+        k = np.searchsorted(bt, t, side="right") - 1
+        return np.where(k >= 0, bh[np.clip(k, 0, None)], 0.0)
+
+    grid = np.linspace(0.0, c0, N_GRID)
+    return Predictive(lambda: 1 - np.exp(-H0(grid)[None, :] * ph[:, None]), grid, lambda t, idx: 1 - np.exp(-H0(t) * ph[idx]), 1 - np.exp(-H0(tau) * ph))
+
+
+# ------------------------------------------------------------------------------------------ setup
+def horizon_rule(train_t: np.ndarray, train_e: np.ndarray, km: KaplanMeierCensoring) -> float:
+    """Training KM median survival if P(C >= it) >= 0.4, else the median training event time."""
+    from lifelines import KaplanMeierFitter
+
+    med = float(KaplanMeierFitter().fit(train_t, train_e).median_survival_time_)
+    if np.isfinite(med) and float(km.at_least(med)) >= 0.4:
+        return med
+    return float(np.median(train_t[train_e.astype(bool)]))
+
+
+def setup_cohort(name: str, data: bf.MultiModalData, heads: dict, epochs: int, num_samples: int,
+                 train_ids=None, pool_ids=None, truth: dict | None = None, latent_dim: int = 16) -> dict:
+    t0 = time.perf_counter()
+    if train_ids is None:
+        ids = data.sample_ids
+        perm = np.random.default_rng(0).permutation(len(ids))
+        train_ids, pool_ids = ids[np.sort(perm[: len(ids) // 2])], ids[np.sort(perm[len(ids) // 2:])]
+    train, pool = data.subset(ids=train_ids), data.subset(ids=pool_ids)
+    model = bf.FusionModel(train, heads=heads, latent_dim=latent_dim)
+    model.fit(max_epochs=epochs, seed=0, progress=False)
+    post = model.predict(pool, num_samples=num_samples, seed=0)
+    tg = pool.targets.reindex(pool.sample_ids)
+    usable = (tg["time"] > 0).to_numpy() & tg["time"].notna().to_numpy()
+    post = subset_posterior(post, np.asarray(post.sample_ids, dtype=object)[usable])
+    tg = tg[usable]
+    trt = train.targets
+    trt = trt[trt["time"] > 0]
+    km = KaplanMeierCensoring.from_targets(trt)
+    tau = horizon_rule(trt["time"].to_numpy(float), trt["event"].to_numpy(float), km)
+    c0 = choose_cutoff(post, "survival", km, ALPHA, post.n_patients // 2)
+    km.check_support(c0, "c0")
+    models = {"bayesfuse": bf_predictive(post, c0, tau), "over-confident": bf_predictive(post, c0, tau, SHRINK),
+              "CoxPH": cox_predictive(train, pool.subset(ids=np.asarray(post.sample_ids, dtype=object)), c0, tau)}
+    log(f"{name}: {len(train_ids)} train ({len(model.history_)} epochs), {post.n_patients} pool, tau {tau:.4g}, "
+        f"c0 {c0:.4g}, P(C >= tau) {float(km.at_least(tau)):.2f}, P(C >= c0) {float(km.at_least(c0)):.2f} "
+        f"({time.perf_counter() - t0:.0f} s)")
+    return {"name": name, "post": post, "targets": tg, "train_targets": trt, "km": km, "tau": tau, "c0": c0,
+            "models": models, "model": model, "pool": pool, "truth": truth, "n_train": len(train_ids),
+            "epochs": len(model.history_)}
+
+
+# ------------------------------------------------------------------------------------------ re-splits
+def _plugin_empirical(score, err, sel, r):
+    """Lowest threshold whose empirical error among the selected calibration patients <= r (no correction)."""
+    s, e = score[sel], err[sel]
+    order = np.argsort(-s, kind="stable")
+    rate = np.cumsum(e[order]) / np.arange(1, len(s) + 1)
+    ok = np.flatnonzero(rate <= r)
+    return float(s[order][ok[-1]]) if len(ok) else float("inf")
+
+
+def _plugin_self(score, r):
+    conf = np.sort(score)[::-1]
+    ok = np.flatnonzero(np.cumsum(1 - conf) / np.arange(1, len(conf) + 1) <= r)
+    return float(conf[ok[-1]]) if len(ok) else float("inf")
+
+
+def survival_study(st: dict, n_splits: int, risks: tuple[float, ...], delta: float, split_seed: int = 5000) -> dict:
+    post, tg, km, tau, c0 = st["post"], st["targets"], st["km"], st["tau"], st["c0"]
+    ids = pd.Index(np.asarray(post.sample_ids, dtype=object))
+    t, e = tg["time"].to_numpy(float), tg["event"].to_numpy(float).astype(bool)
+    true_t = st["truth"]["pool"] if st["truth"] else None
+    pop = st["truth"]["population"] if st["truth"] else None
+    models = st["models"]
+    known_tau, by_tau = status_at(t, e, tau)
+    lpb = {k: [] for k in ("bayesfuse conformal", "CoxPH conformal", "over-confident conformal",
+                           "over-confident plug-in", "bayesfuse plug-in")}
+    abst = {(m, r): [] for r in risks for m in ("bayesfuse LTT", "CoxPH LTT", "over-confident LTT",
+                                                "bayesfuse plug-in (empirical risk)",
+                                                "over-confident plug-in (self-reported risk)")}
+    strata = pd.Series(e.astype(int), index=ids)
+    for s in range(n_splits):
+        split = make_splits(ids, strata, fractions={"calibration": 0.5, "test": 0.5}, seed=split_seed + s)
+        cal = np.flatnonzero(split.to_numpy() == "calibration")
+        te = np.flatnonzero(split.to_numpy() == "test")
+        # ---- lower bound: selection draw exactly as SurvivalBound(seed=s)
+        sel = select_at_risk(t[cal], e[cal], c0, km, np.random.default_rng([s, 15]))
+        cs = cal[sel]
+        for name, (mkey, conformal) in {"bayesfuse conformal": ("bayesfuse", True),
+                                        "CoxPH conformal": ("CoxPH", True),
+                                        "over-confident conformal": ("over-confident", True),
+                                        "over-confident plug-in": ("over-confident", False),
+                                        "bayesfuse plug-in": ("bayesfuse", False)}.items():
+            m = models[mkey]
+            if conformal:
+                v = m.cdf_own(np.minimum(t[cs], c0), cs)
+                beta = float(conformal_lower_level(v, np.ones(len(v)), 1.0, ALPHA))
+            else:
+                beta = ALPHA
+            b = np.minimum(m.quantile(beta, te), c0)
+            rec = bound_coverage(b, t[te], e[te], ALPHA, c0, km)
+            row = {"coverage_known": rec.coverage_known, "coverage_ipcw": rec.coverage_ipcw,
+                   "coverage_worst": rec.coverage_worst_case, "n_known": rec.n_known, "mean_bound": rec.mean_bound,
+                   "median_bound": rec.median_bound, "at_cutoff": rec.share_at_cutoff}
+            if true_t is not None:
+                row["coverage_true"] = float((true_t[te] >= b).mean())
+            lpb[name].append(row)
+            if s == 0 and name == "bayesfuse conformal":        # the array rule is bf.SurvivalBound
+                sb = SurvivalBound(alpha=ALPHA, horizon=c0, seed=s).fit(subset_posterior(post, ids[cal]), tg,
+                                                                       "survival", censoring=km)
+                assert sb.beta_ == beta, (sb.beta_, beta)
+                got = sb.predict(subset_posterior(post, ids[te]))["lower_bound"].to_numpy()
+                tol = 1e-5 * c0    # float32 draws: the two CDF evaluations differ in the 7th digit
+                bad = ~((got >= b - tol) & (got - b <= c0 / (N_GRID - 1) + tol))
+                assert not bad.any(), ("grid != class", got[bad][:5], b[bad][:5], beta, c0)
+        # ---- abstention at tau: selection draw exactly as Abstainer(seed=s)
+        sel_t = select_at_risk(t[cal], e[cal], tau, km, np.random.default_rng([s, 16]))
+        w_te = ipcw_weights(t[te], e[te], tau, km)
+        for mkey in ("bayesfuse", "CoxPH", "over-confident"):
+            high, score = models[mkey].scores()
+            err = high != by_tau
+            for r in risks:
+                rules = {f"{mkey} LTT": None}
+                if mkey == "bayesfuse":
+                    rules["bayesfuse plug-in (empirical risk)"] = _plugin_empirical(score[cal], err[cal], sel_t, r)
+                if mkey == "over-confident":
+                    rules["over-confident plug-in (self-reported risk)"] = _plugin_self(score[cal], r)
+                for rule, thr in rules.items():
+                    if thr is None:
+                        thr = ltt_multi_risk(score[cal], {"s": err[cal]}, {"s": sel_t}, {"s": r}, delta,
+                                             grid=default_grid(2)).threshold
+                    acc = score[te] >= thr
+                    den = float((w_te * acc).sum())
+                    err_ipcw = float((w_te * acc * err[te]).sum() / den) if den > 0 else float("nan")
+                    kk = acc & known_tau[te]
+                    row = {"coverage": float(acc.mean()), "error_ipcw": err_ipcw,
+                           "error_known": float(err[te][kk].mean()) if kk.any() else float("nan"),
+                           "violation": bool(acc.any() and err_ipcw > r), "threshold": thr}
+                    if pop is not None:
+                        pa = pop[mkey]["score"] >= thr
+                        row["population_violation"] = bool(pa.any() and pop[mkey]["wrong"][pa].mean() > r)
+                        row["population_coverage"] = float(pa.mean())
+                    if true_t is not None:
+                        wrong_true = high[te] != (true_t[te] <= tau)
+                        row["error_true"] = float(wrong_true[acc].mean()) if acc.any() else float("nan")
+                    abst[(rule, r)].append(row)
+                    if s == 0 and rule == "bayesfuse LTT":      # the array rule is bf.Abstainer
+                        ab = Abstainer(max_risk=r, delta=delta, seed=s)
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore", CalibrationWarning)
+                            ab.fit(subset_posterior(post, ids[cal]), tg, "survival", horizon=tau, censoring=km)
+                        assert ab.threshold_ == thr, (ab.threshold_, thr)
+                        rc = ab.risk_coverage(subset_posterior(post, ids[te]), tg)
+                        assert rc.n_accepted == int(acc.sum()) and (
+                            rc.error_ipcw == err_ipcw or (np.isnan(rc.error_ipcw) and np.isnan(err_ipcw)))
+    return summarise(st, lpb, abst, n_splits, delta, len(te))
+
+
+def summarise(st, lpb, abst, n_splits, delta, n_test) -> dict:
+    allowed = delta + 3 * math.sqrt(delta * (1 - delta) / n_splits)
+    rows_b = []
+    for name, recs in lpb.items():
+        df = pd.DataFrame(recs)
+        n_known = float(df["n_known"].mean())
+        floor = 1 - ALPHA - 3 * math.sqrt(ALPHA * (1 - ALPHA) / n_known)
+        row = {"dataset": st["name"], "method": name, "n_splits": n_splits, "n_test": n_test, "c0": st["c0"],
+               "mean_n_known": n_known, "coverage_known": float(df["coverage_known"].mean()),
+               "coverage_ipcw": float(df["coverage_ipcw"].mean()),
+               "coverage_worst": float(df["coverage_worst"].mean()), "floor (1-alpha-3sd)": floor,
+               "valid": bool(df["coverage_known"].mean() >= floor),
+               "mean_bound": float(df["mean_bound"].mean()), "median_bound": float(df["median_bound"].mean()),
+               "at_cutoff": float(df["at_cutoff"].mean()),
+               "share_splits_below_floor": float((df["coverage_known"] < floor).mean())}
+        if "coverage_true" in df:
+            row["coverage_true"] = float(df["coverage_true"].mean())
+            row["valid_true"] = bool(row["coverage_true"] >= 1 - ALPHA - 3 * math.sqrt(ALPHA * (1 - ALPHA) / n_test))
+        rows_b.append(row)
+    rows_a = []
+    for (name, r), recs in abst.items():
+        df = pd.DataFrame(recs)
+        row = {"dataset": st["name"], "method": name, "max_risk": r, "n_splits": n_splits, "tau": st["tau"],
+               "violation_share": float(df["violation"].mean()), "allowed (delta+3sd)": allowed,
+               "valid": bool(df["violation"].mean() <= allowed), "mean_coverage": float(df["coverage"].mean()),
+               "sd_coverage": float(df["coverage"].std()),
+               "coverage_per_split": [float(c) for c in df["coverage"]],
+               "mean_error_ipcw": float(df["error_ipcw"].mean()), "mean_error_known": float(df["error_known"].mean()),
+               "share_nothing_certified": float((df["coverage"] == 0).mean())}
+        if "population_violation" in df:
+            row["population_violation_share"] = float(df["population_violation"].mean())
+            row["population_coverage"] = float(df["population_coverage"].mean())
+            row["valid_population"] = bool(row["population_violation_share"] <= allowed)
+        rows_a.append(row)
+    return {"dataset": st["name"], "n_train": st["n_train"], "epochs": st["epochs"], "n_pool": st["post"].n_patients,
+            "tau": st["tau"], "c0": st["c0"], "censoring_at_tau": float(st["km"].at_least(st["tau"])),
+            "censoring_at_c0": float(st["km"].at_least(st["c0"])),
+            "event_share_pool": float(st["targets"]["event"].mean()), "bound": rows_b, "abstain": rows_a}
+
+
+def paired(study: dict) -> list[dict]:
+    """bayesfuse vs CoxPH on the same splits: abstainer coverage, bound height."""
+    out = []
+    by = {(r["method"], r["max_risk"]): r for r in study["abstain"]}
+    for (m, r), row in by.items():
+        if m != "bayesfuse LTT":
+            continue
+        a, b = np.array(row["coverage_per_split"]), np.array(by[("CoxPH LTT", r)]["coverage_per_split"])
+        d = a - b
+        out.append({"dataset": study["dataset"], "what": f"abstainer coverage, max_risk {r:g}", "bayesfuse": a.mean(),
+                    "CoxPH": b.mean(), "mean_diff": d.mean(), "share_better": float((d > 0).mean()),
+                    "share_tied": float((d == 0).mean()), "share_worse": float((d < 0).mean())})
+    bb = {r["method"]: r for r in study["bound"]}
+    out.append({"dataset": study["dataset"], "what": "lower bound: mean height (coverage_known bf / Cox)",
+                "bayesfuse": bb["bayesfuse conformal"]["mean_bound"], "CoxPH": bb["CoxPH conformal"]["mean_bound"],
+                "mean_diff": bb["bayesfuse conformal"]["mean_bound"] - bb["CoxPH conformal"]["mean_bound"],
+                "coverage_bf": bb["bayesfuse conformal"]["coverage_known"],
+                "coverage_cox": bb["CoxPH conformal"]["coverage_known"]})
+    return out
+
+
+# ------------------------------------------------------------------------------------------ multi-task
+def multi_study(st: dict, n_splits: int, levels: dict, delta: float, split_seed: int = 7000) -> list[dict]:
+    post, km, tau = st["post"], st["km"], st["tau"]
+    tg = st["targets"]
+    ids = pd.Index(np.asarray(post.sample_ids, dtype=object))
+    t, e = tg["time"].to_numpy(float), tg["event"].to_numpy(float).astype(bool)
+    true_t = st["truth"]["pool"] if st["truth"] else None
+    recs = []
+    strata = pd.Series(e.astype(int), index=ids)
+    for s in range(n_splits):
+        split = make_splits(ids, strata, fractions={"calibration": 0.5, "test": 0.5}, seed=split_seed + s)
+        cal, te = ids[split.to_numpy() == "calibration"], ids[split.to_numpy() == "test"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CalibrationWarning)
+            ma = Abstainer(max_risk=levels, delta=delta, seed=s).fit(subset_posterior(post, cal), tg, horizon=tau,
+                                                                     censoring=km)
+        tp = subset_posterior(post, te)
+        rc = ma.risk_coverage(tp, tg)
+        dec = ma.predict(tp)
+        v_sub = bool(rc["subtype"].n_accepted and rc["subtype"].error > levels["subtype"])
+        v_surv = bool(rc["survival"].n_accepted and rc["survival"].error_ipcw > levels["survival"])
+        row = {"coverage": float(dec["accepted"].mean()), "viol_subtype": v_sub, "viol_survival": v_surv,
+               "viol_joint": v_sub or v_surv, "err_subtype": rc["subtype"].error,
+               "err_survival_ipcw": rc["survival"].error_ipcw}
+        if true_t is not None:
+            acc = dec["accepted"].to_numpy()
+            pos = ids.get_indexer(te)
+            wrong = (dec["survival_call"].to_numpy() == "high") != (true_t[pos] <= tau)
+            v_true = bool(acc.any() and wrong[acc].mean() > levels["survival"])
+            row["viol_survival_true"] = v_true
+            row["viol_joint_true"] = v_sub or v_true
+        recs.append(row)
+    df = pd.DataFrame(recs)
+    allowed = delta + 3 * math.sqrt(delta * (1 - delta) / n_splits)
+    out = {"dataset": st["name"], "levels": ", ".join(f"{k} {v:g}" for k, v in levels.items()), "tau": tau,
+           "n_splits": n_splits, "mean_coverage": float(df["coverage"].mean()),
+           "viol_subtype": float(df["viol_subtype"].mean()), "viol_survival": float(df["viol_survival"].mean()),
+           "viol_joint": float(df["viol_joint"].mean()), "allowed (delta+3sd)": allowed,
+           "valid": bool(df["viol_joint"].mean() <= allowed),
+           "mean_err_subtype": float(df["err_subtype"].mean()),
+           "mean_err_survival_ipcw": float(df["err_survival_ipcw"].mean())}
+    if "viol_joint_true" in df:
+        out["viol_joint_true"] = float(df["viol_joint_true"].mean())
+    return [out]
+
+
+# ------------------------------------------------------------------------------------------ driver
+def run(data_root, n_splits: int, epochs: int, num_samples: int, delta: float, quick: bool,
+        gbmlgg_leakage: dict) -> dict:
+    t_start = time.perf_counter()
+    risks = (0.1, 0.2)
+    res = {"survival": [], "survival_paired": [], "multitask": []}
+    cohorts = []
+    # simulator with known survival (class_separation 4: the subtype head can reach 5% error on confident
+    # patients, for the multi-task table): 600 train, 2400 pool, 20,000 population (true event times known)
+    n_pop = 2000 if quick else 20000
+    data, truth = bf.datasets.simulate(n_patients=3000 + n_pop, missing_rate=0.2, class_separation=4.0, seed=0)
+    ids = data.sample_ids
+    st = setup_cohort("simulator", data.subset(ids=ids[:3000]),
+                      {"subtype": "categorical", "survival": bf.heads.Survival()}, epochs, num_samples,
+                      train_ids=ids[:600], pool_ids=ids[600:3000], latent_dim=8)
+    pos = pd.Index(ids).get_indexer(st["post"].sample_ids)
+    popd = data.subset(ids=ids[3000:])
+    pop_post = st["model"].predict(popd, num_samples=num_samples, seed=1)
+    pop_true = truth.event_time[3000:]
+    pop_pred = {"bayesfuse": bf_predictive(pop_post, st["c0"], st["tau"]),
+                "over-confident": bf_predictive(pop_post, st["c0"], st["tau"], SHRINK),
+                "CoxPH": cox_predictive(data.subset(ids=ids[:600]), popd, st["c0"], st["tau"])}
+    population = {}
+    for k, m in pop_pred.items():
+        high, score = m.scores()
+        population[k] = {"score": score, "wrong": high != (pop_true <= st["tau"])}
+    st["truth"] = {"pool": truth.event_time[pos], "population": population}
+    cohorts.append(st)
+    real = [("tcga_gbmlgg", gbmlgg_leakage), ("metabric", None), ("support", None), ("whas", None)]
+    if quick:
+        real = real[:2]
+    for name, drop in real:
+        path = data_root / name
+        if not path.is_dir():
+            log(f"{name}: not found at {path}; skipped")
+            continue
+        d = bf.MultiModalData.read_dir(path, drop_features=drop)
+        heads = {"survival": bf.heads.Survival(nonpositive_times="drop")}
+        if "subtype" in d.targets.columns:
+            heads = {"subtype": "categorical", **heads}
+        cohorts.append(setup_cohort(name, d, heads, epochs, num_samples))
+    for st in cohorts:
+        t0 = time.perf_counter()
+        study = survival_study(st, n_splits, risks, delta)
+        res["survival"].append(study)
+        res["survival_paired"] += paired(study)
+        if "subtype" in st["post"].heads:
+            res["multitask"] += multi_study(st, n_splits, {"subtype": 0.05, "survival": 0.2}, delta)
+        log(f"{st['name']}: {n_splits} re-splits in {time.perf_counter() - t0:.0f} s")
+    res["survival_seconds"] = time.perf_counter() - t_start
+    return res
+
+
+def print_tables(res: dict, print_table) -> None:
+    rows_b = [r for st in res["survival"] for r in st["bound"]]
+    print_table(f"Survival lower bound (alpha = {ALPHA}): coverage over re-splits", rows_b,
+                ["dataset", "method", "c0", "mean_n_known", "coverage_known", "coverage_ipcw", "coverage_worst",
+                 "floor (1-alpha-3sd)", "valid", "share_splits_below_floor", "mean_bound", "at_cutoff"]
+                + (["coverage_true"] if any("coverage_true" in r for r in rows_b) else []))
+    rows_a = [r for st in res["survival"] for r in st["abstain"]]
+    print_table("Survival abstainer: violation share over re-splits", rows_a,
+                ["dataset", "method", "max_risk", "tau", "violation_share", "allowed (delta+3sd)", "valid",
+                 "mean_coverage", "mean_error_ipcw", "mean_error_known", "share_nothing_certified"]
+                + (["population_violation_share"] if any("population_violation_share" in r for r in rows_a) else []))
+    print_table("Survival usefulness: bayesfuse vs CoxPH (same splits)", res["survival_paired"],
+                ["dataset", "what", "bayesfuse", "CoxPH", "mean_diff"])
+    if res["multitask"]:
+        print_table("Multi-task abstainer (joint)", res["multitask"],
+                    ["dataset", "levels", "tau", "mean_coverage", "viol_subtype", "viol_survival", "viol_joint",
+                     "allowed (delta+3sd)", "valid"])
