@@ -174,12 +174,22 @@ def cmd_evaluate(args) -> int:
     with atomic_output_dir(args.out, args.overwrite, "--overwrite") as tmp:
         rep = build_report(args.model, data, tmp, head=args.head, max_risk=args.max_risk, delta=args.delta,
                            calibration_fraction=args.calibration_fraction, seed=args.seed,
-                           num_samples=args.num_samples, starts=args.starts)
+                           num_samples=args.num_samples, starts=args.starts,
+                           survival_max_risk=args.survival_max_risk, horizon=args.horizon, alpha=args.alpha)
     markdown = Path(args.out) / Path(rep.markdown).name
     for r in rep.heads.values():
         if r.kind == "categorical":
             print(f"{r.head}: threshold {r.threshold:.4g}, test coverage {r.coverage:.3f}, error among accepted "
                   f"{r.error:.3f} (target <= {rep.max_risk:g} w.p. >= {1 - rep.delta:g})")
+        else:
+            lb = r.tables["lower_bound"].iloc[0]
+            print(f"{r.head}: high/low call at horizon {r.horizon:g}: test coverage {r.coverage:.3f}, wrong calls "
+                  f"among accepted (IPCW) {r.error:.3f} (target <= {args.survival_max_risk:g}); lower bound "
+                  f"coverage {lb['coverage (known status)']:.3f} (target >= {1 - args.alpha:g}), mean bound "
+                  f"{lb['mean bound']:.4g}")
+    if rep.multitask is not None:
+        print(f"joint over {list(rep.multitask.index)}: test coverage {rep.multitask['coverage'].iloc[0]:.3f}, "
+              + ", ".join(f"{h} error {e:.3f}" for h, e in rep.multitask["error among jointly accepted"].items()))
     print(f"report written to {markdown} ({len(rep.figures)} figures, {rep.seconds:.1f} s)")
     return 0
 
@@ -245,6 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delta", type=float, default=0.1, help="tolerated failure probability of the guarantee")
     p.add_argument("--calibration-fraction", type=float, default=0.5)
     p.add_argument("--starts", type=int, default=1, help="LTT fixed sequences (4 = robust to an early error)")
+    p.add_argument("--survival-max-risk", type=float, default=0.2,
+                   help="survival heads: tolerated share of wrong high/low calls at the horizon among accepted")
+    p.add_argument("--horizon", type=float, default=None,
+                   help="survival heads: horizon of the high/low call (default: KM median of the calibration half)")
+    p.add_argument("--alpha", type=float, default=0.1, help="survival heads: miscoverage of the lower bound on T")
     p.add_argument("--num-samples", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output folder (report.md + PNG figures)")

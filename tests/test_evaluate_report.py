@@ -160,3 +160,18 @@ def test_report_survival_section(tmp_path):
         _check_png(tmp_path / name)
     md = rep.markdown.read_text()
     assert "## Head `survival` (survival)" in md and "D-calibration" in md
+    # calibrated survival sections: abstention at the horizon, lower bound, joint table
+    r = rep.heads["survival"]
+    _check_png(tmp_path / "risk_coverage_survival.png")
+    assert np.isfinite(r.horizon) and r.n_calibration > 0
+    assert "High / low risk call at horizon" in md and "Lower predictive bound" in md
+    assert "P(T >= L) >= 90%" in r.guarantees["lower_bound"] and "horizon" in r.guarantees["abstention"]
+    lb = _md_table(md, "miscoverage alpha")
+    cov = float(lb["coverage (known status)"].iloc[0])
+    assert 0 <= cov <= 1 and float(lb["cut-off c0"].iloc[0]) > 0
+    assert rep.multitask is not None and set(rep.multitask.index) == {"subtype", "survival"}
+    g = rep.multitask_guarantee   # a 20-epoch model may certify nothing: the text then says so
+    assert "Several heads at once" in md and "subtype" in g and "survival" in g
+    assert "simultaneously for every head" in g or g.startswith("NOTHING CERTIFIED")
+    tb = _md_table(md, "horizon")
+    assert "wrong calls among accepted (IPCW)" in tb.columns

@@ -25,7 +25,8 @@ import pandas as pd
 
 from bayesfuse.exceptions import DataError
 
-__all__ = ["KaplanMeierCensoring", "ipcw_weights", "make_censoring", "select_at_risk", "status_at"]
+__all__ = ["KaplanMeierCensoring", "describe_censoring", "ipcw_weights", "make_censoring", "select_at_risk",
+           "status_at"]
 
 
 def _check_outcomes(time, event, what: str = "outcomes") -> tuple[np.ndarray, np.ndarray]:
@@ -138,16 +139,30 @@ def make_censoring(censoring, time: np.ndarray, event: np.ndarray, time_col: str
     Returns
     -------
     model, source : (censoring model, str)
-        ``source`` is ``"calibration"``, ``"given outcomes"`` or ``"given model"``.
+        ``source`` is ``"calibration"``, ``"given outcomes"``, ``"given estimate"`` (a
+        :class:`KaplanMeierCensoring`) or ``"given model"``.
     """
     if censoring is None:
         return KaplanMeierCensoring.fit(time, event), "calibration"
     if isinstance(censoring, pd.DataFrame):
         return KaplanMeierCensoring.from_targets(censoring, time_col, event_col), "given outcomes"
+    if isinstance(censoring, KaplanMeierCensoring):
+        return censoring, "given estimate"
     if callable(getattr(censoring, "at_least", None)):
         return censoring, "given model"
     raise DataError(f"censoring={type(censoring).__name__}: pass None (Kaplan-Meier of the calibration outcomes), "
                     "the training patients' targets DataFrame, or a model with at_least(times, post).")
+
+
+def describe_censoring(source: str, model) -> str:
+    """Where ``P(C >= t)`` came from, in words (for ``guarantee_`` texts)."""
+    n = getattr(model, "n", None)
+    return {"calibration": "the Kaplan-Meier estimate of the calibration patients' own outcomes (the guarantee is "
+                           "then approximate: pass censoring=train.targets for an estimate independent of them)",
+            "given outcomes": f"the Kaplan-Meier estimate of the {n} outcomes passed as censoring= (e.g. the "
+                              "training patients')",
+            "given estimate": f"the Kaplan-Meier estimate passed as censoring= (fitted on {n} patients' outcomes)",
+            "given model": "the censoring model passed as censoring="}[source]
 
 
 def _at_least(censoring, t: np.ndarray, post) -> np.ndarray:

@@ -26,7 +26,7 @@ from bayesfuse.calibration._common import (
     mean_probs,
 )
 from bayesfuse.calibration.abstain import ABSTAIN, RiskCoverage, clopper_pearson
-from bayesfuse.calibration.censoring import KaplanMeierCensoring, make_censoring
+from bayesfuse.calibration.censoring import KaplanMeierCensoring, describe_censoring, make_censoring
 from bayesfuse.calibration.ltt import MultiLTTResult, default_grid, ltt_multi_risk
 from bayesfuse.calibration.survival_abstain import (
     HIGH,
@@ -268,12 +268,9 @@ class JointAbstention:
                 + f" posterior confidence >= {self.threshold_:.4g} ({score}; {k}/{self.n_calibration_} calibration "
                   "patients accepted). Certified by Learn-then-Test" + procedure + counted)
         if self.censoring_ is not None:
-            src = {"calibration": "the calibration patients' own outcomes (approximate: pass censoring=train.targets)",
-                   "given outcomes": "the outcomes passed as censoring= (e.g. the training patients')",
-                   "given model": "the censoring model passed as censoring="}[self.censoring_source_]
+            src = describe_censoring(self.censoring_source_, self.censoring_)
             text += (" Survival: only patients followed to the horizon count (censoring time >= horizon; for an "
-                     "event before it drawn from the Kaplan-Meier estimate of the censoring distribution of "
-                     f"{src}). Exact when that estimate is the true censoring distribution and censoring is "
+                     f"event before it drawn from the censoring distribution: {src}). Exact when that estimate is the true censoring distribution and censoring is "
                      "independent of the survival time and of the patient's data; approximate when estimated.")
         return text + (" This holds on average over accepted patients exchangeable with the calibration patients; "
                        "it is not a per-patient statement.")

@@ -21,6 +21,7 @@ from bayesfuse.calibration._common import align_survival, check_survival_posteri
 from bayesfuse.calibration.censoring import (
     KaplanMeierCensoring,
     _at_least,
+    describe_censoring,
     make_censoring,
     select_at_risk,
 )
@@ -209,7 +210,8 @@ class SurvivalBound:
     censoring_ : censoring model
         ``P(C >= t)`` used for the selection and the weights.
     censoring_source_ : str
-        ``"calibration"`` (Kaplan-Meier of the calibration outcomes), ``"given outcomes"`` or ``"given model"``.
+        ``"calibration"`` (Kaplan-Meier of the calibration outcomes), ``"given outcomes"``, ``"given estimate"``
+        or ``"given model"``.
     guarantee_ : str
         What is guaranteed, in words.
     head_ : str
@@ -296,10 +298,7 @@ class SurvivalBound:
 
     def _guarantee_text(self) -> str:
         conf = f"{100 * (1 - self.alpha):.4g}%"
-        src = {"calibration": "Kaplan-Meier of the calibration patients' own outcomes (the guarantee is then "
-                              "approximate: pass censoring=train.targets for an estimate independent of them)",
-               "given outcomes": "Kaplan-Meier of the outcomes passed as censoring= (e.g. the training patients')",
-               "given model": "the censoring model passed as censoring="}[self.censoring_source_]
+        src = describe_censoring(self.censoring_source_, self.censoring_)
         assume = ("censoring independent of the survival time and of the patient's data"
                   if self.marginal_ else "censoring independent of the survival time given the patient")
         level = (f"the posterior-predictive quantile of T at level {self.beta_:.4g}" if self.marginal_

@@ -55,9 +55,17 @@ class HeadReport:
         Accuracy on all test patients (no abstention).
     tables : dict[str, pandas.DataFrame]
         The tables written to the markdown (``metrics``, ``per_class``, ``per_pattern``, ``conformal``;
-        survival: ``survival``, ``km``).
+        survival: ``survival``, ``km``, ``abstention`` (high / low call at the horizon), ``lower_bound``).
     figures : dict[str, pathlib.Path]
         Figure name -> PNG path.
+    guarantees : dict[str, str]
+        Survival heads: the ``abstention`` and ``lower_bound`` guarantees in words.
+    horizon : float
+        Survival heads: horizon of the high / low call (NaN for categorical heads).
+
+    For a survival head ``threshold`` / ``certified`` / ``coverage`` describe the survival Abstainer,
+    ``error`` is its IPCW wrong-call rate among accepted test patients and ``error_ci`` the
+    Clopper-Pearson interval of the complete-case rate.
     """
 
     head: str
@@ -73,6 +81,8 @@ class HeadReport:
     guarantee: str = ""
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     figures: dict[str, Path] = field(default_factory=dict)
+    guarantees: dict[str, str] = field(default_factory=dict)
+    horizon: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,10 @@ class Report:
     max_risk, delta : float
     seconds : float
         Wall time of :func:`build_report` (prediction included).
+    multitask : pandas.DataFrame or None
+        Joint abstainer over every reported head (when there are several): one row per head, among the
+        jointly accepted test patients; ``multitask.attrs`` holds the threshold and split sizes.
+    multitask_guarantee : str
     """
 
     out: Path
@@ -100,6 +114,8 @@ class Report:
     max_risk: float
     delta: float
     seconds: float
+    multitask: pd.DataFrame | None = None
+    multitask_guarantee: str = ""
 
 
 # ------------------------------------------------------------------------------ markdown
@@ -311,8 +327,9 @@ def _categorical_markdown(r: HeadReport, max_risk: float, delta: float) -> list[
 
 
 # -------------------------------------------------------------------------- survival
-def _survival_section(post, test_ids, targets, head, spec, out):
+def _survival_section(post, cal_ids, test_ids, targets, head, spec, out, calib: dict):
     from bayesfuse.calibration import subset_posterior
+    from bayesfuse.evaluation.survival_report import survival_calibration
     from bayesfuse.metrics import concordance_harrell, d_calibration, km_calibration, surv_at
     from bayesfuse.plotting import d_calibration_histogram, survival_calibration_plot
 
@@ -341,26 +358,56 @@ def _survival_section(post, test_ids, targets, head, spec, out):
     fig, ax = _new_axes()
     survival_calibration_plot(t, e, surv, times, horizon=horizon, ax=ax)
     figures["km_vs_predicted"] = _savefig(fig, out / f"km_vs_predicted_{head}.png")
-    return HeadReport(head=head, kind="survival", n_calibration=0, n_test=len(t),
-                      tables={"survival": table, "km": km.set_index("group")}, figures=figures)
+    sc = survival_calibration(post, cal_ids, test_ids, targets, head, out, save=_savefig, **calib)
+    figures.update(sc["figures"])
+    return HeadReport(head=head, kind="survival", n_calibration=len(cal_ids), n_test=len(t),
+                      threshold=sc["threshold"], certified=sc["certified"], coverage=sc["coverage"],
+                      error=sc["error"], error_ci=sc["error_ci"], guarantee=sc["guarantees"]["abstention"],
+                      tables={"survival": table, "km": km.set_index("group"), **sc["tables"]}, figures=figures,
+                      guarantees=sc["guarantees"], horizon=sc["horizon"])
 
 
 def _survival_markdown(r: HeadReport) -> list[str]:
     f = {k: v.name for k, v in r.figures.items()}
     return [
         f"## Head `{r.head}` (survival)", "",
-        "Posterior-predictive survival curves on the test half (no abstention for survival heads).", "",
+        "Posterior-predictive survival curves on the test half.", "",
         markdown_table(r.tables["survival"]), "",
         "Mean predicted survival vs Kaplan-Meier at the horizon, by predicted-risk tertile:", "",
         markdown_table(r.tables["km"]), "",
         f"![D-calibration]({f['d_calibration']})", "", f"![KM vs predicted]({f['km_vs_predicted']})", "",
+        f"### High / low risk call at horizon {r.horizon:g}, or \"I don't know\"", "",
+        f"> {r.guarantees['abstention']}", "",
+        "Censoring: the IPCW rate weights test patients whose status at the horizon is known by the inverse "
+        "Kaplan-Meier probability of being followed that long (censoring estimated on the calibration half); "
+        "the known-status count leaves out patients censored before the horizon.", "",
+        markdown_table(r.tables["abstention"]), "", f"![risk-coverage]({f['risk_coverage']})", "",
+        "### Lower predictive bound on the survival time", "",
+        f"> {r.guarantees['lower_bound']}", "",
+        "Coverage on the test half: `known status` counts patients with an event, or censored, after their "
+        "bound (those censored before it are left out); `IPCW` reweights the observed misses; `worst case` "
+        "counts every censored-before-bound patient as missed (a lower bound on the true coverage).", "",
+        markdown_table(r.tables["lower_bound"]), "",
+    ]
+
+
+def _multitask_markdown(table: pd.DataFrame, guarantee: str) -> list[str]:
+    a = table.attrs
+    return [
+        "## Several heads at once (joint \"I don't know\")", "",
+        f"One patient-level split of every patient with any target ({a['n_calibration']} calibration / "
+        f"{a['n_test']} test); a patient is accepted only when every head's call is confident enough "
+        f"(joint threshold {_fmt(a['threshold'])}). Errors are measured among the jointly accepted test "
+        "patients that have that head's target.", "",
+        f"> {guarantee}", "", markdown_table(table), "",
     ]
 
 
 # ---------------------------------------------------------------------------- public
 def build_report(model, data, out, head: str | None = None, max_risk: float = 0.05, delta: float = 0.1,
                  calibration_fraction: float = 0.5, seed: int = 0, num_samples: int = 200,
-                 starts: int = 1) -> Report:
+                 starts: int = 1, survival_max_risk: float = 0.2, horizon: float | None = None,
+                 alpha: float = 0.1) -> Report:
     """Calibrate an "I don't know" rule on half of the labelled patients and report on the other half.
 
     Parameters
@@ -385,6 +432,16 @@ def build_report(model, data, out, head: str | None = None, max_risk: float = 0.
     starts : int
         Fixed sequences of the Abstainer (``Abstainer(starts=...)``; 4 is more robust to an error
         among the most confident calibration patients).
+    survival_max_risk : float in (0, 1)
+        Survival heads: tolerated share of wrong high / low calls at the horizon among accepted patients.
+    horizon : float, optional
+        Survival heads: horizon of the call; default :func:`~bayesfuse.evaluation.survival_report.default_horizon`
+        of the calibration half.
+    alpha : float in (0, 1)
+        Survival heads: miscoverage of the lower predictive bound (:class:`~bayesfuse.calibration.SurvivalBound`).
+
+    With more than one reported head, a joint Abstainer over all of them (categorical heads at
+    ``max_risk``, survival heads at ``survival_max_risk``) is added (``Report.multitask``).
 
     Returns
     -------
@@ -465,13 +522,25 @@ def build_report(model, data, out, head: str | None = None, max_risk: float = 0.
                 split = make_splits(ok.index, ok[spec.event].astype(int),
                                     fractions={"calibration": calibration_fraction,
                                                "test": 1 - calibration_fraction}, seed=seed)
+            cal_ids = split.index[split.to_numpy() == "calibration"]
             test_ids = split.index[split.to_numpy() == "test"]
-            heads[key] = _survival_section(post, test_ids, targets, key, spec, out)
+            heads[key] = _survival_section(post, cal_ids, test_ids, targets, key, spec, out,
+                                           {"max_risk": survival_max_risk, "delta": delta, "alpha": alpha,
+                                            "horizon": horizon, "seed": seed, "starts": starts})
         else:
             skipped.append(f"`{key}`: head kind {spec.kind!r} is not reported")
     if not heads:
         raise DataError("Nothing to report: " + ("; ".join(skipped) or "the model has no head")
                         + ". Pass labelled data for a categorical or survival head.")
+
+    multitask, multitask_guarantee = None, ""
+    if len(heads) > 1:
+        from bayesfuse.evaluation.survival_report import multitask_table
+
+        levels = {k: (survival_max_risk if r.kind == "survival" else max_risk) for k, r in heads.items()}
+        tau = next((r.horizon for r in heads.values() if r.kind == "survival"), None) if horizon is None else horizon
+        multitask, multitask_guarantee = multitask_table(post, targets, dict(model.heads), levels, delta, tau,
+                                                         calibration_fraction, seed, starts)
 
     pats = data.missingness_patterns()
     lines = [
@@ -485,7 +554,10 @@ def build_report(model, data, out, head: str | None = None, max_risk: float = 0.
         f"the test half. Posterior draws per patient: {num_samples}. Target: error among accepted patients "
         f"<= {max_risk:g} with probability >= {1 - delta:g} over the calibration draw (Learn-then-Test, "
         "exact binomial p-values, " + ("fixed-sequence testing" if starts == 1 else
-                                       f"{starts} fixed sequences at delta/{starts} each") + ").", "",
+                                       f"{starts} fixed sequences at delta/{starts} each") + ")"
+        + (f"; survival heads: wrong high / low calls at the horizon <= {survival_max_risk:g}, and a lower "
+           f"bound on the survival time covering >= {1 - alpha:g} (patients are split stratified by event)"
+           if any(r.kind == "survival" for r in heads.values()) else "") + ".", "",
     ]
     if skipped:
         lines += ["Not reported: " + "; ".join(skipped) + ".", ""]
@@ -493,10 +565,12 @@ def build_report(model, data, out, head: str | None = None, max_risk: float = 0.
         lines += ["Left out: " + "; ".join(notes) + ".", ""]
     for r in heads.values():
         lines += _categorical_markdown(r, max_risk, delta) if r.kind == "categorical" else _survival_markdown(r)
+    if multitask is not None:
+        lines += _multitask_markdown(multitask, multitask_guarantee)
     seconds = time.perf_counter() - t0
     lines += [f"_Rendered in {seconds:.1f} s._", ""]
     md = out / "report.md"
     md.write_text("\n".join(lines))
     figures = [p for r in heads.values() for p in r.figures.values()]
     return Report(out=out, markdown=md, heads=heads, figures=figures, max_risk=float(max_risk),
-                  delta=float(delta), seconds=seconds)
+                  delta=float(delta), seconds=seconds, multitask=multitask, multitask_guarantee=multitask_guarantee)
