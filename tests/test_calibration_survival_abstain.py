@@ -113,7 +113,7 @@ def test_survival_predict_and_risk_coverage_columns():
 # ---------------------------------------------------------------------------- multi-risk LTT
 def test_ltt_multi_risk_with_one_risk_certifies_like_fixed_sequence():
     rng = np.random.default_rng(0)
-    for rep in range(30):
+    for _rep in range(30):
         n = 400
         s = rng.uniform(0.5, 1, n)
         e = rng.uniform(size=n) > s

@@ -100,11 +100,10 @@ def multitask_table(post, targets: pd.DataFrame, heads: dict, levels: dict, delt
 
     Returns the per-head test table (among *jointly* accepted test patients) and the guarantee text.
     """
+    from bayesfuse._labels import label_codes
     from bayesfuse.calibration import Abstainer, CalibrationWarning, KaplanMeierCensoring, make_splits
     from bayesfuse.calibration import subset_posterior as sub
     from bayesfuse.heads import Survival
-
-    from bayesfuse._labels import label_codes
 
     ids = pd.Index([str(s) for s in post.sample_ids])
     tg = targets.copy()
