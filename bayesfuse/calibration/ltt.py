@@ -81,8 +81,27 @@ def default_grid(n_classes: int) -> np.ndarray:
     return grid[::-1].copy()
 
 
+class _Certified:
+    """``any_certified`` / ``chosen`` of an LTT record (needs ``certified``, ``grid``, ``threshold``)."""
+
+    certified: np.ndarray
+    grid: np.ndarray
+    threshold: float
+
+    @property
+    def any_certified(self) -> bool:
+        return bool(self.certified.any())
+
+    @property
+    def chosen(self) -> int | None:
+        """Index in ``grid`` of the chosen threshold, or None."""
+        if not self.any_certified:
+            return None
+        return int(np.flatnonzero(self.grid == self.threshold)[0])
+
+
 @dataclass(frozen=True)
-class LTTResult:
+class LTTResult(_Certified):
     """Outcome of fixed-sequence Learn-then-Test on one calibration set.
 
     Attributes
@@ -114,17 +133,6 @@ class LTTResult:
     n_min: int
     max_risk: float
     delta: float
-
-    @property
-    def any_certified(self) -> bool:
-        return bool(self.certified.any())
-
-    @property
-    def chosen(self) -> int | None:
-        """Index in ``grid`` of the chosen threshold, or None."""
-        if not self.any_certified:
-            return None
-        return int(np.flatnonzero(self.grid == self.threshold)[0])
 
 
 def ltt_fixed_sequence(scores, errors, max_risk: float, delta: float, grid=None,
@@ -235,7 +243,7 @@ def _most_accepting(g: np.ndarray, n_acc: np.ndarray, certified: np.ndarray) -> 
 
 
 @dataclass(frozen=True)
-class MultiLTTResult:
+class MultiLTTResult(_Certified):
     """Outcome of Learn-then-Test with several risks controlled at once (see :func:`ltt_multi_risk`).
 
     Attributes
@@ -269,17 +277,6 @@ class MultiLTTResult:
     n_min: dict
     max_risks: dict
     delta: float
-
-    @property
-    def any_certified(self) -> bool:
-        return bool(self.certified.any())
-
-    @property
-    def chosen(self) -> int | None:
-        """Index in ``grid`` of the chosen threshold, or None."""
-        if not self.any_certified:
-            return None
-        return int(np.flatnonzero(self.grid == self.threshold)[0])
 
 
 def ltt_multi_risk(scores, errors: dict, eligible: dict, max_risks: dict, delta: float, grid=None,

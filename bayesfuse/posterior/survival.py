@@ -316,14 +316,7 @@ def restricted_mean_survival(log_h: ArrayLike, cuts: ArrayLike, tau: float) -> n
 def predictive_survival_at(log_h: ArrayLike, cuts: ArrayLike, times: ArrayLike) -> np.ndarray:
     """Posterior-predictive survival ``mean_s S_s(t_i | x_i)`` of each patient at their own time.
 
-    Parameters
-    ----------
-    log_h : array_like, shape (S, N, K)
-        Posterior draws of the per-piece log-hazards.
-    cuts : array_like, shape (K-1,)
-        Inner cut points.
-    times : array_like, shape (N,)
-        One finite non-negative time per patient.
+    Arguments as :func:`survival_at_own_times` (``log_h`` (S, N, K), ``cuts`` (K-1,), ``times`` (N,)).
 
     Returns
     -------
