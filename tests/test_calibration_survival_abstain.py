@@ -141,7 +141,7 @@ def test_joint_p_value_is_the_largest():
 # ---------------------------------------------------------------------------- several heads
 def test_multi_head_joint_guarantee_and_missing_targets():
     pop = cohort(20000, 997, n_classes=3, prefix="pop")
-    levels = {"subtype": 0.1, "survival": 0.1}
+    levels = {"subtype": 0.05, "survival": 0.15}      # unequal: the level-relative joint scale matters
     viol, cov = [], []
     for r in range(60):
         cal = cohort(700, 300 + r, n_classes=3)
@@ -163,10 +163,16 @@ def test_multi_head_joint_guarantee_and_missing_targets():
         cov.append(acc.mean())
     assert np.mean(viol) <= DELTA + 3 * math.sqrt(DELTA * (1 - DELTA) / 60)
     assert np.mean(cov) > 0.05
-    assert {"subtype", "subtype_call", "subtype_score", "survival", "survival_call", "survival_score",
-            "survival_risk", "score", "accepted", "threshold", "reason"} == set(dec.columns)
+    assert {"subtype", "subtype_call", "subtype_score", "subtype_threshold", "survival", "survival_call",
+            "survival_score", "survival_threshold", "survival_risk", "relative_error", "accepted", "kappa",
+            "reason"} == set(dec.columns)
     assert (dec.loc[~dec["accepted"], ["subtype", "survival"]] == ABSTAIN).all().all()
-    assert np.allclose(dec["score"], np.minimum(dec["subtype_score"], dec["survival_score"]))
+    # accepted <=> every head's predicted error <= kappa x its level <=> confidence >= its head threshold
+    rel = np.maximum((1 - dec["subtype_score"]) / 0.05, (1 - dec["survival_score"]) / 0.15)
+    assert np.allclose(dec["relative_error"], rel)
+    th = ma.head_thresholds_
+    both = (dec["subtype_score"] >= th["subtype"] - 1e-12) & (dec["survival_score"] >= th["survival"] - 1e-12)
+    assert (dec["accepted"] == both).all() or not ma.certified_
     assert "simultaneously for every head" in ma.guarantee_ and "subtype" in ma.guarantee_
     rc = ma.risk_coverage(pop.post, pop.targets)
     assert set(rc) == {"subtype", "survival"} and rc["subtype"].n_accepted == int(acc.sum())

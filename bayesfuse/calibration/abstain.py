@@ -129,10 +129,12 @@ class Abstainer:
     is the posterior confidence in the call; only calibration patients followed to ``tau``
     count (censoring time >= ``tau``, drawn from the censoring model for events before it, see
     :mod:`bayesfuse.calibration.censoring`). And on **several heads at once**
-    (``max_risk={"subtype": 0.05, "survival": 0.1}``): a patient is accepted when every head's
-    confidence is at least one threshold, certified by multi-risk LTT
-    (:func:`~bayesfuse.calibration.ltt.ltt_multi_risk`) so that, with probability >= 1 - delta,
-    *every* head's error among jointly accepted patients is at most its level.
+    (``max_risk={"subtype": 0.05, "survival": 0.1}``): a patient is accepted when, for every head,
+    the posterior probability that its call is wrong is at most ``kappa`` times that head's level
+    (one threshold on a level-relative scale: a lenient head may answer with less confidence),
+    ``kappa`` certified by multi-risk LTT (:func:`~bayesfuse.calibration.ltt.ltt_multi_risk`) so that,
+    with probability >= 1 - delta, *every* head's error among jointly accepted patients is at most its
+    level.
 
     Parameters
     ----------
@@ -158,6 +160,8 @@ class Abstainer:
         use the pooled threshold (with a :class:`CalibrationWarning` naming them).
     grid : array-like, optional
         Candidate thresholds (label-free). Default :func:`~bayesfuse.calibration.ltt.default_grid`.
+        Several heads: candidate ``kappa`` values (default: every head's default grid on its
+        ``(1 - confidence) / max_risk`` scale).
     starts : int
         Fixed sequences run at level ``delta / starts`` from label-free start points (see
         :func:`~bayesfuse.calibration.ltt.ltt_fixed_sequence`). ``1`` (default): plain fixed
@@ -176,7 +180,9 @@ class Abstainer:
     Attributes
     ----------
     threshold_ : float
-        Certified (pooled) threshold on the max probability; ``inf`` = abstain on everyone.
+        Certified (pooled) threshold on the max probability; ``inf`` = abstain on everyone. Survival
+        head: on the posterior confidence of the call. Several heads: ``-kappa`` on the joint score
+        ``-max_h (1 - confidence_h) / max_risk_h`` (``head_thresholds_`` gives each head's confidence).
     guarantee_ : str
         Plain-language statement of what is (and is not) guaranteed.
     certified_ : bool
@@ -415,6 +421,7 @@ class Abstainer:
         self.grid_ = joint.ltt_.grid
         self.n_calibration_ = joint.n_calibration_
         self.n_min_ = dict(joint.ltt_.n_min) if self.kind_ == "joint" else joint.ltt_.n_min[head]
+        self.head_thresholds_ = joint.head_thresholds_
         self.ood_threshold_ = None
         self.guarantee_ = joint.guarantee_text()
         return self

@@ -1,9 +1,12 @@
 """Abstention over several heads at once (and over one survival head), certified jointly.
 
 The engine behind ``Abstainer(max_risk={"subtype": 0.05, "survival": 0.1})`` and
-``Abstainer(...).fit(..., head=<survival head>, horizon=...)``. A patient is accepted when the
-confidence of *every* listed head's call is at least one threshold ``lambda`` (joint score = the
-smallest head score); ``lambda`` is certified by multi-risk Learn-then-Test
+``Abstainer(...).fit(..., head=<survival head>, horizon=...)``. One head: accepted when the confidence
+``s`` of its call is at least a threshold. Several heads: each head's posterior probability that its
+call is wrong, ``1 - s_h``, is measured in units of that head's level, ``u_h = (1 - s_h) / max_risk_h``
+(a label- and data-free scale), and a patient is accepted when ``max_h u_h <= kappa`` (joint score
+``-max_h u_h``): a lenient head may answer with less confidence than a strict one. The threshold is
+certified by multi-risk Learn-then-Test
 (:func:`~bayesfuse.calibration.ltt.ltt_multi_risk`): per head the exact binomial p-value of "this
 head's error among jointly accepted patients is above its level", their maximum, and
 fixed-sequence testing. numpy only.
@@ -102,16 +105,37 @@ class JointAbstention:
                                    mp.max(axis=1), None)
         return out
 
+    def _head_grid(self, post: Posterior, h: str) -> np.ndarray:
+        if isinstance(post.heads[h], Categorical):
+            return default_grid(len(post.classes(h)))
+        if self.risk_threshold != 0.5 or self.survival_score == "band":
+            return np.unique(np.concatenate([default_grid(2), np.linspace(0.0, 1.0, 401)]))[::-1]
+        return default_grid(2)
+
     def _grid(self, post: Posterior) -> np.ndarray:
+        """Label-free grid on the joint score: the score scale for one head, ``-kappa`` for several."""
+        several = len(self.max_risks) > 1
         if self.grid is not None:
-            return np.asarray(self.grid, dtype=float)
-        parts = [default_grid(2)]
-        for h in self.max_risks:
-            if isinstance(post.heads[h], Categorical):
-                parts.append(default_grid(len(post.classes(h))))
-            elif self.risk_threshold != 0.5 or self.survival_score == "band":
-                parts.append(np.linspace(0.0, 1.0, 401))
-        return np.unique(np.concatenate(parts))[::-1]
+            g = np.asarray(self.grid, dtype=float)
+            return -g if several else g      # several heads: ``grid`` lists kappa values
+        if not several:
+            return self._head_grid(post, next(iter(self.max_risks)))
+        kappa = np.concatenate([(1.0 - self._head_grid(post, h)) / r for h, r in self.max_risks.items()])
+        return -np.unique(kappa)
+
+    def joint_score(self, calls: dict[str, HeadCalls]) -> np.ndarray:
+        """Per patient: the head score (one head) or ``-max_h (1 - s_h) / max_risk_h`` (several heads)."""
+        if len(calls) == 1:
+            return next(iter(calls.values())).scores
+        return -np.max(np.stack([(1.0 - c.scores) / self.max_risks[h] for h, c in calls.items()]), axis=0)
+
+    @property
+    def head_thresholds_(self) -> dict[str, float]:
+        """The confidence each head's call needs at the certified threshold (``inf`` when nothing is certified)."""
+        if len(self.max_risks) == 1:
+            return {h: self.threshold_ for h in self.max_risks}
+        kappa = -self.threshold_
+        return {h: (1.0 - kappa * r if np.isfinite(kappa) else float("inf")) for h, r in self.max_risks.items()}
 
     # ------------------------------------------------------------------- fit
     def fit(self, post: Posterior, targets, censoring=None) -> JointAbstention:
@@ -150,7 +174,7 @@ class JointAbstention:
                 truth = np.asarray(post.classes(h), dtype=object)[np.clip(codes, 0, None)]
                 eligible[h] = codes >= 0
                 errors[h] = eligible[h] & (c.calls != truth)
-        joint = np.min(np.stack([c.scores for c in calls.values()]), axis=0)
+        joint = self.joint_score(calls)
         self.ltt_: MultiLTTResult = ltt_multi_risk(joint, errors, eligible, self.max_risks, self.delta,
                                                    grid=self._grid(post), starts=self.starts)
         self.threshold_ = self.ltt_.threshold
@@ -178,7 +202,7 @@ class JointAbstention:
             if list(post.classes(h)) != cls:
                 raise DataError(f"Posterior classes {post.classes(h)} of head {h!r} differ from the calibration "
                                 f"classes {cls}; use posteriors of the same fitted model.")
-        joint = np.min(np.stack([c.scores for c in calls.values()]), axis=0)
+        joint = self.joint_score(calls)
         return calls, joint, joint >= self.threshold_
 
     def frame(self, post: Posterior, single: bool) -> pd.DataFrame:
@@ -193,16 +217,17 @@ class JointAbstention:
                                  "reason": np.where(acc, "accepted", "low confidence")}, index=idx)
         cols: dict = {}
         names = list(calls)
-        stack = np.stack([calls[h].scores for h in names])
+        rel = np.stack([(1.0 - calls[h].scores) / self.max_risks[h] for h in names])
         for h in names:
             c = calls[h]
             cols[h] = np.where(acc, c.calls, ABSTAIN).astype(object)
             cols[f"{h}_call"] = c.calls
             cols[f"{h}_score"] = c.scores
+            cols[f"{h}_threshold"] = self.head_thresholds_[h]
             if c.risk is not None:
                 cols[f"{h}_risk"] = c.risk
-        weakest = np.asarray(names, dtype=object)[stack.argmin(axis=0)]
-        cols.update({"score": joint, "accepted": acc, "threshold": self.threshold_,
+        weakest = np.asarray(names, dtype=object)[rel.argmax(axis=0)]
+        cols.update({"relative_error": -joint, "accepted": acc, "kappa": -self.threshold_,
                      "reason": np.where(acc, "accepted", np.char.add("low confidence: ", weakest.astype(str)))})
         return pd.DataFrame(cols, index=idx)
 
@@ -261,11 +286,15 @@ class JointAbstention:
         else:
             counted = (f". {next(iter(self.n_eligible_.values()))} calibration patients count (known target"
                        + (", followed to the horizon)." if self.censoring_ is not None else ")."))
+        if several:
+            rule = (f"for every head the posterior probability that its call is wrong is at most "
+                    f"{-self.threshold_:.4g} x that head's max_risk, i.e. confidence (" + score + ") >= "
+                    + ", ".join(f"{h}: {t:.4g}" for h, t in self.head_thresholds_.items()))
+        else:
+            rule = f"the call has posterior confidence >= {self.threshold_:.4g} ({score})"
         text = (f"With probability at least {conf} over the draw of the {self.n_calibration_} calibration patients"
                 + (", simultaneously for every head" if several else "") + ", among accepted patients "
-                + "; ".join(parts) + ". A patient is accepted when "
-                + ("every listed head's call has" if several else "the call has")
-                + f" posterior confidence >= {self.threshold_:.4g} ({score}; {k}/{self.n_calibration_} calibration "
+                + "; ".join(parts) + f". A patient is accepted when {rule} ({k}/{self.n_calibration_} calibration "
                   "patients accepted). Certified by Learn-then-Test" + procedure + counted)
         if self.censoring_ is not None:
             src = describe_censoring(self.censoring_source_, self.censoring_)
