@@ -12,9 +12,12 @@ the *training* half's censoring (independent of the pool). Per split, on the tes
   posteriors and the censoring model, no pool outcomes): coverage among test patients whose status is
   known (event observed, or censored after the bound), the IPCW estimate, the worst case (censored
   before the bound = missed), and on the simulator against the true event times;
-* survival Abstainer at horizon tau (training KM median survival when the censoring model keeps >= 40%
-  there, else the median training event time): IPCW wrong-call rate among accepted test patients, a
-  violation when above max_risk; on the simulator also against the true times of 20,000 fresh patients;
+* survival Abstainer at horizon tau (``default_horizon`` of the training outcomes): IPCW wrong-call rate
+  among accepted test patients, a violation when above max_risk; on the simulator also against the true times;
+* simulator only, fresh calibration draws: 8,000 further simulated patients; each split draws 1,200
+  calibration patients from the first 4,000 and checks bounds on the last 4,000 and calls on every
+  non-calibration patient against the TRUE times, with the Kaplan-Meier censoring model of the training
+  patients or the simulator's true censoring law (the guarantee's population, not one re-split pool);
 * the same two procedures on lifelines CoxPH predictions (same features, same splits, same selection
   draws) for usefulness: share of patients answered, and bound height at kept coverage;
 * negative controls: the over-confident model (posterior-predictive log-time spread around each
@@ -23,10 +26,10 @@ the *training* half's censoring (independent of the pool). Per split, on the tes
   must stay valid); and the plug-in threshold without the LTT correction (empirical error among the
   selected calibration patients <= max_risk).
 * multi-task (simulator and tcga_gbmlgg: subtype + survival): ``Abstainer(max_risk={"subtype": 0.05,
-  "survival": r})``: per-head and joint violation shares, share answered.
+  "survival": 0.2})``: per-head and joint violation shares, share answered.
 
-Bounds are computed from each patient's predictive CDF on a fixed grid (2001 points on [0, c0], rounded
-down: conservative by at most c0/2000); the first split of each cohort checks that this equals
+Bounds are computed from each patient's predictive CDF on a fixed grid (2001 points on [0, c0]; 401 for the
+over-confident model), rounded down (conservative by at most one grid step); the first split of each cohort checks that this equals
 ``bf.SurvivalBound`` and ``bf.Abstainer`` to that precision.
 """
 
