@@ -30,7 +30,7 @@ from bayesfuse.module.fusion_module import FusionModule
 from bayesfuse.module.heads import build_head_module, temper_probs
 from bayesfuse.posterior.imputation import Imputation
 from bayesfuse.posterior.posterior import Posterior
-from bayesfuse.train.svi import TrainConfig, train_svi
+from bayesfuse.train.svi import MONITORS, TrainConfig, train_svi
 
 __all__ = ["FusionModel"]
 
@@ -119,7 +119,8 @@ class FusionModel:
     heads : dict[str, Head]
         Head specifications with fitted class labels / time grids.
     history_ : pandas.DataFrame
-        Per-epoch ``train_loss``, ``val_loss`` (negative ELBO, nats per patient), ``kl_scale``.
+        Per-epoch ``train_loss`` (negative ELBO, nats per patient), ``val_loss`` (the early-stopping
+        criterion, nats per patient: see ``fit(early_stopping=)``), ``kl_scale``.
     best_epoch_, fit_seconds_, stopped_early_ : set by :meth:`fit`.
     diagnostics_ : bayesfuse.diagnostics.VIDiagnostics or None
         After :meth:`fit` of a model with Bayesian heads: PSIS k-hat of the head-weight guide.
@@ -278,7 +279,7 @@ class FusionModel:
             validation_fraction: float = 0.1, patience: int = 30, kl_warmup_epochs: int = 30,
             modality_dropout: float = 0.25, num_particles: int = 1, weight_decay: float = 0.0,
             progress: bool = True, elbo: str = "fused", modality_dropout_mode: str = "both",
-            calibrate: bool = True, checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
+            calibrate: bool = True, early_stopping: str = "auto", checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
             resume: str | Path | None = None, max_retries: int = 3) -> FusionModel:
         """Fit by stochastic variational inference (Pyro ``Trace_ELBO``, Adam, minibatches).
 
@@ -313,6 +314,14 @@ class FusionModel:
             ``"fused"`` (default): the ELBO of the Pyro model/guide evaluated in one vectorised
             torch pass (same estimator as ``Trace_ELBO``, faster: docs/benchmarks.md); ``"trace"``: Pyro's
             ``Trace_ELBO`` itself.
+        early_stopping : {"auto", "heads", "elbo"}
+            Validation criterion for early stopping (and the ``val_loss`` column of ``history_``):
+            ``"heads"`` = the heads' posterior-predictive negative log-likelihood on the validation
+            patients (:func:`bayesfuse.train.svi.validation_head_nll`); ``"elbo"`` = their negative
+            ELBO (reconstruction + heads + KL). ``"auto"`` (default): ``"heads"`` when the model has
+            heads, else ``"elbo"``. Chosen on the cohort zoo (docs/model.md, "Early stopping"): the
+            ELBO is dominated by reconstructing thousands of features, so it stops when the decoders
+            start to over-fit uninformative features, before the heads have learnt.
         calibrate : bool
             After SVI, fit the post-hoc calibration map of every categorical head (a temperature
             per missingness pattern, :class:`bayesfuse.posterior.class_calibration.ClassCalibration`)
@@ -353,6 +362,12 @@ class FusionModel:
         if modality_dropout_mode not in ("both", "guide"):
             raise ArgumentError(f"modality_dropout_mode={modality_dropout_mode!r} is not supported; use 'both' "
                              "(hide a dropped modality from the guide and the likelihood) or 'guide' (guide only).")
+        if early_stopping not in ("auto", *MONITORS):
+            raise ArgumentError(f"early_stopping={early_stopping!r}; use 'auto', 'heads' (validation NLL of the "
+                                "heads) or 'elbo' (validation ELBO).")
+        monitor = ("heads" if self.heads else "elbo") if early_stopping == "auto" else early_stopping
+        if monitor == "heads" and not self.heads:
+            raise ArgumentError("early_stopping='heads' needs a model with heads; this one has none. Use 'elbo'.")
         gen = seed_everything(seed)
         pres = data.presence.to_numpy()
         has_any = pres.any(axis=1)
@@ -369,7 +384,7 @@ class FusionModel:
         config = TrainConfig(max_epochs=max_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                              kl_warmup_epochs=kl_warmup_epochs, patience=patience, num_particles=num_particles,
                              modality_dropout=modality_dropout, progress=progress, elbo=elbo,
-                             modality_dropout_mode=modality_dropout_mode,
+                             modality_dropout_mode=modality_dropout_mode, monitor=monitor,
                              min_epochs=min(max_epochs, kl_warmup_epochs + 10))
         result = train_svi(self.module, train_store, val_store, config, gen,
                            *fit_reliability_options(config, seed, validation_fraction, train_ids, val_ids,
