@@ -10,10 +10,10 @@ fixed latent draws of the training patients (an independent reference) and (b) t
 fitted model evaluated as fitted and after each refit (paired: identical encoders and latent
 draws; only the head's parameter posterior differs). Metrics of benchmarks/survival.py.
 
-    PYTHONPATH=. python benchmarks/survival_refit.py --measure --datasets tcga_gbmlgg metabric
-    PYTHONPATH=. python benchmarks/survival_refit.py --validation --val-seeds 1 2 3 --json out.json
-    PYTHONPATH=. python benchmarks/survival_refit.py --test --seeds 0 --json out_test.json
-    PYTHONPATH=. python benchmarks/survival_refit.py --timing --datasets tcga_gbmlgg support
+    PYTHONPATH=. python studies/survival_refit/survival_refit.py --measure --datasets tcga_gbmlgg metabric
+    PYTHONPATH=. python studies/survival_refit/survival_refit.py --validation --val-seeds 1 2 3 --json out.json
+    PYTHONPATH=. python studies/survival_refit/survival_refit.py --test --seeds 0 --json out_test.json
+    PYTHONPATH=. python studies/survival_refit/survival_refit.py --timing --datasets tcga_gbmlgg support
 
 ``--timing``: one default fit per cohort, then the default refit (``laplace``, fitted centre) timed
 with the closed-form Hessian of the package against the generic ``torch.autograd.functional.hessian``
@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import survival as sb  # noqa: E402  (benchmarks/survival.py)
 
 import bayesfuse as bf  # noqa: E402

@@ -1,8 +1,8 @@
 """Cross-fitted ensemble of Bayesian-heads fusion models (issue 6, docs/bayesian.md): tried, not adopted.
 
-Benchmark code, not part of the package: on two 4-fold CV partitions of the training splits it
+Study code, not part of the package: on two 4-fold CV partitions of the training splits it
 lost to the deep ensemble and to ``DeepEnsemble.bayesian`` on both data sets (docs/bayesian.md,
-"Cross-fitted Bayesian heads"). Kept here so ``benchmarks/bayesian.py cv_xfit`` reproduces and
+"Cross-fitted Bayesian heads"). Kept here so ``studies/bayesian_heads/bayesian.py cv_xfit`` reproduces and
 ``tests/test_ensemble_crossfit.py`` checks it.
 
 The head-weight posterior of a single ``bayesian="heads"`` fit is refitted on the *training*
