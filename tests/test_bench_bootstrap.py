@@ -1,4 +1,4 @@
-"""Paired-bootstrap helpers of studies/bayesian_heads/bayesian.py (``bootstrap_analysis``; docs/bayesian.md,
+"""Paired-bootstrap helpers of studies/bayesian_heads/bayesian.py (``bootstrap_analysis``; docs/studies/bayesian.md,
 "Last candidate and the resolution of the rare6 test set"): synthetic per-patient records only."""
 
 import importlib.util

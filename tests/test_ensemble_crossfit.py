@@ -1,5 +1,5 @@
 """Cross-fitted Bayesian-heads ensemble (studies/bayesian_heads/_crossfit.py; tried for issue 6, not adopted:
-docs/bayesian.md) and the ``patient_weight`` of :func:`refit_head_posterior` it uses."""
+docs/studies/bayesian.md) and the ``patient_weight`` of :func:`refit_head_posterior` it uses."""
 
 import importlib.util
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Benchmark of weight uncertainty (docs/bayesian.md).
+"""Benchmark of weight uncertainty (docs/studies/bayesian.md).
 
 Sections (run one or all: ``python studies/bayesian_heads/bayesian.py [compare|ood|nuts|cost|validate] --json out.json``):
 

@@ -203,7 +203,7 @@ def paired(name, validation, val_seed, seed, steps, families, baselines=False):
 
 def summarize(rows) -> pd.DataFrame:
     """Per cohort and method: mean C, IBS, #splits with D-cal p > 0.05, mean |coverage - 0.9| (band / predictive),
-    and the pass rule of docs/survival.md ("Post-fit refit") against the no-refit rows of the same fits."""
+    and the pass rule of docs/studies/survival.md ("Post-fit refit") against the no-refit rows of the same fits."""
     df = pd.DataFrame([r for r in rows if "cov_band" in r])
     df["dcal_pass"] = df["dcal_p"] > 0.05
     df["band_err"] = (df["cov_band"] - 0.9).abs()
