@@ -140,7 +140,7 @@ class LatentMahalanobis:
 
 
 class PatientScores:
-    """Precomputed per-patient OOD scores (e.g. :func:`bayesfuse.model.ood.reconstruction_elbo`) as a gate.
+    """Precomputed per-patient OOD scores (e.g. :func:`bayesfuse.model.ood_scores.reconstruction_elbo`) as a gate.
 
     Calling it with a Posterior returns the scores of ``post.sample_ids`` (shape (n_patients,));
     a patient without a score raises :class:`~bayesfuse.exceptions.DataError`.
