@@ -27,7 +27,8 @@ from bayesfuse.model.fit_reliability import fit_reliability_options
 from bayesfuse.model.targets import encode_targets, fit_head_spec
 from bayesfuse.module.batch import TensorStore
 from bayesfuse.module.fusion_module import FusionModule
-from bayesfuse.module.heads import build_head_module, temper_probs
+from bayesfuse.module.head_factory import build_head_module
+from bayesfuse.module.heads import temper_probs
 from bayesfuse.posterior.imputation import Imputation
 from bayesfuse.posterior.posterior import Posterior
 from bayesfuse.train.svi import MONITORS, TrainConfig, train_svi
@@ -637,7 +638,7 @@ class FusionModel:
             order, the model's features). Patients with no modality get prior-predictive draws
             and are flagged (``Imputation.no_modality`` plus a :class:`NoModalityWarning`).
         """
-        from bayesfuse.model.imputation import impute  # noqa: PLC0415
+        from bayesfuse.model.impute import impute  # noqa: PLC0415
 
         _check_not_empty(data)
         return impute(self, data, modalities=modalities, num_samples=num_samples, seed=seed,
@@ -682,7 +683,7 @@ class FusionModel:
             The records fitted by this call (``slope`` (F,), ``spread``, ``mode``, ``cv_mse``,
             ``diagnostics``).
         """
-        from bayesfuse.model.imputation_calibration import calibrate_imputation  # noqa: PLC0415
+        from bayesfuse.model.calibrate_imputation import calibrate_imputation  # noqa: PLC0415
 
         return calibrate_imputation(self, data, modalities=modalities, mode=mode, level=level,
                                     num_samples=num_samples, seed=seed, min_patients=min_patients)

@@ -26,8 +26,8 @@ from pyro.infer import Trace_ELBO
 
 from bayesfuse.exceptions import ConvergenceError, ConvergenceWarning
 from bayesfuse.module.batch import TensorStore
-from bayesfuse.module.fused_elbo import fused_elbo_loss, fused_supported, has_global_head_sites
-from bayesfuse.module.fusion_module import FusionModule
+from bayesfuse.module.fused_elbo import fused_elbo_loss, has_global_head_sites
+from bayesfuse.module.fusion_module import FusionModule, fused_supported
 from bayesfuse.train.faults import (
     Epochs,
     FaultPolicy,

@@ -1,14 +1,14 @@
-"""Cross-fitted ensemble of Bayesian-heads fusion models (issue 6, docs/bayesian.md): tried, not adopted.
+"""Cross-fitted ensemble of Bayesian-heads fusion models (issue 6, docs/studies/bayesian.md): tried, not adopted.
 
-Benchmark code, not part of the package: on two 4-fold CV partitions of the training splits it
-lost to the deep ensemble and to ``DeepEnsemble.bayesian`` on both data sets (docs/bayesian.md,
-"Cross-fitted Bayesian heads"). Kept here so ``benchmarks/bayesian.py cv_xfit`` reproduces and
+Study code, not part of the package: on two 4-fold CV partitions of the training splits it
+lost to the deep ensemble and to ``DeepEnsemble.bayesian`` on both data sets (docs/studies/bayesian.md,
+"Cross-fitted Bayesian heads"). Kept here so ``studies/bayesian_heads/bayesian.py cv_xfit`` reproduces and
 ``tests/test_ensemble_crossfit.py`` checks it.
 
 The head-weight posterior of a single ``bayesian="heads"`` fit is refitted on the *training*
 patients' latents, which the label-trained encoders (head weight up to 100) have already pulled
 apart: the labels are used twice and the head posterior comes out over-confident (its mean is
-2-3x longer than a deterministic head's, docs/bayesian.md "Why the single Bayesian heads
+2-3x longer than a deterministic head's, docs/studies/bayesian.md "Why the single Bayesian heads
 over-penalise the rare errors"). Cross-fitting removes the double use: the training patients are
 split into ``K`` folds stratified by the categorical head's labels; member ``k`` is fitted on the
 patients outside fold ``k`` and its head-weight posterior is then refitted

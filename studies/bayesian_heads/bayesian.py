@@ -1,6 +1,6 @@
-"""Benchmark of weight uncertainty (docs/bayesian.md).
+"""Benchmark of weight uncertainty (docs/studies/bayesian.md).
 
-Sections (run one or all: ``python benchmarks/bayesian.py [compare|ood|nuts|cost|validate] --json out.json``):
+Sections (run one or all: ``python studies/bayesian_heads/bayesian.py [compare|ood|nuts|cost|validate] --json out.json``):
 
 * validate: the mode choice. The tcga_gbmlgg / tcga_rare6 *training* split cut 75/25 (stratified,
   fixed); candidate Bayesian models scored on the 25 % (seeds 0, 1). The test split is not used.
@@ -708,7 +708,7 @@ XFIT_VARIANTS = {  # label -> refit_heads(...) arguments; the first three are ca
 
 def cv_xfit(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, K=5, cv_seed=7):
     """The folds of ``cv`` (4-fold, seed 7; training split only): the cross-fitted ensemble
-    ``CrossFittedEnsemble(inner, K=5)`` (benchmarks/_crossfit.py; members: seeds 0..4, prior sd 1, full-rank guide,
+    ``CrossFittedEnsemble(inner, K=5)`` (studies/bayesian_heads/_crossfit.py; members: seeds 0..4, prior sd 1, full-rank guide,
     inner folds with ``fold_seed=0``), fitted once per CV fold; every variant of ``XFIT_VARIANTS``
     refits the members' head posteriors from the same SVI guides (same refit seeds). The last
     variant refits on each member's own training latents: the same members without
