@@ -23,6 +23,7 @@ from bayesfuse.data.multimodal import MultiModalData
 from bayesfuse.data.preprocessing import ModalityTransform
 from bayesfuse.exceptions import ArgumentError, DataError, InputTypeError, NoModalityWarning, NotFittedError
 from bayesfuse.heads import Categorical, Head, make_head
+from bayesfuse.model.advanced import AdvancedConfig
 from bayesfuse.model.fit_reliability import fit_reliability_options
 from bayesfuse.model.targets import encode_targets, fit_head_spec
 from bayesfuse.module.batch import TensorStore
@@ -87,31 +88,9 @@ class FusionModel:
         Prior standard deviation of every Bayesian weight. Default 1.0, chosen by 4-fold
         cross-validation on the training splits of tcga_gbmlgg and tcga_rare6 (mean CV NLL 0.096
         vs 0.102 for prior sd 3; sd 3 makes rare errors confidently wrong, docs/bayesian.md).
-    head_guide : {"fullrank", "lowrank", "meanfield"}
-        Variational family of the head weights. ``"fullrank"`` (default): on the NUTS reference
-        of docs/bayesian.md mean-field under-disperses the correlated softmax weights (sd ratio
-        0.31-0.49, k-hat 1.2) and rank-4 still misses one direction; full-rank passes.
-    guide_rank : int
-        Rank of the low-rank head guide.
-    encoder_layers : {"last", "all"}
-        With Bayesian encoders: only each encoder's (and, in ``"all"``, decoder's) output layer
-        is Bayesian (default; cheap to train and to predict) or every linear layer.
-    head_refit_steps : int
-        After SVI, the Bayesian head guides are refitted for this many Adam steps to the head
-        posterior given the fitted latent guide (:func:`bayesfuse.module.head_refit.refit_head_posterior`):
-        early stopping ends the joint fit long before a full-rank guide started at sd 0.01
-        converges. 0 switches the refit off.
-    survival_refit : {"none", "laplace", "laplace_mode", "meanfield"}
-        Post-fit refit of each survival head's parameter guide (every ``bayesian`` mode; the
-        survival head is always Bayesian), :mod:`bayesfuse.module.survival_refit`: the joint fit
-        leaves its sds near their initial 0.02. ``"laplace"``: full-rank Gaussian with the trained
-        guide mean and the Laplace covariance of the head posterior given the fitted latent
-        guide; ``"laplace_mode"``: the same centred at the posterior mode; ``"meanfield"``: SVI of
-        the mean-field guide (cannot represent the posterior, kept for comparison); ``"none"``:
-        no refit (the joint fit's guide, whose per-piece sds were 4-20x below a NUTS reference).
-        Default ``"laplace"``: its sds match NUTS (ratio 0.94-1.08 per piece), and on validation
-        (5 cohorts x 3 splits) C, IBS, D-calibration and predictive KM coverage were no worse
-        (docs/survival.md, "Post-fit refit"). Costs 1-3 s per fit (6-14 s on SUPPORT, 9k patients).
+    advanced : AdvancedConfig, optional
+        Expert options no default changes (head guide family, Bayesian encoder layers, post-fit
+        refits of the head posteriors): :class:`bayesfuse.AdvancedConfig`.
 
     Attributes
     ----------
@@ -135,8 +114,7 @@ class FusionModel:
                  hidden: int = 128, likelihoods: Mapping[str, str] | None = None,
                  max_features: int | Mapping[str, int] | None = None, encoder_dropout: float = 0.1,
                  device: str = "auto", dtype: str = "float32", bayesian: str = "none", prior_scale: float = 1.0,
-                 head_guide: str = "fullrank", guide_rank: int = 4, encoder_layers: str = "last",
-                 head_refit_steps: int = 600, survival_refit: str = "laplace"):
+                 advanced: AdvancedConfig | None = None):
         if not isinstance(data, MultiModalData):
             raise InputTypeError("data must be a bf.MultiModalData (use MultiModalData.from_frames or read_dir).")
         if not data.modality_names:
@@ -146,8 +124,13 @@ class FusionModel:
         self.latent_dim = int(latent_dim)
         self.hidden = int(hidden)
         self.encoder_dropout = float(encoder_dropout)
-        self._set_bayesian(bayesian, prior_scale, head_guide, guide_rank, encoder_layers, head_refit_steps)
-        self._set_survival_refit(survival_refit)
+        adv = AdvancedConfig() if advanced is None else advanced
+        if not isinstance(adv, AdvancedConfig):
+            raise InputTypeError(f"advanced= must be a bf.AdvancedConfig, got {type(adv).__name__}; e.g. "
+                                 "advanced=bf.AdvancedConfig(survival_refit='none').")
+        self._set_bayesian(bayesian, prior_scale, adv.head_guide, adv.guide_rank, adv.encoder_layers,
+                           adv.head_refit_steps)
+        self._set_survival_refit(adv.survival_refit)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
         likelihoods = dict(likelihoods or {})
@@ -186,21 +169,22 @@ class FusionModel:
             raise ArgumentError("bayesian='mc_dropout' needs encoder_dropout > 0 (e.g. 0.1) and hidden > 0 "
                              "(a linear encoder has no dropout layer).")
         if head_guide not in GUIDE_FAMILIES:
-            raise ArgumentError(f"head_guide={head_guide!r}; use one of {GUIDE_FAMILIES}.")
+            raise ArgumentError(f"AdvancedConfig(head_guide={head_guide!r}); use one of {GUIDE_FAMILIES}.")
         if not float(prior_scale) > 0 or int(guide_rank) < 1:
-            raise ArgumentError(f"prior_scale={prior_scale} must be > 0 and guide_rank={guide_rank} >= 1.")
+            raise ArgumentError(f"prior_scale={prior_scale} must be > 0 and AdvancedConfig(guide_rank={guide_rank}) >= 1.")
         self.bayesian, self.prior_scale = bayesian, float(prior_scale)
         self.head_guide, self.guide_rank = head_guide, int(guide_rank)
         if encoder_layers not in ("last", "all") or int(head_refit_steps) < 0:
-            raise ArgumentError(f"encoder_layers={encoder_layers!r} must be 'last' or 'all' and "
-                             f"head_refit_steps={head_refit_steps} must be >= 0.")
+            raise ArgumentError(f"AdvancedConfig(encoder_layers={encoder_layers!r}) must be 'last' or 'all' and "
+                                f"AdvancedConfig(head_refit_steps={head_refit_steps}) must be >= 0.")
         self.encoder_layers, self.head_refit_steps = encoder_layers, int(head_refit_steps)
 
     def _set_survival_refit(self, survival_refit: str) -> None:
         from bayesfuse.module.survival_refit import SURVIVAL_REFITS  # noqa: PLC0415
 
         if survival_refit not in SURVIVAL_REFITS:
-            raise ArgumentError(f"survival_refit={survival_refit!r}; use one of {SURVIVAL_REFITS} ('none' = off).")
+            raise ArgumentError(f"AdvancedConfig(survival_refit={survival_refit!r}); use one of {SURVIVAL_REFITS} "
+                                "('none' = off).")
         self.survival_refit = survival_refit
 
     # ---------------------------------------------------------------- tensors

@@ -29,6 +29,7 @@ import torch
 from bayesfuse.data.multimodal import MultiModalData
 from bayesfuse.exceptions import DataError
 from bayesfuse.heads import Categorical, make_head
+from bayesfuse.model.advanced import AdvancedConfig
 from bayesfuse.model.ensemble import DeepEnsemble
 from bayesfuse.model.fusion_model import FusionModel
 
@@ -172,7 +173,7 @@ class CrossFittedEnsemble(DeepEnsemble):
         f = self.folds_.to_numpy()
         ids = np.asarray(data.sample_ids, dtype=object)
         self.heldout_ids_ = [ids[f == k] for k in range(self.K)]
-        self.members_ = [FusionModel(data.subset(ids=ids[f != k]), head_refit_steps=0, **kwargs)
+        self.members_ = [FusionModel(data.subset(ids=ids[f != k]), advanced=AdvancedConfig(head_refit_steps=0), **kwargs)
                          for k in range(self.K)]
         self.refit_ids_: list[np.ndarray] = []
         self.refit_train_ids_: list[np.ndarray] = []

@@ -49,7 +49,7 @@ from bayesfuse.module.survival_refit import (  # noqa: E402
 
 def fit_default(train, seed, cfg=None, refit="none"):
     cfg = {**sb.DEFAULTS, **(cfg or {})}
-    model = bf.FusionModel(train, heads={"survival": sb._head(cfg)}, survival_refit=refit,
+    model = bf.FusionModel(train, heads={"survival": sb._head(cfg)}, advanced=bf.AdvancedConfig(survival_refit=refit),
                            **sb._model_kwargs(cfg))
     t0 = time.perf_counter()
     model.fit(seed=seed, progress=False, **sb._fit_kwargs(cfg))
