@@ -154,3 +154,40 @@ def test_calibrate_false_and_explicit_calibrate(overconfident):
     with pytest.raises(bf.exceptions.DataError, match="No held-out patients"):
         bf.FusionModel(train, heads={"subtype": "categorical"}, latent_dim=4, hidden=32).fit(
             max_epochs=5, validation_fraction=0.0, progress=False, seed=0).calibrate()
+
+
+def test_default_rule_crossfits_small_validation_splits(monkeypatch):
+    import bayesfuse.model.head_calibration as hc
+
+    monkeypatch.setattr(hc, "CROSSFIT_BELOW", 200)   # the package's rule (conftest lowers it for speed)
+    data, _ = bf.datasets.simulate(n_patients=40, seed=0)
+    m = bf.FusionModel(data, heads={"subtype": "categorical"}, latent_dim=2, hidden=8)
+    assert m._calibration_mode(True, 199) == "crossfit" and m._calibration_mode(True, 200) == "split"
+    assert m._calibration_mode("split", 10) == "split" and m._calibration_mode("split", 0) == "none"
+    assert m._calibration_mode("crossfit", 500) == "crossfit" and m._calibration_mode(False, 10) == "none"
+    with pytest.raises(bf.exceptions.ArgumentError, match="calibrate="):
+        m.fit(calibrate="yes")
+    assert bf.FusionModel(data, latent_dim=2)._calibration_mode(True, 10) == "none"   # no categorical head
+
+
+def test_crossfit_uses_every_training_patient_and_corrects_overconfidence(overconfident):
+    """Cross-fitting: each training patient is calibrated once, by a fold model that never saw it; the
+    over-confident fixture model (T ~ 1.5-1.9 on its split) gets T > 1.1 and a lower test ECE."""
+    data, train, test, model = overconfident
+    m = bf.FusionModel(train, heads={"subtype": "categorical"}, latent_dim=4, hidden=32)
+    m.fit(max_epochs=120, seed=0, progress=False, early_stopping="elbo", calibrate="crossfit")
+    assert m.train_config_["calibration"] == "crossfit"
+    cal = m.class_calibration_["subtype"]
+    usable = int(train.presence.any(axis=1).sum())
+    assert cal.n_calibration == usable > 3 * model.class_calibration_["subtype"].n_calibration
+    assert cal.pooled > 1.1 and cal.nll_after < cal.nll_before
+    from bayesfuse.evaluation.classification import evaluate_classification
+
+    y = test.targets["subtype"]
+    raw = evaluate_classification(m.predict(test, 100, calibrated=False), y, "subtype").ece
+    fixed = evaluate_classification(m.predict(test, 100), y, "subtype").ece
+    assert fixed < raw - 0.02
+    # same map from the same fit (deterministic folds and fold seeds)
+    again = bf.FusionModel(train, heads={"subtype": "categorical"}, latent_dim=4, hidden=32)
+    again.fit(max_epochs=120, seed=0, progress=False, early_stopping="elbo", calibrate="crossfit")
+    assert again.class_calibration_["subtype"].to_config() == cal.to_config()
