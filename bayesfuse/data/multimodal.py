@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bayesfuse.data.source import BackedModality
 from bayesfuse.exceptions import DataError
 
 __all__ = ["MultiModalData"]
@@ -23,6 +24,11 @@ _SUFFIXES = (".csv.gz", ".csv")
 _CHECK_ROWS = 16384  # rows per block when scanning values for inf / NaN (bounds boolean temporaries)
 
 
+def _take_ids(df: pd.DataFrame | BackedModality, rows: pd.Index) -> pd.DataFrame | BackedModality:
+    """Rows ``rows`` (sample ids) of an in-memory table (``.loc``) or a lazy view of a backed one."""
+    return df.take_ids(rows) if isinstance(df, BackedModality) else df.loc[rows]
+
+
 def _clean_modality(name: str, df: pd.DataFrame, copy: bool = True) -> pd.DataFrame:
     """Validate one modality table and return it indexed by string sample id.
 
@@ -30,6 +36,9 @@ def _clean_modality(name: str, df: pd.DataFrame, copy: bool = True) -> pd.DataFr
     with at most one copy: with ``copy=False`` a frame that is already a single float64
     block is used without copying (its memory is then shared with the result).
     """
+    if isinstance(df, BackedModality):   # on-disk table: checked in one pass over the file, never loaded
+        df.name = name
+        return df.validated()
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"Modality {name!r} must be a pandas DataFrame, got {type(df).__name__}.")
     if "sample_id" in df.columns:
@@ -143,6 +152,31 @@ class MultiModalData:
         return cls(modalities, targets=targets, name=name, copy=copy)
 
     @classmethod
+    def from_anndata(cls, adatas: Mapping, obs: pd.DataFrame | None = None, targets: Sequence[str] | None = None,
+                     layer: str | Mapping[str, str | None] | None = None, name: str | None = None) -> MultiModalData:
+        """Build from one AnnData per modality (needs ``anndata``: ``pip install bayesfuse[scverse]``).
+
+        ``.X`` (or ``layers[layer]``) = values, ``var_names`` = features, ``obs_names`` = sample ids;
+        targets from ``obs=`` (e.g. a clinical DataFrame) or the AnnDatas' own ``obs``. A backed AnnData
+        (``backed="r"``) stays on disk and is read in row chunks. See
+        :func:`bayesfuse.data.scverse.from_anndata` for every parameter.
+        """
+        from bayesfuse.data.scverse import from_anndata  # noqa: PLC0415
+
+        return from_anndata(adatas, obs=obs, targets=targets, layer=layer, name=name)
+
+    @classmethod
+    def from_mudata(cls, mdata, targets: Sequence[str] | None = None,
+                    layer: str | Mapping[str, str | None] | None = None, modalities: Sequence[str] | None = None,
+                    name: str | None = None) -> MultiModalData:
+        """Build from a MuData (or an ``.h5mu`` path): ``mdata.mod`` = modalities, targets from ``mdata.obs``
+        (global or ``"<mod>:<column>"`` per-modality columns); samples missing from a modality lack it.
+        See :func:`bayesfuse.data.scverse.from_mudata`."""
+        from bayesfuse.data.scverse import from_mudata  # noqa: PLC0415
+
+        return from_mudata(mdata, targets=targets, layer=layer, modalities=modalities, name=name)
+
+    @classmethod
     def read_dir(cls, path: str | Path, modalities: Sequence[str] | None = None,
                  drop_features: Mapping[str, Iterable[str]] | None = None) -> MultiModalData:
         """Read the shared directory layout: ``<modality>.csv.gz`` files plus ``targets.csv``.
@@ -193,6 +227,11 @@ class MultiModalData:
         return len(self._targets.index)
 
     @property
+    def backed(self) -> dict[str, bool]:
+        """Per modality, True when its values stay on disk (read in row chunks; see :meth:`from_anndata`)."""
+        return {m: isinstance(df, BackedModality) for m, df in self._modalities.items()}
+
+    @property
     def modality_names(self) -> list[str]:
         return list(self._modalities)
 
@@ -206,18 +245,25 @@ class MultiModalData:
         if name not in self._modalities:
             raise KeyError(f"No modality {name!r}; modalities are {self.modality_names}.")
         df = self._modalities[name]
-        return df.loc[self._targets.index.intersection(df.index, sort=False)]
+        rows = self._targets.index.intersection(df.index, sort=False)
+        if isinstance(df, BackedModality):   # a backed table is read into memory here
+            return df.take_ids(rows).to_frame()
+        return df.loc[rows]
 
     def _modality_frame(self, name: str) -> pd.DataFrame:
         """Internal, read-only :meth:`modality`: the stored frame itself when its rows are already
-        in :attr:`sample_ids` order (no copy of a large table); callers must not modify it."""
+        in :attr:`sample_ids` order (no copy of a large table); callers must not modify it. A backed
+        modality comes back as a lazy :class:`~bayesfuse.data.source.BackedModality` view (read in row
+        chunks by the preprocessing fit and ``FusionModel._store``)."""
         df = self._modalities[name]
         rows = self._targets.index.intersection(df.index, sort=False)
-        return df if rows.equals(df.index) else df.loc[rows]
+        return df if rows.equals(df.index) else _take_ids(df, rows)
 
     def features(self, name: str) -> list[str]:
         """Feature (column) names of modality ``name``."""
-        return list(self.modality(name).columns)
+        if name not in self._modalities:
+            raise KeyError(f"No modality {name!r}; modalities are {self.modality_names}.")
+        return list(self._modalities[name].columns)
 
     @property
     def presence(self) -> pd.DataFrame:
@@ -256,7 +302,7 @@ class MultiModalData:
         mods = {}
         for m, df in self._modalities.items():
             rows = df.index.intersection(keep)
-            mods[m] = df if rows.equals(df.index) else df.loc[rows]  # frames are shared, never modified
+            mods[m] = df if rows.equals(df.index) else _take_ids(df, rows)  # frames are shared, never modified
         return MultiModalData._unchecked(mods, self._targets.loc[keep], self.name)
 
     def drop_modalities(self, names: Iterable[str]) -> MultiModalData:

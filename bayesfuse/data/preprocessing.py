@@ -130,7 +130,15 @@ class ModalityTransform:
     @classmethod
     def fit(cls, name: str, df: pd.DataFrame, likelihood: str = "auto",
             max_features: int | None = None) -> ModalityTransform:
-        """Fit on the training table ``df`` (rows = samples that have the modality)."""
+        """Fit on the training table ``df`` (rows = samples that have the modality).
+
+        ``df`` may be a :class:`~bayesfuse.data.source.BackedModality` (on-disk table): the same
+        statistics are then streamed over chunks of rows (:mod:`bayesfuse.data.streaming_fit`).
+        """
+        if not isinstance(df, pd.DataFrame) and hasattr(df, "iter_chunks"):
+            from bayesfuse.data.streaming_fit import fit_streaming  # noqa: PLC0415
+
+            return fit_streaming(cls, name, df, likelihood, max_features)
         if df.shape[0] < 2:
             raise DataError(f"Modality {name!r} has {df.shape[0]} training sample(s); at least 2 are needed "
                             "to fit its scaling. Drop the modality or add samples.")
