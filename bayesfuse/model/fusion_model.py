@@ -487,6 +487,12 @@ class FusionModel:
             latent_scale=torch.cat(scales).double().numpy(), presence=presence.astype(bool),
             modality_precision=torch.cat(precs, dim=1).permute(1, 0, 2).double().numpy(), seed=int(seed))
 
+    def latent(self, data: MultiModalData, num_samples: int = 200, seed: int = 0):
+        """Fused posterior of ``z`` per patient, mean and sd (:class:`bayesfuse.posterior.Latent`;
+        ``.to_anndata()`` puts them in ``obsm`` for scanpy). The same numbers as
+        ``predict(data).latent_loc`` / ``latent_scale`` (draws matter only for weight-draw modes)."""
+        return self.predict(data, num_samples=num_samples, seed=seed, return_latent=False).latent_summary()
+
     def impute(self, data: MultiModalData, modalities: list[str] | str | None = None, num_samples: int = 200,
                seed: int = 0, reconstruct: bool = False, batch_size: int = 1024,
                calibrated: bool | None = None) -> Imputation:

@@ -159,6 +159,29 @@ class Imputation:
             out[m] = self._frame(mean, m)
         return out
 
+    def to_anndata(self, modality: str, prob: float = 0.9):
+        """One imputed modality as an AnnData (patients x features): ``X`` = the completed table of
+        :meth:`to_frames`, ``layers`` = ``mean``, ``std``, ``lower``, ``upper`` (central ``prob``
+        interval) and ``observed`` (1 where passed through). Needs ``pip install bayesfuse[scverse]``."""
+        from bayesfuse.posterior.export import _anndata  # noqa: PLC0415
+
+        ad = _anndata()
+        m = self._check(modality)
+        lo, hi = self.interval(m, prob)
+        obs = pd.DataFrame({"has_modality": self.presence[m].to_numpy().astype(bool)} if m in self.presence else {},
+                           index=pd.Index([str(s) for s in self.sample_ids], name="sample_id"))
+        return ad.AnnData(X=self.to_frames()[m].to_numpy(), obs=obs,
+                          var=pd.DataFrame(index=pd.Index(self.features(m), name="feature")),
+                          layers={"mean": self.mean(m).to_numpy(), "std": self.std(m).to_numpy(),
+                                  "lower": lo.to_numpy(), "upper": hi.to_numpy(),
+                                  "observed": self.observed_mask[m].astype(np.int8)})
+
+    def to_mudata(self, prob: float = 0.9):
+        """Every imputed modality (:meth:`to_anndata`) in one ``mudata.MuData``."""
+        import mudata  # noqa: PLC0415
+
+        return mudata.MuData({m: self.to_anndata(m, prob) for m in self.modalities})
+
     def __repr__(self) -> str:
         mods = ", ".join(f"{m}[{self.draws[m].shape[2]}; {int((~self.observed_mask[m]).sum())} cells imputed]"
                          for m in self.modalities)

@@ -237,6 +237,69 @@ class Posterior:
             "n_modalities": np.repeat(self.n_modalities.to_numpy(), nt),
         })
 
+    def survival_mean(self, head: str, times) -> pd.DataFrame:
+        """Posterior mean of ``S(t | x)``: patients x ``times`` (the mean over draws of
+        :meth:`survival_function`)."""
+        t = np.atleast_1d(np.asarray(times, dtype=np.float64))
+        return pd.DataFrame(self.survival_function(head, t).mean(axis=0),
+                            index=pd.Index(self.sample_ids, name="sample_id"), columns=pd.Index(t, name="time"))
+
+    def survival_interval(self, head: str, times, prob: float = 0.9) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Central ``prob`` credible band of ``S(t | x)``: ``(lower, upper)`` frames, patients x ``times``."""
+        if not 0 < prob < 1:
+            raise ValueError(f"prob={prob} must lie in (0, 1), e.g. 0.9 for a 90% band.")
+        t = np.atleast_1d(np.asarray(times, dtype=np.float64))
+        a = (1 - prob) / 2
+        lo, hi = np.quantile(self.survival_function(head, t), [a, 1 - a], axis=0)
+        idx, cols = pd.Index(self.sample_ids, name="sample_id"), pd.Index(t, name="time")
+        return pd.DataFrame(lo, index=idx, columns=cols), pd.DataFrame(hi, index=idx, columns=cols)
+
+    def median_survival_summary(self, head: str, prob: float = 0.9, horizon: float | None = None) -> pd.DataFrame:
+        """Posterior median and central ``prob`` interval of the median survival time per patient.
+
+        Columns ``median, lower, upper`` (quantiles over the draws of :meth:`median_survival`; ``inf``
+        where the median is not reached).
+        """
+        if not 0 < prob < 1:
+            raise ValueError(f"prob={prob} must lie in (0, 1), e.g. 0.9 for a 90% interval.")
+        m = self.median_survival(head, horizon=horizon)
+        a = (1 - prob) / 2
+        q = np.quantile(m, [0.5, a, 1 - a], axis=0)
+        return pd.DataFrame({"median": q[0], "lower": q[1], "upper": q[2]},
+                            index=pd.Index(self.sample_ids, name="sample_id"))
+
+    # ---------------------------------------------------------------- export
+    def latent_summary(self):
+        """The fused posterior of ``z`` per patient (mean, sd) as a :class:`~bayesfuse.posterior.latent.Latent`."""
+        from bayesfuse.posterior.latent import Latent  # noqa: PLC0415
+
+        return Latent(sample_ids=self.sample_ids, mean=self.latent_loc, sd=self.latent_scale, presence=self.presence)
+
+    def to_frame(self, prob: float = 0.9, times=None) -> pd.DataFrame:
+        """Every per-patient summary in one frame indexed by sample id.
+
+        Columns are a ``(head, stat, label)`` MultiIndex: categorical heads give ``mean``, ``lower``,
+        ``upper`` (label = class; ``frame[(h, "mean")]`` equals :meth:`mean_probs`), ``prediction``
+        and ``entropy`` (label = ``total, aleatoric, epistemic``); survival heads give
+        ``survival_mean``, ``survival_lower``, ``survival_upper`` (label = time; default
+        :meth:`default_times`) and ``median_survival`` (``median, lower, upper``); last
+        ``("", "n_modalities", "")``. Flatten for CSV with
+        ``frame.columns = [":".join(map(str, c)).strip(":") for c in frame.columns]``.
+        """
+        from bayesfuse.posterior.export import posterior_frame  # noqa: PLC0415
+
+        return posterior_frame(self, prob=prob, times=times)
+
+    def to_mudata(self, prob: float = 0.9, times=None):
+        """Posterior summaries as a ``mudata.MuData``: one AnnData per head (patients x classes, or x times
+        for a survival head) with ``X`` = posterior mean, ``layers["lower"/"upper"]`` = credible bounds and
+        ``obs`` = prediction / entropy (median survival); ``obs`` of the MuData = presence and
+        ``n_modalities``, ``obsm["z_mean"/"z_sd"]`` = fused posterior of ``z``. Needs
+        ``pip install bayesfuse[scverse]``."""
+        from bayesfuse.posterior.export import posterior_mudata  # noqa: PLC0415
+
+        return posterior_mudata(self, prob=prob, times=times)
+
     # ----------------------------------------------------------- attribution
     def modality_weights(self, head: str | None = None) -> pd.DataFrame:
         """Each modality's share of the fused posterior precision of ``z`` (PoE attribution).
