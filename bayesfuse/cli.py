@@ -20,7 +20,8 @@ from pathlib import Path
 __all__ = ["main"]
 
 
-def _read_data(path: str, modality: list[str] | None, targets: str | None, drop: list[str] | None):
+def _read_data(path: str, modality: list[str] | None, targets: str | None, drop: list[str] | None,
+               backed: bool = False):
     import pandas as pd
 
     import bayesfuse as bf
@@ -41,7 +42,13 @@ def _read_data(path: str, modality: list[str] | None, targets: str | None, drop:
         tg = pd.read_csv(targets, dtype={"sample_id": str}).set_index("sample_id") if targets else None
         return _drop(bf.MultiModalData.from_frames(frames, targets=tg), drop_features)
     if path is None:
-        raise SystemExit("Give a dataset folder (shared layout) or --modality NAME=PATH.csv ... [--targets PATH].")
+        raise SystemExit("Give a dataset folder (shared layout), an .h5mu file, or --modality NAME=PATH.csv ... "
+                         "[--targets PATH].")
+    if str(path).endswith(".h5mu"):   # MuData: modalities = mdata.mod, targets = the global obs columns
+        from bayesfuse.data.scverse import read_h5mu
+
+        return _drop(bf.MultiModalData.from_mudata(read_h5mu(path, backed=backed), name=Path(path).stem),
+                     drop_features)
     return _drop(bf.MultiModalData.read_dir(path), drop_features)
 
 
@@ -83,7 +90,10 @@ def _parse_heads(items: list[str] | None, nonpositive_times: str = "error"):
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", nargs="?", help="dataset folder: <modality>.csv.gz files + targets.csv")
+    p.add_argument("data", nargs="?", help="dataset folder (<modality>.csv.gz files + targets.csv) or a MuData "
+                   ".h5mu file (modalities = mdata.mod, targets = mdata.obs; needs bayesfuse[scverse])")
+    p.add_argument("--backed", action="store_true",
+                   help="with an .h5mu file: keep the matrices on disk and read them in row chunks")
     p.add_argument("--modality", action="append", help="NAME=PATH.csv (instead of a folder); repeatable")
     p.add_argument("--targets", help="targets CSV (with --modality)")
     p.add_argument("--split", help="use only the samples of this split (targets column 'split')")
@@ -93,7 +103,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 def cmd_fit(args) -> int:
     import bayesfuse as bf
 
-    data = _read_data(args.data, args.modality, args.targets, args.drop_features)
+    data = _read_data(args.data, args.modality, args.targets, args.drop_features, args.backed)
     if args.split:
         data = data.subset(split=args.split)
     if args.distributed:
@@ -138,7 +148,7 @@ def cmd_predict(args) -> int:
     import bayesfuse as bf
 
     model = bf.FusionModel.load(args.model, device=args.device)
-    data = _read_data(args.data, args.modality, args.targets, args.drop_features)
+    data = _read_data(args.data, args.modality, args.targets, args.drop_features, args.backed)
     if args.split:
         data = data.subset(split=args.split)
     post = model.predict(data, num_samples=args.num_samples, seed=args.seed)
@@ -159,7 +169,7 @@ def cmd_predict(args) -> int:
 def cmd_evaluate(args) -> int:
     from bayesfuse.evaluation.report import build_report
 
-    data = _read_data(args.data, args.modality, args.targets, args.drop_features)
+    data = _read_data(args.data, args.modality, args.targets, args.drop_features, args.backed)
     if args.split:
         data = data.subset(split=args.split)
     rep = build_report(args.model, data, args.out, head=args.head, max_risk=args.max_risk, delta=args.delta,
