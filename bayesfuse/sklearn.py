@@ -115,7 +115,6 @@ class _FusionBase(BaseEstimator):
                 if idx.size == 0 or idx.min() < 0 or idx.max() >= arr.shape[1]:
                     raise ValueError(f"modalities[{m!r}] must list at least one existing column of X.")
                 spec[str(m)] = idx
-        self._names = names
         return {m: (arr[:, idx], [names[j] for j in idx]) for m, idx in spec.items()}
 
     def _data(self, X, targets: pd.DataFrame | None, reset: bool):

@@ -103,7 +103,7 @@ def test_unpaired_mudata_per_modality_targets_trains():
     assert post.probs("subtype").shape == (4, 60, 2)
 
 
-def test_layer_sparse_and_obs_errors():
+def test_layer_sparse_and_obs_errors(tmp_path):
     import scipy.sparse as sp
 
     rs = np.random.RandomState(1)
@@ -115,6 +115,10 @@ def test_layer_sparse_and_obs_errors():
     np.testing.assert_array_equal(data.modality("rna").to_numpy(), counts)
     data = bf.MultiModalData.from_anndata({"rna": a}, layer="log")
     np.testing.assert_array_equal(data.modality("rna").to_numpy(), np.log1p(counts))
+    a.write_h5ad(tmp_path / "sparse.h5ad")   # backed CSR: read in row chunks, implicit entries = 0
+    backed = bf.MultiModalData.from_anndata({"rna": ad.read_h5ad(tmp_path / "sparse.h5ad", backed="r")})
+    assert backed.backed == {"rna": True}
+    np.testing.assert_array_equal(backed.modality("rna").to_numpy(), counts)
     with pytest.raises(bf.exceptions.DataError, match="no layer 'nope'"):
         bf.MultiModalData.from_anndata({"rna": a}, layer="nope")
     with pytest.raises(bf.exceptions.DataError, match="neither an obs column"):
