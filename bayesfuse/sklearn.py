@@ -123,7 +123,9 @@ class _FusionBase(BaseEstimator):
         blocks = self._blocks(X, reset)
         n = next(iter(blocks.values()))[0].shape[0]
         ids = pd.Index([str(i) for i in range(n)], name="sample_id")
-        frames = {m: pd.DataFrame(v, index=ids, columns=cols) for m, (v, cols) in blocks.items()}
+        # at predict time a modality that no row has is simply absent (at fit time it is an error)
+        frames = {m: pd.DataFrame(v, index=ids, columns=cols) for m, (v, cols) in blocks.items()
+                  if reset or not np.isnan(v).all()}
         tg = pd.DataFrame(index=ids) if targets is None else targets.set_axis(ids, axis=0)
         return bf.MultiModalData.from_frames(frames, targets=tg, copy=False)
 

@@ -58,6 +58,10 @@ def test_dataframe_blocks_missing_modalities_and_pickle(tmp_path):
     p = clf.predict_proba(X)
     assert p.shape == (len(X), 3) and np.allclose(p.sum(1), 1)
     assert (clf.predict(X) == y).mean() > 0.7
+    # rows that all lack a modality: scored from the others (only-NaN block at predict time)
+    Xm = X.copy()
+    Xm[MODS["protein"]] = np.nan
+    assert clf.predict_proba(Xm).shape == (len(X), 3)
     # pickling goes through JSON + safetensors: no torch object in the byte stream
     state = clf.__getstate__()
     assert set(state["model_"]) == {"format", "config", "weights"} and isinstance(state["model_"]["weights"], bytes)
