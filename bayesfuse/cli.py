@@ -22,28 +22,28 @@ __all__ = ["main"]
 
 def _read_data(path: str, modality: list[str] | None, targets: str | None, drop: list[str] | None,
                backed: bool = False):
-    import pandas as pd
-
     import bayesfuse as bf
+    from bayesfuse.data.multimodal import read_table
 
     drop_features: dict[str, list[str]] = {}
     for item in drop or []:
         mod, _, cols = item.partition(":")
         if not cols:
-            raise SystemExit(f"--drop-features {item!r}: use MODALITY:COL1,COL2")
+            raise bf.exceptions.DataError(f"--drop-features {item!r}: use MODALITY:COL1,COL2 (e.g. "
+                                          "mutation:IDH1,IDH2).")
         drop_features.setdefault(mod, []).extend(cols.split(","))
     if modality:
         frames = {}
         for item in modality:
             name, _, p = item.partition("=")
-            if not p:
-                raise SystemExit(f"--modality {item!r}: use NAME=PATH.csv")
-            frames[name] = pd.read_csv(p, dtype={"sample_id": str}).set_index("sample_id")
-        tg = pd.read_csv(targets, dtype={"sample_id": str}).set_index("sample_id") if targets else None
+            if not p or not name:
+                raise bf.exceptions.DataError(f"--modality {item!r}: use NAME=PATH.csv (e.g. expr=expr.csv.gz).")
+            frames[name] = read_table(p, f"--modality {name}")
+        tg = read_table(targets, "--targets") if targets else None
         return _drop(bf.MultiModalData.from_frames(frames, targets=tg), drop_features)
     if path is None:
-        raise SystemExit("Give a dataset folder (shared layout), an .h5mu file, or --modality NAME=PATH.csv ... "
-                         "[--targets PATH].")
+        raise bf.exceptions.DataError("Give a dataset folder (shared layout), an .h5mu file, or --modality "
+                                      "NAME=PATH.csv ... [--targets PATH].")
     if str(path).endswith(".h5mu"):   # MuData: modalities = mdata.mod, targets = the global obs columns
         from bayesfuse.data.scverse import read_h5mu
 
@@ -102,14 +102,18 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_fit(args) -> int:
     import bayesfuse as bf
+    from bayesfuse._atomic import check_output_dir
 
+    check_output_dir(args.out, args.overwrite, "--overwrite")   # before a long fit, not after it
     data = _read_data(args.data, args.modality, args.targets, args.drop_features, args.backed)
     if args.split:
         data = data.subset(split=args.split)
     if args.distributed:
         return _fit_distributed(args, data)
     model = bf.FusionModel(data, heads=_parse_heads(args.head, args.nonpositive_times), latent_dim=args.latent_dim, device=args.device)
-    model.fit(max_epochs=args.max_epochs, batch_size=args.batch_size, seed=args.seed, progress=not args.quiet)
+    model.fit(max_epochs=args.max_epochs, batch_size=args.batch_size, seed=args.seed, progress=not args.quiet,
+              checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every if args.checkpoint_dir else 0,
+              resume=args.resume)
     model.save(args.out, overwrite=args.overwrite)
     print(f"fitted {model!r}\n{len(model.history_)} epochs in {model.fit_seconds_:.1f} s; saved to {args.out}")
     return 0
@@ -151,46 +155,56 @@ def cmd_predict(args) -> int:
     data = _read_data(args.data, args.modality, args.targets, args.drop_features, args.backed)
     if args.split:
         data = data.subset(split=args.split)
+    from bayesfuse._atomic import atomic_output_dir, check_output_dir
+
+    check_output_dir(args.out, args.overwrite, "--overwrite")
     post = model.predict(data, num_samples=args.num_samples, seed=args.seed)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    summary = post.summary(prob=0.9)
-    summary.to_csv(out / "predictions.csv", index=False)
     written = [out / "predictions.csv"]
-    for key, spec in model.heads.items():   # survival heads: S(t | x) mean and 90% band at the head's cuts
-        if isinstance(spec, bf.heads.Survival):
-            written.append(out / f"survival_{key}.csv")
-            post.survival_summary(key, post.default_times(key), prob=0.9).to_csv(written[-1], index=False)
-    post.to_inference_data().to_netcdf(str(out / "draws.nc"))
+    with atomic_output_dir(out, args.overwrite, "--overwrite") as tmp:   # all files or none
+        post.summary(prob=0.9).to_csv(tmp / "predictions.csv", index=False)
+        for key, spec in model.heads.items():   # survival heads: S(t | x) mean and 90% band at the head's cuts
+            if isinstance(spec, bf.heads.Survival):
+                written.append(out / f"survival_{key}.csv")
+                post.survival_summary(key, post.default_times(key), prob=0.9).to_csv(tmp / written[-1].name,
+                                                                                    index=False)
+        post.to_inference_data().to_netcdf(str(tmp / "draws.nc"))
     print(f"{post.n_patients} patients x {post.num_samples} draws -> {', '.join(map(str, written))}, {out/'draws.nc'}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
+    from bayesfuse._atomic import atomic_output_dir, check_output_dir
     from bayesfuse.evaluation.report import build_report
 
+    check_output_dir(args.out, args.overwrite, "--overwrite")
     data = _read_data(args.data, args.modality, args.targets, args.drop_features, args.backed)
     if args.split:
         data = data.subset(split=args.split)
-    rep = build_report(args.model, data, args.out, head=args.head, max_risk=args.max_risk, delta=args.delta,
-                       calibration_fraction=args.calibration_fraction, seed=args.seed,
-                       num_samples=args.num_samples, starts=args.starts)
+    with atomic_output_dir(args.out, args.overwrite, "--overwrite") as tmp:
+        rep = build_report(args.model, data, tmp, head=args.head, max_risk=args.max_risk, delta=args.delta,
+                           calibration_fraction=args.calibration_fraction, seed=args.seed,
+                           num_samples=args.num_samples, starts=args.starts)
+    markdown = Path(args.out) / Path(rep.markdown).name
     for r in rep.heads.values():
         if r.kind == "categorical":
             print(f"{r.head}: threshold {r.threshold:.4g}, test coverage {r.coverage:.3f}, error among accepted "
                   f"{r.error:.3f} (target <= {rep.max_risk:g} w.p. >= {1 - rep.delta:g})")
-    print(f"report written to {rep.markdown} ({len(rep.figures)} figures, {rep.seconds:.1f} s)")
+    print(f"report written to {markdown} ({len(rep.figures)} figures, {rep.seconds:.1f} s)")
     return 0
 
 
 def cmd_demo(args) -> int:
+    from bayesfuse._atomic import atomic_output_dir
     from bayesfuse.evaluation.demo import run_demo
 
-    table = run_demo(args.out, quick=args.quick or None, seed=args.seed, progress=not args.quiet)
+    with atomic_output_dir(args.out, args.overwrite, "--overwrite") as tmp:
+        table = run_demo(tmp, quick=args.quick or None, seed=args.seed, progress=not args.quiet)
     import pandas as pd
 
     with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
-        print("bayesfuse demo: simulated 4-modality cohort (20% of modalities missing at random)")
+        print("bayesfuse demo: simulated 4-modality cohort (20% of modalities missing at random), "
+              "800 training and 1,200 test patients")
         print(table)
     print(f"report written to {args.out}/ (metrics.csv, metrics.json, predictions.csv, *.png)")
     return 0
@@ -216,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel training under torchrun (one process per GPU); rank 0 saves; "
                         "fixed --max-epochs, no early stopping; a single process without torchrun")
+    p.add_argument("--checkpoint-dir", help="write atomic training checkpoints to this folder")
+    p.add_argument("--checkpoint-every", type=int, default=10, help="epochs between checkpoints (default 10)")
+    p.add_argument("--resume", help="continue an interrupted fit from its --checkpoint-dir (same arguments)")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
@@ -228,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("evaluate", help="calibrate 'I don't know' on half the labelled data, report on the rest")
     p.add_argument("model", help="saved model directory")
@@ -240,10 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output folder (report.md + PNG figures)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("demo", help="simulate a cohort, fit, predict, print a table, write a report")
     p.add_argument("--out", default="bayesfuse_demo")
     p.add_argument("--quick", action="store_true", help="fewer epochs (default when CI is set)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)

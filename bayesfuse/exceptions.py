@@ -23,7 +23,8 @@ class ModelFormatError(BayesFuseError, ValueError):
 
 
 class ConvergenceError(BayesFuseError, RuntimeError):
-    """Training diverged before producing any usable parameters."""
+    """Training diverged: non-finite loss or gradient persisted through the bounded retries; the message names
+    the modality / head whose term was non-finite and what to change."""
 
 
 class BayesFuseWarning(UserWarning):
@@ -41,3 +42,15 @@ class ConvergenceWarning(BayesFuseWarning):
 class DataWarning(BayesFuseWarning):
     """Some input was left out or carries no information (e.g. an all-NaN training column, labels the
     model does not know); the message names it and says how to fix it."""
+
+
+class OutputExistsError(BayesFuseError, FileExistsError):
+    """An output folder (a saved model, predictions, a report) exists and overwriting was not asked for."""
+
+
+class ArgumentError(BayesFuseError, ValueError):
+    """An argument is out of range or not one of the allowed options (e.g. ``num_samples=0``)."""
+
+
+class InputTypeError(BayesFuseError, TypeError):
+    """An argument has the wrong type (e.g. a DataFrame where a ``MultiModalData`` is expected)."""

@@ -15,6 +15,8 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
+from bayesfuse.exceptions import ArgumentError, InputTypeError
+
 __all__ = ["Head", "Categorical", "Survival", "make_head", "head_from_config"]
 
 
@@ -135,7 +137,7 @@ class Survival(Head):
 
     def __post_init__(self) -> None:
         if self.nonpositive_times not in ("error", "shift", "drop"):
-            raise ValueError(
+            raise ArgumentError(
                 f"nonpositive_times={self.nonpositive_times!r}; use 'error', 'shift' or 'drop'."
             )
         if isinstance(self.covariates, str):
@@ -143,11 +145,11 @@ class Survival(Head):
         if self.covariates is not None:
             cov = list(self.covariates)
             if not all(isinstance(m, str) for m in cov) or len(set(cov)) != len(cov):
-                raise ValueError(f"covariates={self.covariates!r} must be a list of distinct modality names, "
+                raise ArgumentError(f"covariates={self.covariates!r} must be a list of distinct modality names, "
                                  "e.g. covariates=['clinical'].")
             self.covariates = cov or None
         if self.covariate_effect not in ("proportional", "piecewise"):
-            raise ValueError(f"covariate_effect={self.covariate_effect!r}; use 'proportional' or 'piecewise'.")
+            raise ArgumentError(f"covariate_effect={self.covariate_effect!r}; use 'proportional' or 'piecewise'.")
 
     def target_columns(self) -> list[str]:
         return [self.time, self.event]
@@ -160,13 +162,13 @@ def make_head(key: str, spec: str | Head) -> Head:
     """Normalise a user head argument (a string or a :class:`Head`) keyed by ``key``."""
     if isinstance(spec, str):
         if spec not in _REGISTRY:
-            raise ValueError(
+            raise ArgumentError(
                 f"Unknown head type {spec!r} for {key!r}; use one of {sorted(_REGISTRY)} "
                 f"or a head object such as bf.heads.Categorical()."
             )
         spec = _REGISTRY[spec]()
     if not isinstance(spec, Head):
-        raise TypeError(
+        raise InputTypeError(
             f"heads[{key!r}] must be a string or a bf.heads.Head object, got {type(spec).__name__}."
         )
     # Fitting writes into the spec (classes, cuts, weight): work on a copy so a spec object reused
@@ -187,7 +189,7 @@ def resolve_weight(spec: Head, n_features: int) -> float:
         return float(min(100.0, max(low, n_features / 10.0)))
     w = float(w)
     if not w > 0:
-        raise ValueError(f"Head weight must be > 0 or 'auto', got {w}.")
+        raise ArgumentError(f"Head weight must be > 0 or 'auto', got {w}.")
     return w
 
 

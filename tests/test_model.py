@@ -107,7 +107,7 @@ def test_save_load_identical_draws(fitted, cohort, tmp_path):
     import json
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     from bayesfuse.model.persistence import FORMAT_VERSION
-    assert cfg["format_version"] == FORMAT_VERSION == 2
+    assert cfg["format_version"] == FORMAT_VERSION == 3
     cfg["format_version"] = 99
     (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelFormatError, match="format version 99"):

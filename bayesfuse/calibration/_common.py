@@ -10,6 +10,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from bayesfuse._labels import label_codes
 from bayesfuse.exceptions import BayesFuseWarning, DataError
 from bayesfuse.posterior import Posterior
 from bayesfuse.posterior._uncertainty import entropy_decomposition
@@ -113,7 +114,7 @@ def align_labels(post: Posterior, labels, head: str, allow_missing: bool = False
             "Calibration needs a known label for every calibration patient: drop them first."
         )
     classes = pd.Index(post.classes(head))
-    codes = classes.get_indexer(y.to_numpy())
+    codes = label_codes(y.to_numpy(), classes)   # by text: 0, 0.0 and "0" all match the class "0"
     if (codes < 0).any():
         unknown = pd.unique(y.to_numpy()[codes < 0])[:5].tolist()
         raise DataError(

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from bayesfuse.data.source import BackedModality
-from bayesfuse.exceptions import DataError
+from bayesfuse.exceptions import ArgumentError, DataError
 
 __all__ = ["MultiModalData"]
 
@@ -80,6 +80,29 @@ def _clean_modality(name: str, df: pd.DataFrame, copy: bool = True) -> pd.DataFr
     if all_nan.any():
         values, index = values[~all_nan], index[~all_nan]
     return pd.DataFrame(values, index=index, columns=columns, copy=False)
+
+
+def read_table(path: str | Path, what: str = "table") -> pd.DataFrame:
+    """Read a CSV (optionally gzip-compressed) with a ``sample_id`` column as a DataFrame indexed by it.
+
+    A missing, truncated, binary or otherwise unreadable file, or one without a ``sample_id``
+    column, is a :class:`DataError` naming the file (never a pandas / zlib traceback).
+    """
+    import zlib  # noqa: PLC0415
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what}: file {str(path)!r} does not exist; check the path.")
+    try:
+        df = pd.read_csv(path, dtype={"sample_id": str})
+    except (ValueError, OSError, EOFError, zlib.error, pd.errors.ParserError) as exc:   # incl. UnicodeDecodeError
+        raise DataError(f"{what}: {str(path)!r} could not be read as a CSV table ({type(exc).__name__}: "
+                        f"{str(exc)[:120]}); the file is truncated, corrupt or not a CSV. Re-export it as CSV "
+                        "(optionally .csv.gz) with a sample_id column.") from exc
+    if "sample_id" not in df.columns:
+        raise DataError(f"{what}: {str(path)!r} has no 'sample_id' column (columns: {list(df.columns)[:5]}); the "
+                        "first column must be named sample_id and hold the patient ids.")
+    return df.set_index("sample_id")
 
 
 class MultiModalData:
@@ -206,11 +229,11 @@ class MultiModalData:
             files = {m: files[m] for m in modalities}
         if not files:
             raise DataError(f"No <modality>.csv.gz files in {path}.")
-        mods = {m: pd.read_csv(f, dtype={"sample_id": str}).set_index("sample_id") for m, f in files.items()}
+        mods = {m: read_table(f, f"modality {m!r}") for m, f in files.items()}
         targets = None
         tpath = path / "targets.csv"
         if tpath.exists():
-            targets = pd.read_csv(tpath, dtype={"sample_id": str}).set_index("sample_id")
+            targets = read_table(tpath, "targets")
         data = cls(mods, targets=targets, name=path.name, copy=False)  # frames read here: no copy needed
         if drop_features:
             data = data.drop_features(drop_features)
@@ -281,7 +304,7 @@ class MultiModalData:
     def subset(self, split: str | Sequence[str] | None = None, ids: Iterable | None = None) -> MultiModalData:
         """Samples of one split (``targets['split']``) or an explicit id list (kept in the given order)."""
         if (split is None) == (ids is None):
-            raise ValueError("Pass exactly one of split= or ids=.")
+            raise ArgumentError("Pass exactly one of split= or ids=.")
         if split is not None:
             if "split" not in self._targets.columns:
                 raise DataError("targets has no 'split' column; use subset(ids=...) or add a split column "

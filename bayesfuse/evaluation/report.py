@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bayesfuse._labels import label_codes
 from bayesfuse.exceptions import DataError
 
 __all__ = ["FIGSIZE", "DPI", "HeadReport", "Report", "build_report", "markdown_table"]
@@ -421,7 +422,7 @@ def build_report(model, data, out, head: str | None = None, max_risk: float = 0.
                 skipped.append(f"`{key}`: the data has no target column {col!r}")
                 continue
             lab = targets[col].dropna()
-            known = lab.isin(post.classes(key))
+            known = pd.Series(label_codes(lab.to_numpy(), post.classes(key)) >= 0, index=lab.index)
             if not known.all():   # a class unseen in training cannot be scored: say so, never drop silently
                 other = lab[~known]
                 names = pd.unique(other.to_numpy())[:5].tolist()

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayesfuse._labels import label_codes
 from bayesfuse.data.multimodal import MultiModalData
 from bayesfuse.exceptions import DataError
 from bayesfuse.heads import Categorical
@@ -180,7 +181,7 @@ def select_head_weight(data: MultiModalData, head: str, weights: Sequence[float 
             model.fit(**fit_kwargs)
             post = model.predict(val, num_samples=num_samples, seed=seed)
             ps.append(np.asarray(post.probs(head), dtype=float).mean(0))
-            ys.append(pd.Index(post.classes(head)).get_indexer(val.targets[head].reindex(post.sample_ids).to_numpy()))
+            ys.append(label_codes(val.targets[head].reindex(post.sample_ids).to_numpy(), post.classes(head)))
         resolved.append(float(resolve_weight(Categorical(column=head, weight=w), n_feat)))
         p, y = np.concatenate(ps), np.concatenate(ys)
         n_val = len(y)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
+from bayesfuse._labels import label_codes
 from bayesfuse.exceptions import DataError
 from bayesfuse.metrics._validation import (
     as_float_array,
@@ -60,7 +61,8 @@ def encode_labels(labels: Sequence, classes: Sequence) -> np.ndarray:
     Returns
     -------
     np.ndarray of int64, shape (n,)
-        ``codes[i] == classes.index(labels[i])``.
+        ``codes[i] == classes.index(labels[i])``, labels and classes compared by their text
+        (:func:`bayesfuse._labels.label_codes`: ``1``, ``1.0`` and ``"1"`` all match the class ``"1"``).
 
     Raises
     ------
@@ -70,14 +72,14 @@ def encode_labels(labels: Sequence, classes: Sequence) -> np.ndarray:
     classes = list(classes)
     if len(set(classes)) != len(classes):
         raise DataError(f"classes has duplicates ({classes}); pass each class once, in column order.")
-    index = {c: i for i, c in enumerate(classes)}
-    labels = list(np.asarray(labels, dtype=object).ravel())
-    unknown = sorted({repr(lab) for lab in labels if lab not in index})
-    if unknown:
+    labels = np.asarray(labels, dtype=object).ravel()
+    codes = label_codes(labels, classes)
+    if (codes < 0).any():
+        unknown = sorted({repr(lab) for lab, c in zip(labels, codes) if c < 0})
         shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
-        raise DataError(f"{len(unknown)} unknown label(s) not in classes {classes}: {shown}. "
+        raise DataError(f"{len(unknown)} unknown label(s) not in classes {classes} (missing labels count too): {shown}. "
                         "Fix the spelling, add them to classes, or drop those patients.")
-    return np.fromiter((index[lab] for lab in labels), dtype=np.int64, count=len(labels))
+    return codes
 
 
 def _probs_y(probs, y) -> tuple[np.ndarray, np.ndarray]:

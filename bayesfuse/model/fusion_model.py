@@ -17,15 +17,17 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bayesfuse._rng import seeded_rng
 from bayesfuse._settings import dtype_name, resolve_device, resolve_dtype, seed_everything
 from bayesfuse.data.multimodal import MultiModalData
 from bayesfuse.data.preprocessing import ModalityTransform
-from bayesfuse.exceptions import DataError, NoModalityWarning, NotFittedError
+from bayesfuse.exceptions import ArgumentError, DataError, InputTypeError, NoModalityWarning, NotFittedError
 from bayesfuse.heads import Categorical, Head, make_head
+from bayesfuse.model.fit_reliability import fit_reliability_options
 from bayesfuse.model.targets import encode_targets, fit_head_spec
 from bayesfuse.module.batch import TensorStore
 from bayesfuse.module.fusion_module import FusionModule
-from bayesfuse.module.heads import build_head_module
+from bayesfuse.module.heads import build_head_module, temper_probs
 from bayesfuse.posterior.imputation import Imputation
 from bayesfuse.posterior.posterior import Posterior
 from bayesfuse.train.svi import TrainConfig, train_svi
@@ -134,11 +136,11 @@ class FusionModel:
                  head_guide: str = "fullrank", guide_rank: int = 4, encoder_layers: str = "last",
                  head_refit_steps: int = 600, survival_refit: str = "laplace"):
         if not isinstance(data, MultiModalData):
-            raise TypeError("data must be a bf.MultiModalData (use MultiModalData.from_frames or read_dir).")
+            raise InputTypeError("data must be a bf.MultiModalData (use MultiModalData.from_frames or read_dir).")
         if not data.modality_names:
             raise DataError("data has no modality; a fusion model needs at least one.")
         if int(latent_dim) < 1:
-            raise ValueError(f"latent_dim={latent_dim} must be >= 1.")
+            raise ArgumentError(f"latent_dim={latent_dim} must be >= 1.")
         self.latent_dim = int(latent_dim)
         self.hidden = int(hidden)
         self.encoder_dropout = float(encoder_dropout)
@@ -169,6 +171,7 @@ class FusionModel:
         self.train_config_: dict[str, Any] | None = None
         self.diagnostics_ = None
         self.imputation_calibration_: dict = {}   # modality -> ImputationRecalibration (calibrate_imputation)
+        self.class_calibration_: dict = {}   # categorical head -> ClassCalibration (fit(calibrate=True))
 
     def _set_bayesian(self, bayesian: str, prior_scale: float, head_guide: str, guide_rank: int,
                       encoder_layers: str = "all", head_refit_steps: int = 0) -> None:
@@ -176,18 +179,18 @@ class FusionModel:
         from bayesfuse.nn.bayesian import GUIDE_FAMILIES  # noqa: PLC0415
 
         if bayesian not in BAYESIAN_MODES:
-            raise ValueError(f"bayesian={bayesian!r}; use one of {BAYESIAN_MODES}.")
+            raise ArgumentError(f"bayesian={bayesian!r}; use one of {BAYESIAN_MODES}.")
         if bayesian == "mc_dropout" and not (self.encoder_dropout > 0 and self.hidden > 0):
-            raise ValueError("bayesian='mc_dropout' needs encoder_dropout > 0 (e.g. 0.1) and hidden > 0 "
+            raise ArgumentError("bayesian='mc_dropout' needs encoder_dropout > 0 (e.g. 0.1) and hidden > 0 "
                              "(a linear encoder has no dropout layer).")
         if head_guide not in GUIDE_FAMILIES:
-            raise ValueError(f"head_guide={head_guide!r}; use one of {GUIDE_FAMILIES}.")
+            raise ArgumentError(f"head_guide={head_guide!r}; use one of {GUIDE_FAMILIES}.")
         if not float(prior_scale) > 0 or int(guide_rank) < 1:
-            raise ValueError(f"prior_scale={prior_scale} must be > 0 and guide_rank={guide_rank} >= 1.")
+            raise ArgumentError(f"prior_scale={prior_scale} must be > 0 and guide_rank={guide_rank} >= 1.")
         self.bayesian, self.prior_scale = bayesian, float(prior_scale)
         self.head_guide, self.guide_rank = head_guide, int(guide_rank)
         if encoder_layers not in ("last", "all") or int(head_refit_steps) < 0:
-            raise ValueError(f"encoder_layers={encoder_layers!r} must be 'last' or 'all' and "
+            raise ArgumentError(f"encoder_layers={encoder_layers!r} must be 'last' or 'all' and "
                              f"head_refit_steps={head_refit_steps} must be >= 0.")
         self.encoder_layers, self.head_refit_steps = encoder_layers, int(head_refit_steps)
 
@@ -195,7 +198,7 @@ class FusionModel:
         from bayesfuse.module.survival_refit import SURVIVAL_REFITS  # noqa: PLC0415
 
         if survival_refit not in SURVIVAL_REFITS:
-            raise ValueError(f"survival_refit={survival_refit!r}; use one of {SURVIVAL_REFITS} ('none' = off).")
+            raise ArgumentError(f"survival_refit={survival_refit!r}; use one of {SURVIVAL_REFITS} ('none' = off).")
         self.survival_refit = survival_refit
 
     # ---------------------------------------------------------------- tensors
@@ -274,7 +277,9 @@ class FusionModel:
     def fit(self, max_epochs: int = 300, batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
             validation_fraction: float = 0.1, patience: int = 30, kl_warmup_epochs: int = 30,
             modality_dropout: float = 0.25, num_particles: int = 1, weight_decay: float = 0.0,
-            progress: bool = True, elbo: str = "fused", modality_dropout_mode: str = "both") -> FusionModel:
+            progress: bool = True, elbo: str = "fused", modality_dropout_mode: str = "both",
+            calibrate: bool = True, checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
+            resume: str | Path | None = None, max_retries: int = 3) -> FusionModel:
         """Fit by stochastic variational inference (Pyro ``Trace_ELBO``, Adam, minibatches).
 
         Parameters
@@ -302,24 +307,51 @@ class FusionModel:
         num_particles : int
             ELBO particles per step.
         progress : bool
-            Show a tqdm progress bar.
+            Report progress: a live bar on a terminal; elsewhere (log files, CI, saved notebooks)
+            one line at most every 30 s and a summary line.
         elbo : {"fused", "trace"}
             ``"fused"`` (default): the ELBO of the Pyro model/guide evaluated in one vectorised
             torch pass (same estimator as ``Trace_ELBO``, faster: docs/benchmarks.md); ``"trace"``: Pyro's
             ``Trace_ELBO`` itself.
+        calibrate : bool
+            After SVI, fit the post-hoc calibration map of every categorical head (a temperature
+            per missingness pattern, :class:`bayesfuse.posterior.class_calibration.ClassCalibration`)
+            on the early-stopping validation patients, which the SVI fit never trains on, and
+            apply it in :meth:`predict` to every draw (``class_calibration_``; saved with the
+            model). Needs ``validation_fraction > 0``. ``False``: raw head probabilities.
+        checkpoint_dir, checkpoint_every : str or Path, int
+            Write an atomic checkpoint (parameters, optimizer state, RNG states, loop state; safetensors
+            + JSON, no pickle) to ``checkpoint_dir/epoch-NNNNNN/`` after every ``checkpoint_every``-th
+            epoch (the two most recent are kept; 0 = none).
+        resume : str or Path, optional
+            Continue an interrupted fit from a checkpoint folder (or the ``checkpoint_dir`` holding
+            them: its latest). Build the model and call ``fit`` with the same arguments as the
+            interrupted run; on the CPU the final parameters are then bit-identical to an
+            uninterrupted run. A checkpoint of other settings is a ``ModelFormatError``.
+        max_retries : int
+            A step with a non-finite loss or gradient is never applied; an epoch that had one is
+            rerun from its start with the learning rate times 0.3, at most ``max_retries`` times over
+            the fit, then :class:`~bayesfuse.exceptions.ConvergenceError` names the modality / head
+            whose term was non-finite. Retries are listed in ``fit_faults_``.
 
         Returns
         -------
         self
+
+        Notes
+        -----
+        ``KeyboardInterrupt`` during training stops it, keeps the best parameters so far (the
+        post-fit refits still run), warns, and sets ``interrupted_ = True`` (and ``stopped_early_``):
+        the model is usable; with checkpoints, ``fit(resume=checkpoint_dir)`` continues it.
         """
         data = self._train_data
         if data is None:
             raise DataError("This model was loaded from disk and keeps no training data, so fit() has nothing to "
                             "train on. Build a new bf.FusionModel(train_data, heads=...) and fit that.")
         if not 0 <= validation_fraction < 1:
-            raise ValueError(f"validation_fraction={validation_fraction} must be in [0, 1).")
+            raise ArgumentError(f"validation_fraction={validation_fraction} must be in [0, 1).")
         if modality_dropout_mode not in ("both", "guide"):
-            raise ValueError(f"modality_dropout_mode={modality_dropout_mode!r} is not supported; use 'both' "
+            raise ArgumentError(f"modality_dropout_mode={modality_dropout_mode!r} is not supported; use 'both' "
                              "(hide a dropped modality from the guide and the likelihood) or 'guide' (guide only).")
         gen = seed_everything(seed)
         pres = data.presence.to_numpy()
@@ -333,20 +365,71 @@ class FusionModel:
         val_store = self._store(data, strict_targets=True, ids=val_ids) if len(val_ids) else None
         self.module = self._build_module()
         self.imputation_calibration_ = {}   # a refit invalidates a recalibration (also if it fails half-way)
+        self.class_calibration_ = {}
         config = TrainConfig(max_epochs=max_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                              kl_warmup_epochs=kl_warmup_epochs, patience=patience, num_particles=num_particles,
                              modality_dropout=modality_dropout, progress=progress, elbo=elbo,
                              modality_dropout_mode=modality_dropout_mode,
                              min_epochs=min(max_epochs, kl_warmup_epochs + 10))
-        result = train_svi(self.module, train_store, val_store, config, gen)
+        result = train_svi(self.module, train_store, val_store, config, gen,
+                           *fit_reliability_options(config, seed, validation_fraction, train_ids, val_ids,
+                                                    checkpoint_dir, checkpoint_every, resume, max_retries))
+        self.interrupted_, self.fit_faults_ = result.extra["interrupted"], result.extra["faults"]
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
         self.stopped_early_ = result.stopped_early
         self.fit_seconds_ = result.seconds
         self.train_config_ = {**config.__dict__, "seed": seed, "validation_fraction": validation_fraction,
-                              "n_train": len(train_ids), "n_validation": len(val_ids)}
+                              "n_train": len(train_ids), "n_validation": len(val_ids),
+                              "validation_ids": [str(i) for i in val_ids]}
         self._finish_bayesian(train_store, seed)
+        if calibrate and len(val_ids):
+            self.calibrate(data.subset(ids=val_ids), seed=seed)
         return self
+
+    def calibrate(self, data: MultiModalData | None = None, num_samples: int = 100, seed: int = 0) -> dict:
+        """Fit the post-hoc calibration map of the categorical heads on held-out patients.
+
+        :meth:`fit` calls it on its early-stopping validation patients (``calibrate=True``, the
+        default); call it yourself to calibrate on another labelled set the model was not trained
+        on (e.g. after :func:`bayesfuse.model.distributed.fit_distributed`, which keeps no
+        validation patients). Keep those patients apart from an :class:`bayesfuse.Abstainer`'s or
+        :class:`bayesfuse.ConformalSets`' calibration patients: their guarantees need patients
+        that fitted nothing.
+
+        Each patient is predicted under every subset of its modalities (up to 5 modalities; see
+        :func:`bayesfuse.model.head_calibration.calibration_patterns`) and one temperature per
+        missingness pattern is fitted, shrunk towards a pooled temperature (empirical Bayes,
+        docs/model.md "Post-hoc calibration").
+
+        Parameters
+        ----------
+        data : MultiModalData, optional
+            Labelled held-out patients (default: the fit's early-stopping validation patients).
+        num_samples, seed : int
+            Posterior draws per patient and their seed.
+
+        Returns
+        -------
+        dict[str, ClassCalibration]
+            Also stored in ``class_calibration_`` (replacing any earlier map).
+        """
+        from bayesfuse.model.head_calibration import fit_class_calibration  # noqa: PLC0415
+
+        self._check_fitted()
+        if data is None:
+            cfg = self.train_config_ or {}
+            ids = cfg.get("validation_ids")
+            if not ids or self._train_data is None:
+                raise DataError("No held-out patients to calibrate on: this model kept no early-stopping patients "
+                                "(validation_fraction=0, a distributed fit, or a loaded model). Pass data= with "
+                                "labelled patients the model was not trained on.")
+            data = self._train_data.subset(ids=ids)
+        if not isinstance(data, MultiModalData):
+            raise TypeError("data must be a bf.MultiModalData of labelled held-out patients.")
+        self.class_calibration_ = {}
+        self.class_calibration_ = fit_class_calibration(self, data, num_samples=num_samples, seed=seed)
+        return self.class_calibration_
 
     def _finish_bayesian(self, train_store: TensorStore, seed: int) -> None:
         """After training: refit the head-weight posterior (Bayesian modes) and set ``diagnostics_``.
@@ -401,7 +484,7 @@ class FusionModel:
 
     @torch.no_grad()
     def predict(self, data: MultiModalData, num_samples: int = 200, seed: int = 0,
-                batch_size: int = 4096, return_latent: bool = True) -> Posterior:
+                batch_size: int = 4096, return_latent: bool = True, calibrated: bool | None = None) -> Posterior:
         """Posterior-predictive draws for every patient of ``data``.
 
         Each draw samples ``z`` from the fused posterior of the modalities the patient has
@@ -423,6 +506,13 @@ class FusionModel:
             Keep the ``(num_samples, n_patients, latent_dim)`` draws of ``z`` in
             ``Posterior.latent``. ``False`` stores an empty ``(num_samples, n_patients, 0)``
             array instead (head draws are unchanged), for large cohorts x many draws.
+        calibrated : bool, optional
+            Apply the categorical heads' calibration map (``class_calibration_``, fitted by
+            :meth:`fit` / :meth:`calibrate`) to every draw: ``p_s -> softmax(log p_s / T)`` with
+            the patient's missingness-pattern temperature, so probabilities, uncertainty,
+            abstention and conformal sets all see the same calibrated draws. Default: whenever
+            a map is fitted (``Posterior.extra["class_calibration"]`` records each applied map).
+            ``False``: the raw head draws.
 
         Returns
         -------
@@ -433,9 +523,9 @@ class FusionModel:
         module = self._check_fitted()
         module.eval()
         if not isinstance(data, MultiModalData):
-            raise TypeError("data must be a bf.MultiModalData.")
+            raise InputTypeError("data must be a bf.MultiModalData.")
         if int(num_samples) < 1:
-            raise ValueError(f"num_samples={num_samples} must be >= 1.")
+            raise ArgumentError(f"num_samples={num_samples} must be >= 1.")
         _check_not_empty(data)
         store = self._store(data, strict_targets=False)
         presence = data.presence.reindex(columns=self.modalities, fill_value=False)
@@ -444,9 +534,11 @@ class FusionModel:
             warnings.warn(f"{n_none} patient(s) have no modality; they are scored from the prior predictive and "
                           "flagged in Posterior.no_modality.", NoModalityWarning, stacklevel=2)
         S, N = int(num_samples), store.n
+        maps = {} if calibrated is False else dict(getattr(self, "class_calibration_", None) or {})
+        temps = {h: torch.as_tensor(c.patient_temperatures(presence.to_numpy()), dtype=self.dtype, device=self.device)
+                 for h, c in maps.items() if h in module.heads}
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
+        with seeded_rng(seed, devices):   # locked: concurrent predicts give the serial draws
             head_params = {h: head.draw_params(S) for h, head in module.heads.items()}
             draw_mode = hasattr(module, "prediction_draws")
             ctx = module.prediction_draws(S) if draw_mode else contextlib.nullcontext()
@@ -472,7 +564,10 @@ class FusionModel:
 
                         loc, scale, prec = summarise_draws(loc, scale, prec)
                     for h, head in module.heads.items():
-                        for k, v in head.predict(z, head_params[h], **module.head_inputs(h, batch, z)).items():
+                        pred = head.predict(z, head_params[h], **module.head_inputs(h, batch, z))
+                        if h in temps:
+                            pred["probs"] = temper_probs(pred["probs"], temps[h][idx])
+                        for k, v in pred.items():
                             outs[h].setdefault(k, []).append(v.cpu())  # in the model's dtype
                     locs.append(loc.cpu())
                     scales.append(scale.cpu())
@@ -485,7 +580,8 @@ class FusionModel:
             sample_ids=data.sample_ids, heads=dict(self.heads), draws=draws,
             latent=torch.cat(zs, dim=1).numpy(), latent_loc=torch.cat(locs).double().numpy(),
             latent_scale=torch.cat(scales).double().numpy(), presence=presence.astype(bool),
-            modality_precision=torch.cat(precs, dim=1).permute(1, 0, 2).double().numpy(), seed=int(seed))
+            modality_precision=torch.cat(precs, dim=1).permute(1, 0, 2).double().numpy(), seed=int(seed),
+            extra={"class_calibration": {h: maps[h].to_config() for h in temps}} if temps else {})
 
     def latent(self, data: MultiModalData, num_samples: int = 200, seed: int = 0):
         """Fused posterior of ``z`` per patient, mean and sd (:class:`bayesfuse.posterior.Latent`;

@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bayesfuse._rng import seeded_rng
 from bayesfuse.data.multimodal import MultiModalData
-from bayesfuse.exceptions import DataError, NoModalityWarning
+from bayesfuse.exceptions import ArgumentError, DataError, InputTypeError, NoModalityWarning
 from bayesfuse.posterior.imputation import Imputation
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def _recalibrations(model: FusionModel, modalities: Sequence[str], calibrated: b
     if not calibrated:
         return {}
     if not fitted:
-        raise ValueError("impute(calibrated=True) needs a recalibration; call model.calibrate_imputation() first "
+        raise ArgumentError("impute(calibrated=True) needs a recalibration; call model.calibrate_imputation() first "
                          "(or pass calibrated=None / False).")
     uncovered = [m for m in modalities if m not in fitted and model.module.likelihoods.get(m) == "gaussian"]
     if explicit and uncovered:
@@ -107,9 +108,7 @@ def decoder_space_draws(model: FusionModel, store, modalities: Sequence[str], nu
     # Weight-uncertainty modes: encoder weights / dropout masks are drawn once per draw and shared by
     # every patient and chunk, exactly as in FusionModel.predict.
     draw_mode = hasattr(module, "prediction_draws")
-    with torch.random.fork_rng(devices=devices), \
-            (module.prediction_draws(S) if draw_mode else contextlib.nullcontext()):
-        torch.manual_seed(seed)
+    with seeded_rng(seed, devices), (module.prediction_draws(S) if draw_mode else contextlib.nullcontext()):
         for start in range(0, N, int(batch_size)):
             idx = torch.arange(start, min(N, start + int(batch_size)), device=model.device)
             batch = store.batch(idx)
@@ -147,11 +146,11 @@ def impute(model: FusionModel, data: MultiModalData, modalities: Sequence[str] |
     module = model._check_fitted()
     module.eval()
     if not isinstance(data, MultiModalData):
-        raise TypeError("data must be a bf.MultiModalData.")
+        raise InputTypeError("data must be a bf.MultiModalData.")
     if int(num_samples) < 1:
-        raise ValueError(f"num_samples={num_samples} must be >= 1.")
+        raise ArgumentError(f"num_samples={num_samples} must be >= 1.")
     if int(batch_size) < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1.")
+        raise ArgumentError(f"batch_size={batch_size} must be >= 1.")
     if modalities is None:
         modalities = model.modalities
     if isinstance(modalities, str):
@@ -161,7 +160,7 @@ def impute(model: FusionModel, data: MultiModalData, modalities: Sequence[str] |
     if unknown:
         raise DataError(f"Cannot impute {unknown}: the model knows the modalities {model.modalities}.")
     if not modalities:
-        raise ValueError("modalities is empty; name at least one modality to impute.")
+        raise ArgumentError("modalities is empty; name at least one modality to impute.")
     store = model._store(data, strict_targets=False)
     presence = data.presence.reindex(columns=model.modalities, fill_value=False).astype(bool)
     n_none = int((~presence.any(axis=1)).sum())

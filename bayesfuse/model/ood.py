@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bayesfuse._rng import seeded_rng
 from bayesfuse.data.multimodal import MultiModalData
 from bayesfuse.exceptions import DataError
 from bayesfuse.posterior.ood import LatentMahalanobis
@@ -84,8 +85,7 @@ def reconstruction_elbo(model, data: MultiModalData, num_samples: int = 16, seed
     store = model._store(data, strict_targets=False)
     out = []
     devices = [model.device.index or 0] if model.device.type == "cuda" else []
-    with torch.no_grad(), torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with torch.no_grad(), seeded_rng(seed, devices):
         for start in range(0, store.n, int(batch_size)):
             idx = torch.arange(start, min(store.n, start + int(batch_size)), device=model.device)
             batch = store.batch(idx)

@@ -13,6 +13,8 @@ Loading reads JSON and tensors only (``safetensors`` never executes code).
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +24,18 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from bayesfuse._atomic import check_output_dir, make_temp_dir, replace_dir
+from bayesfuse._labels import label_text
 from bayesfuse._settings import dtype_name, resolve_device, resolve_dtype
 from bayesfuse.data.preprocessing import ModalityTransform
 from bayesfuse.exceptions import ModelFormatError
 from bayesfuse.heads import head_from_config
 
-FORMAT_VERSION = 2
-# Version 2 added the optional imputation recalibration ("imputation_calibration" + slope arrays);
-# version 1 files load unchanged (no recalibration).
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+# Version 3 added the categorical heads' calibration map ("class_calibration"), applied by
+# predict; version 2 added the optional imputation recalibration ("imputation_calibration" + slope
+# arrays). Versions 1 and 2 load unchanged (no calibration map; integer class labels become text).
+READABLE_VERSIONS = (1, 2, 3)
 CONFIG = "config.json"
 WEIGHTS = "weights.safetensors"
 
@@ -52,13 +57,30 @@ def _jsonable(v: Any) -> Any:
 
 
 def save_model(model, path: Path, overwrite: bool = False) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    if (path / CONFIG).exists() and not overwrite:
-        raise FileExistsError(f"{path / CONFIG} exists; pass overwrite=True to replace the saved model.")
+    """Write the model to ``path`` atomically: into a hidden temporary folder next to it, then renamed.
+
+    A crash (or kill) mid-save leaves at most a ``.tmp-*`` folder, never a loadable half model
+    at ``path``; with ``overwrite=True`` the old model is replaced only once the new one is complete.
+    """
+    path = check_output_dir(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = make_temp_dir(path.parent, path.name)
+    try:
+        _write_model(model, tmp)
+        for f in (WEIGHTS, CONFIG):
+            with open(tmp / f, "rb") as fh:
+                os.fsync(fh.fileno())
+        replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _write_model(model, path: Path) -> None:
     tensors, config = _serialise(model)
     save_file(tensors, str(path / WEIGHTS), metadata={"format": "bayesfuse", "format_version": str(FORMAT_VERSION)})
     (path / CONFIG).write_text(json.dumps(_jsonable(config), indent=1))
-    return path
 
 
 def model_to_bytes(model) -> dict[str, Any]:
@@ -113,14 +135,21 @@ def _serialise(model) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         "heads": {k: spec.to_config() for k, spec in model.heads.items()},
         "train_config": model.train_config_,
         "fit": {"best_epoch": getattr(model, "best_epoch_", None), "fit_seconds": getattr(model, "fit_seconds_", None),
-                "stopped_early": getattr(model, "stopped_early_", None)},
+                "stopped_early": getattr(model, "stopped_early_", None),
+                "interrupted": bool(getattr(model, "interrupted_", False)),
+                "faults": getattr(model, "fit_faults_", [])},
         "history": model.history_.to_dict(orient="list") if model.history_ is not None else None,
         "imputation_calibration": {m: rec.to_config() for m, rec in recal.items()},
+        "class_calibration": {h: c.to_config() for h, c in (getattr(model, "class_calibration_", None) or {}).items()},
     }
     return tensors, config
 
 
 def load_model(cls, path: Path, device: str = "auto"):
+    if not path.is_dir():
+        what = "does not exist" if not path.exists() else "is a file"
+        raise ModelFormatError(f"{path} is not a saved bayesfuse model: it {what}, and a saved model is a folder "
+                               f"with {CONFIG} and {WEIGHTS} (written by model.save(path)). Check the path.")
     if not (path / CONFIG).exists() or not (path / WEIGHTS).exists():
         raise ModelFormatError(f"{path} is not a saved bayesfuse model (needs {CONFIG} and {WEIGHTS}); "
                                "save one with model.save(path).")
@@ -133,6 +162,10 @@ def load_model(cls, path: Path, device: str = "auto"):
         raise ModelFormatError(f"{path / CONFIG} is not a readable model configuration (not a JSON object); "
                                "the saved model is corrupted: save it again from the fitted model.")
     version = config.get("format_version")
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise ModelFormatError(f"{path} was saved by a newer bayesfuse ({config.get('bayesfuse_version')}, model "
+                               f"format version {version}); this bayesfuse reads versions {READABLE_VERSIONS}. "
+                               "Upgrade bayesfuse (pip install -U bayesfuse) to load it.")
     if version not in READABLE_VERSIONS:
         raise ModelFormatError(f"{path} has model format version {version}; this bayesfuse reads versions "
                                f"{READABLE_VERSIONS}. Load it with the bayesfuse version that saved it "
@@ -173,11 +206,15 @@ def _build_loaded(cls, path: Path | None, config: dict, device, tensors: dict[st
         arrays = {k.split(".", 2)[2]: tensors[k].numpy() for k in tensors if k.startswith(f"transform.{m}.")}
         model.transforms[m] = ModalityTransform.from_saved(tcfg, arrays)
     model.heads = {k: head_from_config(v) for k, v in config["heads"].items()}
+    for spec in model.heads.values():   # files before version 3 kept integer labels as integers
+        if getattr(spec, "classes", None) is not None:
+            spec.classes = [label_text(c) for c in spec.classes]
     model._train_data = None
     model.train_config_ = config.get("train_config")
     fit = config.get("fit") or {}
     model.best_epoch_, model.fit_seconds_, model.stopped_early_ = (fit.get("best_epoch"), fit.get("fit_seconds"),
                                                                     fit.get("stopped_early"))
+    model.interrupted_, model.fit_faults_ = bool(fit.get("interrupted", False)), list(fit.get("faults") or [])
     hist = config.get("history")
     model.history_ = pd.DataFrame(hist) if hist is not None else None
     model.module = model._build_module()
@@ -187,8 +224,11 @@ def _build_loaded(cls, path: Path | None, config: dict, device, tensors: dict[st
         raise ModelFormatError(f"Saved weights do not match the model configuration (missing {missing[:3]}, "
                                f"unexpected {unexpected[:3]}); the directory may be corrupted.")
     model.module.eval()
+    from bayesfuse.posterior.class_calibration import ClassCalibration  # noqa: PLC0415
     from bayesfuse.posterior.imputation_calibration import ImputationRecalibration  # noqa: PLC0415
 
+    model.class_calibration_ = {h: ClassCalibration.from_config(c)
+                                for h, c in (config.get("class_calibration") or {}).items()}
     model.imputation_calibration_ = {
         m: ImputationRecalibration.from_config(c, tensors[f"imputation_calibration.{m}.slope"].numpy())
         for m, c in (config.get("imputation_calibration") or {}).items()}

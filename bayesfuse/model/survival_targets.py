@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from bayesfuse.distributions.piecewise_hazard import make_cuts
-from bayesfuse.exceptions import DataError, DataWarning
+from bayesfuse.exceptions import ArgumentError, DataError, DataWarning
 from bayesfuse.heads import Survival
 
 __all__ = ["fit_survival_spec", "encode_survival", "survival_arrays", "fit_survival_covariates"]
@@ -116,11 +116,11 @@ def fit_survival_spec(key: str, spec: Survival, targets: pd.DataFrame) -> Surviv
     """
     if not isinstance(spec.n_intervals, (int, np.integer)) or isinstance(spec.n_intervals, bool) \
             or spec.n_intervals < 1:
-        raise ValueError(f"Head {key!r}: n_intervals={spec.n_intervals!r} must be a positive integer.")
+        raise ArgumentError(f"Head {key!r}: n_intervals={spec.n_intervals!r} must be a positive integer.")
     if not float(spec.smoothness) > 0:
-        raise ValueError(f"Head {key!r}: smoothness={spec.smoothness!r} must be > 0.")
+        raise ArgumentError(f"Head {key!r}: smoothness={spec.smoothness!r} must be > 0.")
     if int(spec.hidden) < 0:
-        raise ValueError(f"Head {key!r}: hidden={spec.hidden!r} must be >= 0 (0 = linear in z).")
+        raise ArgumentError(f"Head {key!r}: hidden={spec.hidden!r} must be >= 0 (0 = linear in z).")
     if spec.nonpositive_times == "shift" and spec.shift_time is None:
         # one replacement time for every store built from this cohort (train, validation), saved with the model
         t_raw, _, k_raw = _read_columns(key, spec, targets)

@@ -5,19 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from bayesfuse._labels import class_list, label_codes, label_text
 from bayesfuse.exceptions import DataError
 from bayesfuse.heads import Categorical, Head, Survival
 
-__all__ = ["fit_head_spec", "encode_targets", "to_python"]
-
-
-def to_python(v):
-    """numpy scalar -> python scalar (for JSON); other values unchanged."""
-    return v.item() if isinstance(v, np.generic) else v
-
-
-def _sort_key(v):
-    return (0, v) if isinstance(v, (int, float, np.integer, np.floating)) else (1, str(v))
+__all__ = ["fit_head_spec", "encode_targets"]
 
 
 def fit_head_spec(key: str, spec: Head, targets: pd.DataFrame, n_features: int) -> Head:
@@ -33,12 +25,17 @@ def fit_head_spec(key: str, spec: Head, targets: pd.DataFrame, n_features: int) 
         labels = targets[spec.column].dropna()
         if labels.empty:
             raise DataError(f"Head {key!r}: column {spec.column!r} has no known label in the training data.")
-        seen = [to_python(v) for v in pd.unique(labels)]
+        seen = class_list(pd.unique(labels))   # class names = the labels' text ("0"/"1" for a 0/1 column)
         if spec.classes is None:
-            spec.classes = sorted(seen, key=_sort_key)
+            spec.classes = seen
         else:
-            spec.classes = [to_python(c) for c in spec.classes]
-            unknown = sorted(set(seen) - set(spec.classes), key=_sort_key)
+            given = [label_text(c) for c in spec.classes]
+            if None in given or len(set(given)) != len(given):
+                raise DataError(f"Head {key!r}: classes={spec.classes} has a missing or repeated class; "
+                                "list each class once.")
+            spec.classes = given
+            codes = label_codes(seen, given)
+            unknown = [s for s, c in zip(seen, codes) if c < 0]
             if unknown:
                 raise DataError(f"Head {key!r}: labels {unknown[:5]} are not among classes={spec.classes}. "
                                 "Add them to classes= or set those labels to NaN (unknown).")
@@ -61,16 +58,12 @@ def encode_targets(key: str, spec: Head, targets: pd.DataFrame | None, n: int,
     if isinstance(spec, Categorical):
         y = np.full(n, -1, dtype=np.int64)
         if targets is not None and spec.column in targets.columns:
-            col = targets[spec.column]
-            known = col.notna().to_numpy()
-            lut = {c: i for i, c in enumerate(spec.classes)}
-            vals = [to_python(v) for v in col[known]]
-            codes = np.array([lut.get(v, -2) for v in vals], dtype=np.int64)
+            codes = label_codes(targets[spec.column].to_numpy(dtype=object), spec.classes)
             if strict and (codes == -2).any():
-                bad = sorted({v for v, c in zip(vals, codes) if c == -2}, key=_sort_key)[:5]
+                bad = class_list(targets[spec.column].to_numpy(dtype=object)[codes == -2])[:5]
                 raise DataError(f"Head {key!r}: unknown class label(s) {bad}; known classes are {spec.classes}.")
             codes[codes == -2] = -1
-            y[known] = codes
+            y[:] = codes
         return {"y": y}
     from bayesfuse.model.survival_targets import encode_survival  # noqa: PLC0415
 

@@ -10,7 +10,7 @@ from torch import nn
 from bayesfuse.heads import Categorical, Head
 from bayesfuse.nn.encoders import mlp
 
-__all__ = ["HeadModule", "CategoricalHeadModule", "build_head_module"]
+__all__ = ["HeadModule", "CategoricalHeadModule", "build_head_module", "temper_probs"]
 
 
 class HeadModule(nn.Module, ABC):
@@ -70,6 +70,17 @@ class CategoricalHeadModule(HeadModule):
         # softmax over a leading axis: much faster on CPU than over a short last axis (C classes)
         logits = self.logits(z).movedim(-1, 0).contiguous()
         return {"probs": torch.softmax(logits, dim=0).movedim(0, -1)}
+
+
+def temper_probs(probs: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+    """``softmax(log p / T)`` per patient: probs (S, N, C), temperature (N,) -> (S, N, C).
+
+    Equal to ``softmax(logits / T)`` of the logits behind ``probs`` (the log-normaliser is a
+    per-row constant); probabilities that underflowed to 0 stay 0.
+    """
+    tiny = torch.finfo(probs.dtype).tiny
+    logits = (torch.log(probs.clamp_min(tiny)) / temperature.unsqueeze(-1)).movedim(-1, 0).contiguous()
+    return torch.softmax(logits, dim=0).movedim(0, -1)
 
 
 def build_head_module(spec: Head, latent_dim: int) -> HeadModule:

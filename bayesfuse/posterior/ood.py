@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from bayesfuse._labels import class_list, label_codes
 from bayesfuse.exceptions import DataError
 
 __all__ = ["JointScore", "LatentMahalanobis", "PatientScores"]
@@ -83,11 +84,11 @@ class LatentMahalanobis:
             raise ValueError(f"shrinkage={shrinkage!r} must be >= 0 (e.g. 1e-3).")
         keep = y.notna().to_numpy()
         x, y = x[keep], y[keep].to_numpy()
-        classes = sorted(pd.unique(y).tolist(), key=str)
+        classes = class_list(y)
         if len(classes) < 1 or len(x) <= len(classes):
             raise DataError(f"Need more labelled patients ({len(x)}) than classes ({len(classes)}) to estimate "
                             "a tied covariance.")
-        codes = pd.Index(classes).get_indexer(y)
+        codes = label_codes(y, classes)
         means = np.stack([x[codes == j].mean(axis=0) for j in range(len(classes))])
         resid = x - means[codes]
         cov = resid.T @ resid / (len(x) - len(classes))

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayesfuse.exceptions import ArgumentError, InputTypeError
 from bayesfuse.heads import Categorical, Head, Survival
 from bayesfuse.posterior import survival as _surv
 from bayesfuse.posterior._uncertainty import entropy_decomposition
@@ -89,7 +90,7 @@ class Posterior:
             raise KeyError(f"No head {head!r} in this posterior; heads are {sorted(self.heads)}.")
         spec = self.heads[head]
         if kind is not None and not isinstance(spec, kind):
-            raise TypeError(f"Head {head!r} is {spec.kind!r}, not {kind.kind!r}.")  # type: ignore[attr-defined]
+            raise InputTypeError(f"Head {head!r} is {spec.kind!r}, not {kind.kind!r}.")  # type: ignore[attr-defined]
         return spec
 
     def _categorical_heads(self) -> list[str]:
@@ -120,7 +121,7 @@ class Posterior:
     def credible_interval(self, head: str, prob: float = 0.9) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Equal-tailed credible interval of each class probability: ``(lower, upper)`` frames."""
         if not 0 < prob < 1:
-            raise ValueError(f"prob={prob} must lie in (0, 1), e.g. 0.9 for a 90% interval.")
+            raise ArgumentError(f"prob={prob} must lie in (0, 1), e.g. 0.9 for a 90% interval.")
         p = self.probs(head)
         a = (1 - prob) / 2
         lo, hi = np.quantile(p, [a, 1 - a], axis=0)
@@ -137,12 +138,12 @@ class Posterior:
         """
         if head is not None and head in self.heads and isinstance(self.heads[head], Survival):
             if times is None:
-                raise ValueError(f"Head {head!r} is a survival head: pass times, e.g. "
+                raise ArgumentError(f"Head {head!r} is a survival head: pass times, e.g. "
                                  f"post.summary({head!r}, times=[365, 730]) or post.survival_summary({head!r}, times).")
             return self.survival_summary(head, times, prob=prob)
         if times is not None:   # never drop an argument silently: times only apply to a survival head
             surv = [h for h, s in self.heads.items() if isinstance(s, Survival)]
-            raise ValueError(f"times= applies to a survival head; pass it as post.summary(head, times=...) with "
+            raise ArgumentError(f"times= applies to a survival head; pass it as post.summary(head, times=...) with "
                              f"head one of {surv} (or call post.survival_summary(head, times)).")
         heads = [head] if head is not None else self._categorical_heads()
         frames = []
@@ -220,10 +221,10 @@ class Posterior:
         ``sample_id, time, mean, lower, upper, n_modalities`` (5-95% bands by default).
         """
         if not 0 < prob < 1:
-            raise ValueError(f"prob={prob} must lie in (0, 1), e.g. 0.9 for a 90% band.")
+            raise ArgumentError(f"prob={prob} must lie in (0, 1), e.g. 0.9 for a 90% band.")
         t = np.atleast_1d(np.asarray(times, dtype=np.float64))
         if t.ndim != 1:
-            raise ValueError(f"times must be a scalar or 1-D, got shape {t.shape}.")
+            raise ArgumentError(f"times must be a scalar or 1-D, got shape {t.shape}.")
         s = self.survival_function(head, t)                       # (S, N, T)
         a = (1 - prob) / 2
         lo, hi = np.quantile(s, [a, 1 - a], axis=0)

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from bayesfuse.exceptions import ArgumentError
+
 __all__ = [
     "cumulative_hazard",
     "survival_function",
@@ -34,12 +36,12 @@ def _check_cuts(cuts: ArrayLike) -> np.ndarray:
     if c.ndim == 0:
         c = c.reshape(1)
     if c.ndim != 1:
-        raise ValueError(
+        raise ArgumentError(
             f"cuts must be a 1-D array of inner cut points, got shape {c.shape}; pass the "
             f"cuts stored on the survival head (without 0 and inf)."
         )
     if c.size and (not np.all(np.isfinite(c)) or np.any(c <= 0) or np.any(np.diff(c) <= 0)):
-        raise ValueError(
+        raise ArgumentError(
             "cuts must be finite, > 0 and strictly increasing (inner cuts only: do not "
             "include 0 or inf)."
         )
@@ -51,21 +53,21 @@ def _check_log_h(log_h: ArrayLike, c: np.ndarray) -> np.ndarray:
     if not np.issubdtype(lh.dtype, np.floating):
         lh = lh.astype(np.float64)
     if lh.ndim < 1 or lh.shape[-1] != c.size + 1:
-        raise ValueError(
+        raise ArgumentError(
             f"log_h has shape {lh.shape} but the {c.size} inner cuts define K = {c.size + 1} "
             f"pieces; its last axis must have length len(cuts) + 1 (typical shape (S, N, K))."
         )
     if np.isnan(lh).any():
-        raise ValueError("log_h contains NaN; check the posterior draws (did training diverge?).")
+        raise ArgumentError("log_h contains NaN; check the posterior draws (did training diverge?).")
     return lh
 
 
 def _check_times(times: ArrayLike, name: str = "times") -> np.ndarray:
     t = np.asarray(times, dtype=np.float64)
     if np.isnan(t).any():
-        raise ValueError(f"{name} contains NaN; pass non-negative times.")
+        raise ArgumentError(f"{name} contains NaN; pass non-negative times.")
     if np.any(t < 0):
-        raise ValueError(
+        raise ArgumentError(
             f"{name} contains negative values (min {t.min():g}); survival times start at 0, "
             f"pass non-negative times."
         )
@@ -148,9 +150,9 @@ def survival_at_own_times(log_h: ArrayLike, cuts: ArrayLike, times: ArrayLike) -
     lh = _check_log_h(log_h, c)
     t = _check_times(times).reshape(-1)
     if lh.ndim < 2 or lh.shape[-2] != t.shape[0]:
-        raise ValueError(f"times has {t.shape[0]} values for log_h of shape {lh.shape}; pass one time per patient.")
+        raise ArgumentError(f"times has {t.shape[0]} values for log_h of shape {lh.shape}; pass one time per patient.")
     if not np.isfinite(t).all():
-        raise ValueError("times must be finite for survival_at_own_times.")
+        raise ArgumentError("times must be finite for survival_at_own_times.")
     lower, width = _edges(c)
     expo = _exposure(t, lower, width).astype(lh.dtype, copy=False)      # (N, K)
     with np.errstate(over="ignore"):
@@ -228,9 +230,9 @@ def quantile_time(log_h: ArrayLike, cuts: ArrayLike, q: ArrayLike, *,
     lh = _check_log_h(log_h, c)
     qq = np.asarray(q, dtype=np.float64)
     if np.isnan(qq).any() or np.any((qq < 0) | (qq > 1)):
-        raise ValueError(f"q must lie in [0, 1], got {q!r}; pass e.g. q=0.5 for the median.")
+        raise ArgumentError(f"q must lie in [0, 1], got {q!r}; pass e.g. q=0.5 for the median.")
     if horizon is not None and not (np.ndim(horizon) == 0 and float(horizon) >= 0):
-        raise ValueError(f"horizon={horizon!r}; pass a non-negative scalar or None.")
+        raise ArgumentError(f"horizon={horizon!r}; pass a non-negative scalar or None.")
     lower, width = _edges(c)
     with np.errstate(over="ignore"):
         h = np.exp(lh)
@@ -290,7 +292,7 @@ def restricted_mean_survival(log_h: ArrayLike, cuts: ArrayLike, tau: float) -> n
     c = _check_cuts(cuts)
     lh = _check_log_h(log_h, c)
     if np.ndim(tau) != 0:
-        raise ValueError(f"tau must be a scalar, got shape {np.shape(tau)}; call once per tau.")
+        raise ArgumentError(f"tau must be a scalar, got shape {np.shape(tau)}; call once per tau.")
     tau_a = _check_times(tau, "tau")
     lower, width = _edges(c)
     with np.errstate(over="ignore"):

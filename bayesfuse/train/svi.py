@@ -28,8 +28,18 @@ from bayesfuse.exceptions import ConvergenceError, ConvergenceWarning
 from bayesfuse.module.batch import TensorStore
 from bayesfuse.module.fused_elbo import fused_elbo_loss, fused_supported, has_global_head_sites
 from bayesfuse.module.fusion_module import FusionModule
+from bayesfuse.train.faults import (
+    Epochs,
+    FaultPolicy,
+    GoodState,
+    InterruptGuard,
+    apply_fault_flag,
+    diagnose,
+    step_fault,
+)
+from bayesfuse.train.progress import EpochProgress
 
-__all__ = ["TrainConfig", "TrainResult", "train_svi", "elbo_loss", "make_optimizer", "clip_gradients",
+__all__ = ["TrainConfig", "TrainResult", "Checkpointing", "train_svi", "elbo_loss", "make_optimizer", "clip_gradients",
            "svi_step", "validation_loss"]
 
 
@@ -90,18 +100,24 @@ def make_optimizer(module: torch.nn.Module, lr: float, weight_decay: float = 0.0
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
 
 
-def clip_gradients(params: list[torch.Tensor], max_norm: float) -> None:
-    """``clip_grad_norm_`` with the foreach kernels; no host sync (the clip factor stays on the device)."""
+def clip_gradients(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """``clip_grad_norm_`` with the foreach kernels; no host sync (the clip factor stays on the device).
+
+    Returns the total gradient norm before clipping (a device tensor; ``max_norm=inf`` only measures it).
+    """
     try:
-        torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+        return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
     except RuntimeError:
-        torch.nn.utils.clip_grad_norm_(params, max_norm)
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
 
 
 def svi_step(module: FusionModule, optim: torch.optim.Optimizer, params: list[torch.Tensor], train: TensorStore,
-             idx: torch.Tensor, kl_scale: float, config: TrainConfig) -> torch.Tensor:
+             idx: torch.Tensor, kl_scale: float, config: TrainConfig, faults: list | None = None) -> torch.Tensor:
     """One optimisation step on the patients ``idx`` (LongTensor (B,) on the device) of ``train``.
 
+    A non-finite loss or gradient norm skips the update on the device (fused Adam's
+    ``found_inf``, :mod:`bayesfuse.train.faults`; no host sync), so the parameters keep their
+    last good values; the step's 0/1 fault flag is appended to ``faults`` when given.
     Returns the detached loss (negative ELBO per patient, a 0-d device tensor; not synced).
     """
     batch = train.batch(idx)
@@ -110,9 +126,12 @@ def svi_step(module: FusionModule, optim: torch.optim.Optimizer, params: list[to
                      config.modality_dropout_mode) / train.n
     optim.zero_grad(set_to_none=True)
     loss.backward()
-    if config.clip_norm:
-        clip_gradients(params, config.clip_norm)
-    optim.step()
+    grad_norm = clip_gradients(params, config.clip_norm if config.clip_norm else math.inf)
+    flag = step_fault(loss, grad_norm)
+    if apply_fault_flag(optim, flag) or not bool(flag):   # without fused Adam: one sync to skip the step
+        optim.step()
+    if faults is not None:
+        faults.append(flag)
     return loss.detach()
 
 
@@ -126,39 +145,94 @@ def validation_loss(module: FusionModule, store: TensorStore, chunk: int = 1024,
     return total / store.n
 
 
+@dataclass
+class Checkpointing:
+    """Checkpoint settings of :func:`train_svi` (see :mod:`bayesfuse.train.checkpoint`).
+
+    ``directory``/``every``: write a checkpoint there after every ``every``-th epoch (0 = never);
+    ``resume``: a checkpoint (folder) to continue from; ``settings``: what the fingerprint covers
+    (training arguments), so a checkpoint is only resumed into the same fit.
+    """
+
+    directory: str | None = None
+    every: int = 0
+    resume: str | None = None
+    settings: dict = field(default_factory=dict)
+
+
+def _best_loss(v):
+    return math.inf if v is None else float(v)
+
+
+def _convergence_error(module, store, kl_scale, epoch, retries, lr, what) -> ConvergenceError:
+    """The error after the last retry, naming the non-finite terms (evaluated once, now)."""
+    try:
+        causes = diagnose(module, store, kl_scale, training=what != "validation loss")
+    except Exception as exc:  # noqa: BLE001 - a diagnosis must never hide the original problem
+        causes = [f"(diagnosis failed: {type(exc).__name__}: {exc})"]
+    cause = ("; ".join(causes) if causes else
+             "every term is finite at the current parameters, so the fault came from the step size or a random draw")
+    return ConvergenceError(
+        f"Training diverged (non-finite {what}) at epoch {epoch} and did not recover after {retries} retries from "
+        f"the last good state with the learning rate lowered to {lr:.3g}. Likely cause: {cause}. Lower lr=, "
+        "standardise or log-transform that modality (check it for extreme values or inf), or lower the head's "
+        "weight=; fit(max_retries=...) allows more retries.")
+
+
 def train_svi(module: FusionModule, train: TensorStore, val: TensorStore | None, config: TrainConfig,
-              generator: torch.Generator) -> TrainResult:
+              generator: torch.Generator, checkpointing: Checkpointing | None = None,
+              faults: FaultPolicy | None = None) -> TrainResult:
     """Fit ``module`` by SVI on ``train``; early-stop on the validation ELBO of ``val``.
 
     Returns the per-epoch history (``train_loss`` and ``val_loss`` in nats per patient,
     ``kl_scale``, ``seconds``) and restores the parameters of the best validation epoch.
+
+    Faults: a step with a non-finite loss or gradient is not applied (no host sync,
+    :mod:`bayesfuse.train.faults`); an epoch that had one is rerun from the state it started in
+    with the learning rate times ``faults.lr_factor``, at most ``faults.max_retries`` times over
+    the fit, then :class:`ConvergenceError` names the non-finite term. ``KeyboardInterrupt``
+    stops the loop, keeps the best-so-far parameters and sets ``extra["interrupted"]``.
+    ``checkpointing``: periodic atomic checkpoints and resuming (bit-identical on the CPU).
     """
+    from bayesfuse.train import checkpoint as ckpt  # noqa: PLC0415
+
     device = train.presence.device
     n = train.n
     bs = min(config.batch_size, n)
     steps_per_epoch = max(1, math.ceil(n / bs))
     optim = make_optimizer(module, config.lr, config.weight_decay)
     params = [p for p in module.parameters() if p.requires_grad]
+    policy = faults or FaultPolicy()
     rows = []
     best = (math.inf, -1, None)
     stalled = 0
-    t0 = time.perf_counter()
-    bar = None
-    if config.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.max_epochs, desc="SVI", unit="epoch", leave=False)
+    retries, fault_log, start, elapsed = 0, [], 0, 0.0
+    if checkpointing is not None and checkpointing.resume is not None:
+        st = ckpt.load_checkpoint(checkpointing.resume, module, optim, generator, checkpointing.settings)
+        loop = st["loop"]
+        rows, stalled, retries, fault_log = loop["rows"], loop["stalled"], loop["retries"], loop["faults"]
+        best = (_best_loss(loop["best_loss"]), loop["best_epoch"], st["best_state"])
+        start, elapsed = st["epoch"] + 1, float(loop["seconds"])
+    good = GoodState(module, optim)
+    guard = InterruptGuard()
+    epochs = Epochs(start, config.max_epochs)
+    t0 = time.perf_counter() - elapsed
+    bar = EpochProgress(config.max_epochs) if config.progress else None
     stopped_early = False
-    with pyro.validation_enabled(False):
-        for epoch in range(config.max_epochs):
+    with pyro.validation_enabled(False), guard:
+        for epoch in epochs:
+            good.save()
             module.train()
             kl_scale = min(1.0, (epoch + 1) / config.kl_warmup_epochs) if config.kl_warmup_epochs > 0 else 1.0
             perm = torch.randperm(n, generator=generator).to(device)
             total = torch.zeros((), dtype=train.presence.dtype, device=device)
+            flags: list[torch.Tensor] = []
             for s in range(steps_per_epoch):
                 idx = perm[s * bs:(s + 1) * bs]
-                total = total + svi_step(module, optim, params, train, idx, kl_scale, config)
-            train_loss = float(total) / steps_per_epoch
+                total = total + svi_step(module, optim, params, train, idx, kl_scale, config, flags)
+            # one host read per epoch: the loss sum and the number of faulty (skipped) steps
+            total, n_faults = torch.stack([total.double(), torch.stack(flags).sum().double()]).tolist()
+            train_loss = total / steps_per_epoch
             val_loss = math.nan
             if val is not None and val.n > 0:
                 module.eval()
@@ -167,18 +241,26 @@ def train_svi(module: FusionModule, train: TensorStore, val: TensorStore | None,
             rows.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "kl_scale": kl_scale,
                          "seconds": time.perf_counter() - t0})
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
-            if not math.isfinite(train_loss):
-                if best[2] is None:
-                    raise ConvergenceError(
-                        f"Training diverged (non-finite loss) at epoch {epoch}, before the KL warm-up ended and any "
-                        "parameters were validated; there is nothing usable to keep. Lower lr=, standardise the "
-                        "inputs, or check for extreme values.")
-                warnings.warn(f"Non-finite training loss at epoch {epoch}; stopping and keeping the best "
-                              "parameters so far. Lower lr= or check the input scaling.", ConvergenceWarning,
-                              stacklevel=3)
-                break
+                bar.update(train_loss, val_loss)
+            val_bad = val is not None and val.n > 0 and not math.isfinite(val_loss)
+            if n_faults or not math.isfinite(train_loss) or val_bad:
+                rows.pop()
+                lr = optim.param_groups[0]["lr"]
+                what = "validation loss" if val_bad and not n_faults else "loss or gradient"
+                if retries >= policy.max_retries:
+                    raise _convergence_error(module, val if val_bad and not n_faults else train, kl_scale, epoch,
+                                             retries, lr, what)
+                retries += 1
+                good.restore()
+                for g in optim.param_groups:
+                    g["lr"] = g["lr"] * policy.lr_factor
+                fault_log.append({"epoch": epoch, "faulty_steps": int(n_faults), "lr": lr * policy.lr_factor})
+                where = f"in {int(n_faults)} step(s) of epoch {epoch}" if n_faults else f"at epoch {epoch}"
+                warnings.warn(f"Non-finite {what} {where}; rerunning the epoch "
+                              f"from its start with lr={lr * policy.lr_factor:.3g} (retry {retries} of "
+                              f"{policy.max_retries}).", ConvergenceWarning, stacklevel=3)
+                epochs.repeat()
+                continue
             monitor = val_loss if math.isfinite(val_loss) else train_loss
             # Only compare after warm-up: the loss changes meaning while the KL weight ramps.
             if kl_scale >= 1.0:
@@ -190,10 +272,28 @@ def train_svi(module: FusionModule, train: TensorStore, val: TensorStore | None,
                 if epoch + 1 >= config.min_epochs and stalled >= config.patience and val is not None:
                     stopped_early = True
                     break
+            if checkpointing is not None and checkpointing.every and (epoch + 1) % checkpointing.every == 0 \
+                    and checkpointing.directory is not None:
+                loop = {"rows": rows, "stalled": stalled, "retries": retries, "faults": fault_log,
+                        "best_loss": best[0] if math.isfinite(best[0]) else None, "best_epoch": best[1],
+                        "seconds": time.perf_counter() - t0}
+                ckpt.save_checkpoint(checkpointing.directory, epoch, module, optim, generator, loop, best[2],
+                                     checkpointing.settings)
     if bar is not None:
-        bar.close()
+        bar.close(best[1], stopped_early)
+    if guard.interrupted:
+        if not rows:
+            raise KeyboardInterrupt
+        if best[2] is None:
+            good.restore()   # mid-epoch parameters: back to the end of the last complete epoch
+        where = f"the best parameters so far (epoch {best[1]})" if best[2] is not None else \
+            f"the parameters of the last complete epoch ({rows[-1]['epoch']}; the KL warm-up had not ended)"
+        warnings.warn(f"Training interrupted (KeyboardInterrupt) after {len(rows)} epoch(s); the model keeps "
+                      f"{where} and is usable (interrupted_ is True). Continue with fit(resume=checkpoint_dir) "
+                      "when checkpoints were written.", ConvergenceWarning, stacklevel=3)
     if best[2] is not None:
         module.load_state_dict(best[2])
     module.eval()
-    return TrainResult(history=pd.DataFrame(rows), best_epoch=best[1], stopped_early=stopped_early,
-                       seconds=time.perf_counter() - t0)
+    return TrainResult(history=pd.DataFrame(rows), best_epoch=best[1], stopped_early=stopped_early or guard.interrupted,
+                       seconds=time.perf_counter() - t0,
+                       extra={"interrupted": guard.interrupted, "retries": retries, "faults": fault_log})

@@ -1,0 +1,815 @@
+"""Cohort zoo: bayesfuse vs simple baselines on many cohorts, one table (issue 14).
+
+Every row is one (cohort, variant). Per row and seed, bayesfuse is fitted with the settings given on
+the command line (default: the package defaults) and compared with baselines on the same split in the
+same run:
+
+* classification: ``FusionModel(train, heads={target: "categorical"}, **model_kwargs)
+  .fit(seed=seed, progress=False, **fit_kwargs)``, ``predict(test, num_samples=200, seed=seed)``,
+  posterior-mean probabilities; accuracy, macro-F1, NLL, top-label ECE (15 equal-width bins) and its
+  consistency-resampling p-value (``bf.metrics.ece_consistency``). Baselines: L2 logistic regression
+  (C=1, standardised concatenated modalities, count modalities log1p-CPM; the feature preparation of
+  ``benchmarks/classification.py``) and a random forest (500 trees, seeded).
+* survival: ``heads={"survival": bf.heads.Survival(time="time", event="event",
+  nonpositive_times="drop")}``; Harrell C, IBS and the D-calibration p-value, evaluated as in
+  ``benchmarks/survival.py`` (risk = -posterior-mean RMST up to the last grid time; exact S_i(t_i)).
+  Baselines: lifelines CoxPH, L2 penalty chosen by 3-fold inner CV (Harrell C) on the training data
+  from {0.01, 0.1, 1, 10} (all features, standardised; no prefilter is needed: the largest zoo cohort
+  has 400 features, and the penalty handles p > n), and scikit-survival's RandomSurvivalForest
+  (``benchmarks/survival.py``'s ``run_rsf``: 200 trees, min leaf 15, seeded).
+
+Baselines see absent modalities and missing cells as the training mean of the feature
+(train-mean imputation of the absent block); bayesfuse sees them as absent.
+
+Variants (classification): ``full`` = the cohort's own train/test split; ``n100`` / ``n200`` = the
+labelled training patients stratified-subsampled to 100 / 200 (seeded by the row seed; skipped when
+the training set is not larger); ``missing`` = about half of the test patients lose one modality,
+chosen at random among those they have, never their only one (training data complete; skipped for
+single-modality cohorts); ``noise`` = 2,000 i.i.d. N(0, 1) features appended to one continuous
+modality (tcga_gbmlgg: protein, cll: drugs, wdbc: mean), or, for the count-only tcga_rare6, added as
+an extra Gaussian modality ``noise`` (appending Gaussian noise to counts would be distorted by the
+count transform). Survival: ``full``, ``n100``, ``n200`` (training patients with a usable time,
+stratified by event; test unchanged), single-modality rows (tcga_gbmlgg protein only, cll drugs
+only). SUPPORT's full row (7,098 training patients) runs with seed 0 only.
+
+Simulator rows (``bayesfuse.datasets.simulate``, subtype with 3 classes, 400 patients, the default
+modalities, class_separation 2.5 unless varied; the cohort is redrawn per seed): separation 1.5 / 4,
+n 150 / 1000, p = 50 / 2000 features per modality (two Gaussian + one Bernoulli modality), class
+imbalance (class S1 subsampled to ~10% of the cohort, train and test), missing_rate 0.3.
+
+Cohorts and provenance (nothing is written to the repository; parsed frames are cached as pickles
+under ``benchmarks/results/cache``, which is git-ignored, keyed by the files' mtimes and sizes):
+
+* ../shared/data: tcga_gbmlgg (Apache-2.0; subtype task drops the leakage columns mutation IDH1,
+  IDH2 and cnv_arm 1p, 19q), tcga_rare6 (MIT), cll (LGPL-3 data; subtype = IGHV status, the
+  mutations column IGHV is dropped), metabric, support, gbsg, whas (MIT). See each README.
+* ``wdbc``: scikit-learn's ``load_breast_cancer`` (Wisconsin Diagnostic Breast Cancer, UCI ML
+  repository, Wolberg, Street & Mangasarian 1995; CC BY 4.0; shipped with scikit-learn, BSD-3),
+  569 patients, malignant vs benign; split into three modalities by the dataset's own feature
+  groups (``mean``, ``error``, ``worst``; 10 features each); stratified 80/20 split (the shared
+  recipe, RandomState(0)).
+* ``gse7390``: scikit-survival's ``load_breast_cancer`` (GEO GSE7390, Desmedt et al., Clin Cancer
+  Res 2007; public GEO data; shipped with scikit-survival, GPL-3), 198 patients, time to distant
+  metastasis (days), modalities ``expression`` (76 probe sets) and ``clinical`` (age, size, ER,
+  grade one-hot); stratified 80/20 split by event (the shared recipe).
+
+Usage::
+
+    PYTHONPATH=. python benchmarks/zoo.py --task all --seeds 0 1 2 --tag baseline
+    PYTHONPATH=. python benchmarks/zoo.py --quick --tag smoke
+    PYTHONPATH=. python benchmarks/zoo.py --rows 'cls:tcga_*' --model-kwargs '{"latent_dim": 8}' --tag ld8
+    PYTHONPATH=. python benchmarks/zoo.py --table benchmarks/results/zoo_baseline.json benchmarks/results/zoo_ld8.json
+
+Acceptance rule (issue 14, on the means over seeds): classification ECE <= max(0.03, LR ECE),
+accuracy >= LR accuracy - 0.01, NLL <= LR NLL; survival C >= CoxPH C - 0.01 and D-calibration
+p > 0.05. The ``margin`` column gives by how much each missed criterion is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import hashlib
+import json
+import os
+import pickle
+import re
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import classification as bench_cls  # noqa: E402  (benchmarks/classification.py)
+import survival as bench_surv  # noqa: E402  (benchmarks/survival.py)
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+SCHEMA = "bayesfuse-zoo/1"
+NOISE_FEATURES = 2000
+COX_PENALTIES = (0.01, 0.1, 1.0, 10.0)
+ECE_FLOOR, ACC_SLACK, C_SLACK, DCAL_ALPHA = 0.03, 0.01, 0.01, 0.05
+GBMLGG_LEAKAGE = {"mutation": ["IDH1", "IDH2"], "cnv_arm": ["1p", "19q"]}
+CLL_LEAKAGE = {"mutations": ["IGHV"]}
+BASELINES = {"classification": ("LR", "RF"), "survival": ("CoxPH", "RSF")}
+FOOTNOTE = ("Cohorts: ../shared/data (tcga_gbmlgg Apache-2.0, tcga_rare6 MIT, cll LGPL-3, metabric/support/gbsg/"
+            "whas MIT); wdbc = scikit-learn load_breast_cancer (UCI WDBC, CC BY 4.0); gse7390 = scikit-survival "
+            "load_breast_cancer (GEO GSE7390, Desmedt et al. 2007). Data are read from the installed packages / "
+            "shared folder, never committed.")
+
+
+# ------------------------------------------------------------------------------------------ rows
+@dataclass(frozen=True)
+class Row:
+    """One zoo row: a cohort and the variant applied to its split.
+
+    Attributes
+    ----------
+    name : str
+        ``"<cls|surv>:<cohort>/<variant>"``, the key of the table and of ``--rows``.
+    task : {"classification", "survival"}
+    cohort : str
+        Key of :data:`LOADERS`.
+    target : str
+        Label column (classification) or ``"survival"``.
+    n_train : int, optional
+        Stratified subsample of the training patients.
+    missing : bool
+        Drop one modality from about half of the test patients.
+    noise : str, optional
+        Modality that receives 2,000 N(0, 1) features (a new Gaussian modality when absent).
+    modalities : tuple of str, optional
+        Keep only these modalities.
+    counts : tuple of str
+        Count modalities (log1p-CPM for the baselines).
+    seeds : tuple of int, optional
+        Seeds this row runs with (default: the ``--seeds`` given).
+    sim : dict, optional
+        ``simulate`` keyword arguments (simulator cohorts).
+    """
+
+    name: str
+    task: str
+    cohort: str
+    target: str
+    n_train: int | None = None
+    missing: bool = False
+    noise: str | None = None
+    modalities: tuple | None = None
+    counts: tuple = ()
+    seeds: tuple | None = None
+    sim: dict = field(default_factory=dict)
+
+    @property
+    def variant(self) -> str:
+        return self.name.split("/", 1)[1]
+
+
+def _variants(prefix: str, cohort: str, target: str, task: str, noise: str | None, counts: tuple = (),
+              missing: bool = True) -> list[Row]:
+    """The full / n100 / n200 (/ missing / noise) rows of one real cohort."""
+    rows = [Row(f"{prefix}:{cohort}/full", task, cohort, target, counts=counts),
+            Row(f"{prefix}:{cohort}/n100", task, cohort, target, n_train=100, counts=counts),
+            Row(f"{prefix}:{cohort}/n200", task, cohort, target, n_train=200, counts=counts)]
+    if task == "classification":
+        if missing:
+            rows.append(Row(f"{prefix}:{cohort}/missing", task, cohort, target, missing=True, counts=counts))
+        rows.append(Row(f"{prefix}:{cohort}/noise", task, cohort, target, noise=noise, counts=counts))
+    return rows
+
+
+def _sim_rows() -> list[Row]:
+    """Simulator rows: one factor varied at a time around the base cohort."""
+    def p_mods(p):
+        return {"expression": ("gaussian", p), "methylation": ("gaussian", p), "mutation": ("bernoulli", p)}
+
+    base = {"n_patients": 400, "class_separation": 2.5}
+    vary = {"base": {}, "sep1.5": {"class_separation": 1.5}, "sep4": {"class_separation": 4.0},
+            "n150": {"n_patients": 150}, "n1000": {"n_patients": 1000}, "p50": {"modalities": p_mods(50)},
+            "p2000": {"modalities": p_mods(2000)}, "imbalance": {"n_patients": 600, "imbalance": 0.1},
+            "missing0.3": {"missing_rate": 0.3}}
+    return [Row(f"cls:sim/{k}", "classification", "sim", "subtype", sim={**base, **v}) for k, v in vary.items()]
+
+
+def all_rows() -> list[Row]:
+    """Every zoo row, classification first."""
+    rows = (_variants("cls", "tcga_gbmlgg", "subtype", "classification", noise="protein")
+            + _variants("cls", "tcga_rare6", "origin", "classification", noise="noise", counts=("rna_counts",),
+                        missing=False)
+            + _variants("cls", "cll", "subtype", "classification", noise="drugs")
+            + _variants("cls", "wdbc", "diagnosis", "classification", noise="mean")
+            + _sim_rows())
+    for cohort in ("metabric", "support", "gbsg", "whas", "tcga_gbmlgg", "cll"):
+        rows += _variants("surv", cohort, "survival", "survival", noise=None)
+    rows = [Row(r.name, r.task, r.cohort, r.target, r.n_train, seeds=(0,)) if r.name == "surv:support/full" else r
+            for r in rows]
+    rows += [Row("surv:tcga_gbmlgg/protein-only", "survival", "tcga_gbmlgg", "survival", modalities=("protein",)),
+             Row("surv:cll/drugs-only", "survival", "cll", "survival", modalities=("drugs",)),
+             Row("surv:gse7390/full", "survival", "gse7390", "survival"),
+             Row("surv:gse7390/n100", "survival", "gse7390", "survival", n_train=100)]
+    return rows
+
+
+QUICK = ("cls:sim/base", "cls:tcga_gbmlgg/n100", "surv:whas/n100")
+
+
+def select_rows(rows: list[Row], patterns: list[str] | None, task: str) -> list[Row]:
+    """Rows of ``task`` whose name matches any pattern (glob when it has ``*?[``, else a regex search)."""
+    rows = [r for r in rows if task == "all" or r.task == task]
+    if not patterns:
+        return rows
+
+    def hit(name, pat):
+        return fnmatch.fnmatch(name, pat) if any(ch in pat for ch in "*?[") else re.search(pat, name) is not None
+
+    return [r for r in rows if any(hit(r.name, p) for p in patterns)]
+
+
+# -------------------------------------------------------------------------------------- loading
+def read_cached(path: Path, drop_features: dict | None = None, cache_dir: Path | None = None):
+    """``MultiModalData.read_dir`` with a pickle cache keyed by the folder's file mtimes and sizes."""
+    import bayesfuse as bf
+
+    cache_dir = Path(cache_dir or RESULTS / "cache")
+    stamp = "-".join(f"{f.name}:{f.stat().st_mtime_ns}:{f.stat().st_size}" for f in sorted(path.iterdir()))
+    key = int.from_bytes(hashlib.sha1(f"{path.resolve()}|{stamp}".encode()).digest()[:6], "big")
+    cached = cache_dir / f"{path.name}-{key:x}.pkl"
+    if cached.exists():
+        with cached.open("rb") as fh:
+            data = pickle.load(fh)
+    else:
+        data = bf.MultiModalData.read_dir(path)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with cached.open("wb") as fh:
+            pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    return data.drop_features(drop_features) if drop_features else data
+
+
+def shared_split(labels: pd.Series, test_share: float = 0.2) -> pd.Series:
+    """The shared data's stratified 80/20 recipe (RandomState(0), strata in sorted label order)."""
+    rs = np.random.RandomState(0)
+    split = pd.Series("train", index=labels.index, dtype=object)
+    for _, idx in sorted(labels.groupby(labels.astype(str)).groups.items()):
+        perm = rs.permutation(len(idx))
+        split.loc[np.asarray(idx)[perm[: int(np.floor(test_share * len(idx) + 0.5))]]] = "test"
+    return split
+
+
+def load_wdbc():
+    """scikit-learn's breast cancer (WDBC) as three modalities: mean / error / worst features."""
+    from sklearn.datasets import load_breast_cancer
+
+    import bayesfuse as bf
+
+    d = load_breast_cancer(as_frame=True)
+    x = d.data.copy()
+    x.index = pd.Index([f"wdbc-{i:03d}" for i in range(len(x))], name="sample_id")
+    groups = {"mean": [c for c in x if c.startswith("mean ")], "error": [c for c in x if c.endswith(" error")],
+              "worst": [c for c in x if c.startswith("worst ")]}
+    y = pd.Series(np.asarray(d.target_names)[d.target.to_numpy()], index=x.index, name="diagnosis")
+    targets = pd.DataFrame({"diagnosis": y, "split": shared_split(y)})
+    return bf.MultiModalData({m: x[c] for m, c in groups.items()}, targets=targets, name="wdbc")
+
+
+def load_gse7390():
+    """scikit-survival's gene-expression breast cancer cohort: expression + clinical, time to metastasis."""
+    from sksurv.datasets import load_breast_cancer
+
+    import bayesfuse as bf
+
+    x, y = load_breast_cancer()
+    x = x.copy()
+    x.index = pd.Index([f"gse7390-{i:03d}" for i in range(len(x))], name="sample_id")
+    clin = pd.DataFrame({"age": x["age"], "size": x["size"], "er": (x["er"] == "positive").astype(float)})
+    for g in ("well differentiated", "intermediate", "poorly differentiated"):
+        clin[f"grade={g}"] = (x["grade"] == g).astype(float)
+    expr = x.drop(columns=["age", "er", "grade", "size"]).astype(float)
+    ev = pd.Series(y["e.tdm"].astype(int), index=x.index)
+    targets = pd.DataFrame({"time": y["t.tdm"].astype(float), "event": ev, "split": shared_split(ev)},
+                           index=x.index)
+    return bf.MultiModalData({"expression": expr, "clinical": clin}, targets=targets, name="gse7390")
+
+
+def load_sim(seed: int, imbalance: float | None = None, **kwargs):
+    """A simulated subtype cohort (redrawn per seed); ``imbalance``: class S1 subsampled to that share."""
+    from bayesfuse.datasets import simulate
+
+    data, _ = simulate(n_subtypes=3, n_origins=0, seed=1000 + seed, **kwargs)
+    if imbalance:
+        y = data.targets["subtype"]
+        rare, rest = y.index[y == "S1"], y.index[y != "S1"]
+        k = min(len(rare), int(round(imbalance / (1 - imbalance) * len(rest))))
+        keep = np.random.default_rng(seed).choice(len(rare), k, replace=False)
+        kept = set(rest) | set(rare[keep])
+        ids = [i for i in y.index if i in kept]
+        data = data.subset(ids=ids)
+    return data
+
+
+def load_cohort(row: Row, seed: int, data_root: Path):
+    """The full cohort of ``row`` (with its ``split`` column), leakage columns dropped."""
+    if row.cohort == "sim":
+        return load_sim(seed, **row.sim)
+    if row.cohort == "wdbc":
+        return load_wdbc()
+    if row.cohort == "gse7390":
+        return load_gse7390()
+    drop = None
+    if row.task == "classification":
+        drop = {"tcga_gbmlgg": GBMLGG_LEAKAGE, "cll": CLL_LEAKAGE}.get(row.cohort)
+    return read_cached(Path(data_root) / row.cohort, drop)
+
+
+# ------------------------------------------------------------------------------------- variants
+def add_noise(data, modality: str, seed: int, n_features: int = NOISE_FEATURES):
+    """Append ``n_features`` i.i.d. N(0, 1) columns to ``modality`` (a new Gaussian modality if absent)."""
+    rng = np.random.default_rng(10_000 + seed)
+    ids = data.modality(modality).index if modality in data.modality_names else pd.Index(data.sample_ids)
+    noise = pd.DataFrame(rng.standard_normal((len(ids), n_features)), index=ids,
+                         columns=[f"noise_{k:04d}" for k in range(n_features)])
+    if modality in data.modality_names:
+        noise = pd.concat([data.modality(modality), noise], axis=1)
+    return data.with_modality(modality, noise)
+
+
+def stratified_subsample(data, n: int, strata: pd.Series, seed: int):
+    """``n`` patients of ``data`` (those with a known stratum), stratified by ``strata``; None if too few."""
+    from sklearn.model_selection import train_test_split
+
+    known = strata.dropna()
+    if len(known) <= n:
+        return None
+    ids, _ = train_test_split(known.index.to_numpy(), train_size=n, stratify=known.astype(str).to_numpy(),
+                              random_state=seed)
+    return data.subset(ids=list(ids))
+
+
+def drop_one_modality(data, seed: int, share: float = 0.5):
+    """About ``share`` of the patients lose one random modality they have (never their only one).
+
+    Returns the new data and the number of patients that lost a modality (None: no patient has two).
+    """
+    import bayesfuse as bf
+
+    pres = data.presence
+    eligible = np.flatnonzero(pres.sum(axis=1).to_numpy() >= 2)
+    if eligible.size == 0:
+        return data, None
+    rng = np.random.default_rng(20_000 + seed)
+    k = min(eligible.size, int(round(share * data.n_samples)))
+    chosen = rng.choice(eligible, k, replace=False)
+    lost: dict[str, list] = {m: [] for m in data.modality_names}
+    for i in chosen:
+        has = [m for m in data.modality_names if pres.iloc[i][m]]
+        lost[has[rng.integers(len(has))]].append(data.sample_ids[i])
+    mods = {m: data.modality(m).drop(index=lost[m]) for m in data.modality_names}
+    return bf.MultiModalData(mods, targets=data.targets, name=data.name, copy=False), int(k)
+
+
+def _usable_time(data) -> pd.Series:
+    """Event indicator of the patients with a usable (finite, > 0) time; NaN for the others."""
+    t = data.targets["time"].astype(float)
+    return data.targets["event"].where(t > 0)
+
+
+def make_split(row: Row, seed: int, data_root: Path):
+    """Train / test of ``row`` for ``seed`` and a dict of notes (or a skip reason)."""
+    data = load_cohort(row, seed, data_root)
+    if row.modalities:
+        data = data.select_modalities(list(row.modalities))
+        data = data.subset(ids=[i for i, p in zip(data.sample_ids, data.presence.any(axis=1)) if p])
+    if row.noise:
+        data = add_noise(data, row.noise, seed)
+    train, test = data.subset(split="train"), data.subset(split="test")
+    info: dict = {}
+    if row.n_train:
+        strata = train.targets[row.target] if row.task == "classification" else _usable_time(train)
+        sub = stratified_subsample(train, row.n_train, strata, seed)
+        if sub is None:
+            return None, None, {"skipped": f"training set has {strata.notna().sum()} usable patients "
+                                           f"<= {row.n_train}"}
+        train = sub
+    if row.missing:
+        test, k = drop_one_modality(test, seed)
+        if k is None:
+            return None, None, {"skipped": "no test patient has two modalities"}
+        info["test_lost_modality"] = k
+    return train, test, info
+
+
+# ------------------------------------------------------------------------------------- features
+def baseline_features(train, test, counts: tuple = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Concatenated modalities for the baselines (``benchmarks/classification.py``'s ``_concat``;
+    count modalities log1p-CPM), absent blocks and missing cells imputed by the training mean."""
+    def concat(data):
+        frames = []
+        for m in data.modality_names:
+            ids = data.modality(m).index
+            one = data.select_modalities([m]).subset(ids=list(ids))
+            frames.append(bench_cls._concat(one, "log_cpm" if m in counts else None))
+        return pd.concat(frames, axis=1).reindex(data.sample_ids)
+
+    xtr = concat(train)
+    xte = concat(test).reindex(columns=xtr.columns)
+    a, b = xtr.to_numpy(np.float64), xte.to_numpy(np.float64)
+    mu = np.nan_to_num(np.nanmean(np.where(np.isnan(a).all(0), 0.0, a), axis=0))
+    # numpy, not DataFrame.fillna(Series): pandas fills column by column (minutes for 56k genes)
+    a, b = np.where(np.isnan(a), mu, a), np.where(np.isnan(b), mu, b)
+    return (pd.DataFrame(a, index=xtr.index, columns=xtr.columns),
+            pd.DataFrame(b, index=xte.index, columns=xtr.columns))
+
+
+# ------------------------------------------------------------------------------- classification
+def class_metrics(probs: np.ndarray, y: np.ndarray) -> dict:
+    """Accuracy, macro-F1, NLL, Brier, top-label ECE and its consistency p-value (bayesfuse.metrics)."""
+    from bayesfuse.metrics import classification_metrics, ece_consistency
+
+    probs = np.asarray(probs, dtype=np.float64)
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    m = classification_metrics(probs, y).__dict__
+    c = ece_consistency(probs, y, seed=0)
+    return {**m, "ece_p": c.p_value, "ece_null_mean": c.null_mean}
+
+
+def run_bayesfuse_classification(train, test, target: str, seed: int, model_kwargs: dict, fit_kwargs: dict,
+                                 head_kwargs: dict) -> dict:
+    """Fit bayesfuse, predict the test split, score the posterior-mean probabilities."""
+    import bayesfuse as bf
+    from bayesfuse.evaluation.classification import aligned_labels
+
+    head = bf.heads.Categorical(**head_kwargs) if head_kwargs else "categorical"
+    model = bf.FusionModel(train, heads={target: head}, **model_kwargs)
+    t0 = time.perf_counter()
+    model.fit(seed=seed, progress=False, **fit_kwargs)
+    fit_s = time.perf_counter() - t0
+    post = model.predict(test, num_samples=200, seed=seed)
+    rows, y = aligned_labels(post, test.targets[target], target)
+    probs = post.probs(target).mean(axis=0)[rows]
+    return {**class_metrics(probs, y), "fit_s": fit_s, "epochs": int(len(model.history_))}
+
+
+def run_sklearn_classifier(clf, xtr, ytr, xte, yte, scale: bool) -> dict:
+    """Fit an sklearn classifier on the labelled training rows; score its test probabilities."""
+    from sklearn.preprocessing import StandardScaler
+
+    from bayesfuse.metrics import encode_labels
+
+    ktr, kte = ytr.notna().to_numpy(), yte.notna().to_numpy()
+    a, b = xtr.to_numpy()[ktr], xte.to_numpy()[kte]
+    t0 = time.perf_counter()
+    if scale:
+        sc = StandardScaler().fit(a)
+        a, b = sc.transform(a), sc.transform(b)
+    clf.fit(a, ytr[ktr].astype(str).to_numpy())
+    fit_s = time.perf_counter() - t0
+    y = encode_labels(yte[kte].astype(str).to_numpy(), list(clf.classes_))
+    return {**class_metrics(clf.predict_proba(b), y), "fit_s": fit_s}
+
+
+def classification_records(row: Row, train, test, seed: int, model_kwargs: dict, fit_kwargs: dict,
+                           head_kwargs: dict) -> dict[str, dict]:
+    """bayesfuse, logistic regression and random forest metrics of one row and seed."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    out = {"bayesfuse": run_bayesfuse_classification(train, test, row.target, seed, model_kwargs, fit_kwargs,
+                                                     head_kwargs.get("categorical", {}))}
+    xtr, xte = baseline_features(train, test, row.counts)
+    ytr, yte = train.targets[row.target], test.targets[row.target]
+    out["LR"] = run_sklearn_classifier(LogisticRegression(C=1.0, max_iter=5000), xtr, ytr, xte, yte, scale=True)
+    rf = RandomForestClassifier(n_estimators=500, random_state=seed, n_jobs=1)
+    out["RF"] = run_sklearn_classifier(rf, xtr, ytr, xte, yte, scale=False)
+    return out
+
+
+# ------------------------------------------------------------------------------------- survival
+def cox_cv(xtr: pd.DataFrame, xte: pd.DataFrame, tr_t, tr_e, grid, t, seed: int, folds: int = 3):
+    """lifelines CoxPH with the L2 penalty chosen by ``folds``-fold inner CV (Harrell C) on the training data.
+
+    Returns ``risk, surv (n, T), s_own (n,), penalizer``.
+    """
+    from lifelines import CoxPHFitter
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.preprocessing import StandardScaler
+
+    from bayesfuse.metrics import concordance_harrell
+
+    keep = (xtr.std(axis=0) > 0).to_numpy()
+    sc = StandardScaler().fit(xtr.loc[:, keep])
+    cols = [f"f{i}" for i in range(int(keep.sum()))]
+    a = pd.DataFrame(sc.transform(xtr.loc[:, keep]), columns=cols)
+    b = pd.DataFrame(sc.transform(xte.loc[:, keep]), columns=cols)
+
+    def fit(frame, tt, ee, pen):
+        df = frame.assign(T=tt, E=ee.astype(int))
+        return CoxPHFitter(penalizer=pen, l1_ratio=0.0).fit(df, "T", "E")
+
+    scores = {}
+    kf = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    for pen in COX_PENALTIES:
+        cs = []
+        for itr, iva in kf.split(a, tr_e.astype(int)):
+            try:
+                m = fit(a.iloc[itr].reset_index(drop=True), tr_t[itr], tr_e[itr], pen)
+                cs.append(concordance_harrell(tr_t[iva], tr_e[iva], m.predict_partial_hazard(a.iloc[iva]).to_numpy()))
+            except Exception:  # noqa: BLE001  (lifelines convergence failure or a fold without events)
+                cs.append(np.nan)
+        scores[pen] = np.nanmean(cs) if np.isfinite(cs).any() else -np.inf
+    # best mean C; ties go to the larger penalty
+    for pen in sorted(COX_PENALTIES, key=lambda p: (-scores[p], -p)):
+        try:
+            cph = fit(a, tr_t, tr_e, pen)
+            break
+        except Exception:  # noqa: BLE001
+            continue
+    risk = cph.predict_partial_hazard(b).to_numpy()
+    surv = cph.predict_survival_function(b, times=grid).to_numpy().T
+    s_own = np.diag(cph.predict_survival_function(b, times=t).to_numpy()).copy()
+    return risk, surv, s_own, pen
+
+
+def run_bayesfuse_survival(train, test_eval, grid, t, seed: int, model_kwargs: dict, fit_kwargs: dict,
+                           head_kwargs: dict):
+    """Fit bayesfuse's survival head; return ``risk, surv (n, T), s_own, fit_s, epochs`` (survival.py's outputs)."""
+    import bayesfuse as bf
+
+    head = bf.heads.Survival(**{"time": "time", "event": "event", "nonpositive_times": "drop", **head_kwargs})
+    model = bf.FusionModel(train, heads={"survival": head}, **model_kwargs)
+    t0 = time.perf_counter()
+    model.fit(seed=seed, progress=False, **fit_kwargs)
+    fit_s = time.perf_counter() - t0
+    post = model.predict(test_eval, num_samples=200, seed=seed)
+    surv_draws, risk, s_own = bench_surv._post_outputs(post, grid, t)
+    return risk, surv_draws.mean(0), s_own, fit_s, int(len(model.history_))
+
+
+def survival_records(row: Row, train, test, seed: int, model_kwargs: dict, fit_kwargs: dict,
+                     head_kwargs: dict) -> dict[str, dict]:
+    """bayesfuse, penalised CoxPH and RSF metrics (Harrell C, Uno C, IBS, D-cal p) of one row and seed."""
+    test_eval, t, e, tr_ok, tr_t, tr_e, grid = bench_surv.eval_setup(train, test)
+
+    def score(name, risk, surv, s_own):
+        m = bench_surv.metrics(name, tr_t, tr_e, t, e, risk, surv, grid, s_own)
+        m.pop("method")
+        return m
+
+    risk, surv, s_own, fit_s, epochs = run_bayesfuse_survival(train, test_eval, grid, t, seed, model_kwargs,
+                                                              fit_kwargs, head_kwargs.get("survival", {}))
+    out = {"bayesfuse": {**score("bayesfuse", risk, surv, s_own), "fit_s": fit_s, "epochs": epochs}}
+    train_ok = train.subset(ids=train.sample_ids[tr_ok])
+    xtr, xte = baseline_features(train_ok, test_eval)
+    t0 = time.perf_counter()
+    cr, cs, co, pen = cox_cv(xtr, xte, tr_t, tr_e, grid, t, seed)
+    out["CoxPH"] = {**score("CoxPH", cr, cs, co), "fit_s": time.perf_counter() - t0, "penalizer": pen}
+    t0 = time.perf_counter()
+    rr, rs, ro = bench_surv.run_rsf(xtr, xte, tr_t, tr_e, grid, t, seed)
+    out["RSF"] = {**score("RSF", rr, rs, ro), "fit_s": time.perf_counter() - t0}
+    for m in out.values():
+        m["n_events_train"], m["n_events_test"] = int(tr_e.sum()), int(e.sum())
+    return out
+
+
+# ------------------------------------------------------------------------------------ one run
+def run_one(row: Row, seed: int, model_kwargs: dict, fit_kwargs: dict, head_kwargs: dict | None = None,
+            data_root: Path | str | None = None) -> list[dict]:
+    """All records (one per method, or one ``skipped`` / ``error`` record) of ``row`` and ``seed``."""
+    import torch
+
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    base = {"row": row.name, "task": row.task, "cohort": row.cohort, "variant": row.variant, "seed": int(seed)}
+    t0 = time.perf_counter()
+    try:
+        train, test, info = make_split(row, seed, Path(data_root or REPO / ".." / "shared" / "data"))
+        if train is None:
+            return [{**base, "method": None, **info}]
+        runner = classification_records if row.task == "classification" else survival_records
+        res = runner(row, train, test, seed, model_kwargs, fit_kwargs, head_kwargs or {})
+    except Exception as exc:  # noqa: BLE001  (one failed row must not end the zoo)
+        return [{**base, "method": None, "error": f"{type(exc).__name__}: {exc}"}]
+    sizes = {"n_train": int(train.n_samples), "n_test": int(test.n_samples),
+             "n_features": int(sum(train.modality(m).shape[1] for m in train.modality_names)),
+             "n_modalities": len(train.modality_names), "wall_s": time.perf_counter() - t0, **info}
+    return [{**base, "method": meth, **sizes, **_floats(m)} for meth, m in res.items()]
+
+
+def _floats(d: dict) -> dict:
+    """JSON-safe copy (numpy scalars -> float / int)."""
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in d.items()}
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def run_zoo(rows: list[Row], seeds: list[int], model_kwargs: dict, fit_kwargs: dict, head_kwargs: dict,
+            data_root, tag: str, out: Path | None, jobs: int = 1, log=print) -> dict:
+    """Run every (row, seed), writing the JSON after each so an interrupted run keeps what it measured."""
+    doc = {"schema": SCHEMA, "tag": tag, "created": time.strftime("%Y-%m-%d %H:%M:%S"), "git_commit": git_commit(),
+           "argv": sys.argv[1:], "model_kwargs": model_kwargs, "fit_kwargs": fit_kwargs, "head_kwargs": head_kwargs,
+           "seeds": list(seeds), "rows": [r.name for r in rows], "records": []}
+    tasks = [(r, s) for r in rows for s in (r.seeds if r.seeds is not None else seeds)]
+    done = [0]
+
+    def collect(r, s, recs):
+        doc["records"].extend(recs)
+        bf_rec = next((x for x in recs if x.get("method") == "bayesfuse"), recs[0])
+        msg = bf_rec.get("error") or bf_rec.get("skipped") or f"bayesfuse fit {bf_rec['fit_s']:.1f} s, " \
+                                                                f"row wall {bf_rec['wall_s']:.1f} s"
+        done[0] += 1
+        log(f"[{done[0]}/{len(tasks)}] {r.name} seed {s}: {msg}")
+        if out is not None:
+            write_json(doc, out)
+
+    if jobs <= 1:
+        for r, s in tasks:
+            collect(r, s, run_one(r, s, model_kwargs, fit_kwargs, head_kwargs, data_root))
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs) as ex:
+            futs = [(r, s, ex.submit(run_one, r, s, model_kwargs, fit_kwargs, head_kwargs, data_root))
+                    for r, s in tasks]
+            for r, s, f in futs:
+                collect(r, s, f.result())
+    return doc
+
+
+def write_json(doc: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, default=float, allow_nan=True))
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------ summary + rule
+def summarise(records: list[dict]) -> pd.DataFrame:
+    """Mean over seeds per (row, method) of every numeric field, plus ``seeds`` and ``note``."""
+    df = pd.DataFrame(records)
+    order = list(dict.fromkeys(df["row"]))
+    notes = {}
+    for row, g in df.groupby("row", sort=False):
+        bad = g[g["method"].isna()]
+        if len(bad):
+            col = "error" if "error" in bad and bad["error"].notna().any() else "skipped"
+            notes[row] = f"{col}: {bad[col].dropna().iloc[0]}" if col in bad else ""
+    ok = df[df["method"].notna()]
+    num = ok.select_dtypes("number").columns.drop("seed", errors="ignore")
+    if len(ok):
+        mean = ok.groupby(["row", "method"], sort=False)[list(num)].mean()
+        mean["seeds"] = ok.groupby(["row", "method"], sort=False)["seed"].nunique()
+        meta = ok.groupby(["row", "method"], sort=False)[["task"]].first()
+        mean = mean.join(meta).reset_index()
+    else:
+        mean = pd.DataFrame(columns=["row", "method", "task", "seeds"])
+    rows_only = [r for r in order if r not in set(mean["row"])]
+    extra = pd.DataFrame({"row": rows_only, "method": None,
+                          "task": [df.loc[df["row"] == r, "task"].iloc[0] for r in rows_only]})
+    out = pd.concat([mean, extra], ignore_index=True)
+    out["note"] = out["row"].map(notes).fillna("")
+    out["row"] = pd.Categorical(out["row"], order, ordered=True)
+    return out.sort_values("row", kind="stable").reset_index(drop=True)
+
+
+def acceptance(task: str, bf: dict, ref: dict) -> tuple[bool, dict[str, float]]:
+    """Issue 14's rule on seed-mean metrics: ``(passed, {criterion: miss margin > 0})``.
+
+    Classification: ECE <= max(0.03, LR ECE), accuracy >= LR - 0.01, NLL <= LR NLL.
+    Survival: Harrell C >= CoxPH - 0.01 and D-calibration p > 0.05. ``ref`` is LR / CoxPH.
+    """
+    if task == "classification":
+        gaps = {"ECE": bf["ece"] - max(ECE_FLOOR, ref["ece"]), "acc": (ref["accuracy"] - ACC_SLACK) - bf["accuracy"],
+                "NLL": bf["nll"] - ref["nll"]}
+        misses = {k: float(v) for k, v in gaps.items() if v > 0}
+    else:
+        misses = {}
+        gap = (ref["harrell_c"] - C_SLACK) - bf["harrell_c"]
+        if gap > 0:
+            misses["C"] = float(gap)
+        if not bf["dcal_p"] > DCAL_ALPHA:
+            misses["Dcal p"] = float(DCAL_ALPHA - bf["dcal_p"])
+    return not misses, misses
+
+
+def format_misses(misses: dict[str, float]) -> str:
+    """``"ECE +0.033, acc -0.020"``: the sign says which side of its bound the metric fell."""
+    def num(v):
+        return f"{v:.3f}" if v >= 5e-4 else f"{v:.1e}"
+
+    return ", ".join(f"{k} {'-' if k in ('acc', 'C', 'Dcal p') else '+'}{num(v)}" for k, v in misses.items())
+
+
+# --------------------------------------------------------------------------------------- table
+CELLS = {"classification": [("acc", "accuracy"), ("F1", "macro_f1"), ("NLL", "nll"), ("ECE", "ece")],
+         "survival": [("C", "harrell_c"), ("IBS", "ibs"), (None, None), ("Dcal p", "dcal_p")]}
+
+
+def _cell(values: list, fmt: str = ".3f") -> str:
+    return " / ".join("-" if v is None or not np.isfinite(v) else f"{v:{fmt}}" for v in values)
+
+
+def _get(summary: pd.DataFrame, row: str, method: str) -> dict | None:
+    hit = summary[(summary["row"] == row) & (summary["method"] == method)]
+    return None if hit.empty else hit.iloc[0].to_dict()
+
+
+def render_table(docs: list[dict]) -> str:
+    """Markdown table of one run, or a side-by-side comparison of several (bayesfuse per tag + baselines).
+
+    Cells are ``bayesfuse / baseline 1 / baseline 2`` (``bf[tag1] / bf[tag2] / ... / b1 / b2`` when
+    comparing); classification shows acc, F1, NLL, ECE; survival shows C, IBS, -, D-cal p.
+    """
+    tags = [d.get("tag", f"run{i}") for i, d in enumerate(docs)]
+    sums = [summarise(d["records"]) for d in docs]
+    rows = list(dict.fromkeys(r for s in sums for r in s["row"].astype(str)))
+    lead = "bf" if len(docs) == 1 else " / ".join(f"bf[{t}]" for t in tags)
+    head = ["row", "n train/test", "seeds", f"acc, C ({lead} / LR, Cox / RF, RSF)", "F1, IBS", "NLL",
+            "ECE, Dcal p", "bf ECE p", "fit s (bf / b1 / b2)"] + [f"rule [{t}]" for t in tags]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        first = next((s for s in sums if (s["row"] == row).any()), sums[0])
+        task = first.loc[first["row"] == row, "task"].iloc[0]
+        b1, b2 = BASELINES[task]
+        bfs = [_get(s, row, "bayesfuse") for s in sums]
+        ref = next((x for x in (_get(s, row, b1) for s in sums) if x), None)
+        alt = next((x for x in (_get(s, row, b2) for s in sums) if x), None)
+        if all(b is None for b in bfs) or ref is None:
+            note = first.loc[first["row"] == row, "note"].iloc[0] or "no result"
+            lines.append(f"| {row} | | | {note} |" + " |" * (len(head) - 4))
+            continue
+        main = next(b for b in bfs if b)
+        cells = [row, f"{main['n_train']:.0f}/{main['n_test']:.0f}", f"{main['seeds']:.0f}"]
+        for _, key in CELLS[task]:
+            vals = [b.get(key) if b and key else None for b in bfs] + \
+                   [(ref or {}).get(key) if key else None, (alt or {}).get(key) if key else None]
+            cells.append("-" if key is None else _cell(vals))
+        cells.append(_cell([b.get("ece_p") if b else None for b in bfs]) if task == "classification" else "-")
+        cells.append(_cell([b.get("fit_s") if b else None for b in bfs] + [ref.get("fit_s"), (alt or {}).get("fit_s")],
+                           ".1f"))
+        for b in bfs:
+            if b is None:
+                cells.append("-")
+                continue
+            ok, misses = acceptance(task, b, ref)
+            cells.append("pass" if ok else f"**miss** {format_misses(misses)}")
+        lines.append("| " + " | ".join(cells) + " |")
+    legend = ("Means over seeds. Cells: bayesfuse / logistic regression (L2, C=1) / random forest (500 trees) for "
+              "classification (acc, macro-F1, NLL, top-label ECE, 15 bins; 'bf ECE p' = consistency-resampling "
+              "p-value), bayesfuse / CoxPH (L2, inner-CV penalty) / RSF for survival (Harrell C, IBS, D-calibration "
+              "p). Rule (issue 14): ECE <= max(0.03, LR), acc >= LR - 0.01, NLL <= LR; C >= CoxPH - 0.01, "
+              "D-cal p > 0.05; miss margins: how far each missed criterion is from its bound.")
+    return "\n".join(lines) + "\n\n" + legend + "\n" + FOOTNOTE
+
+
+def miss_list(doc: dict) -> list[tuple[str, dict]]:
+    """Rows of a run that miss the acceptance rule, with their margins."""
+    s = summarise(doc["records"])
+    out = []
+    for row in dict.fromkeys(s["row"].astype(str)):
+        task = s.loc[s["row"] == row, "task"].iloc[0]
+        b, ref = _get(s, row, "bayesfuse"), _get(s, row, BASELINES[task][0])
+        if b and ref:
+            ok, misses = acceptance(task, b, ref)
+            if not ok:
+                out.append((row, misses))
+    return out
+
+
+# ----------------------------------------------------------------------------------------- CLI
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", nargs="*", help="glob or regex filters on row names (e.g. 'cls:tcga_*' 'n100$')")
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    ap.add_argument("--tag", default="run")
+    ap.add_argument("--model-kwargs", type=json.loads, default={}, help="JSON passed to bf.FusionModel")
+    ap.add_argument("--fit-kwargs", type=json.loads, default={}, help="JSON passed to FusionModel.fit")
+    ap.add_argument("--head-kwargs", type=json.loads, default={},
+                    help='JSON {"categorical": {...}, "survival": {...}} passed to the head specs')
+    ap.add_argument("--quick", action="store_true",
+                    help=f"smoke run: rows {', '.join(QUICK)}, seed 0, max_epochs 40 unless --fit-kwargs sets it")
+    ap.add_argument("--data-root", default=str(REPO / ".." / "shared" / "data"))
+    ap.add_argument("--task", choices=["classification", "survival", "all"], default="all")
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--list", action="store_true", help="print the selected row names and exit")
+    ap.add_argument("--table", nargs="+", metavar="JSON", help="re-render the table from saved results (no fitting)")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> dict | None:
+    args = parse_args(argv)
+    if args.table:
+        docs = [json.loads(Path(p).read_text()) for p in args.table]
+        print(render_table(docs))
+        return None
+    rows = select_rows(all_rows(), list(QUICK) if args.quick and not args.rows else args.rows, args.task)
+    if args.list:
+        print("\n".join(r.name for r in rows))
+        return None
+    seeds, fit_kwargs = args.seeds, dict(args.fit_kwargs)
+    if args.quick:
+        seeds = [0]
+        fit_kwargs.setdefault("max_epochs", 40)
+        rows = [Row(r.name, r.task, r.cohort, r.target, r.n_train, r.missing, r.noise, r.modalities, r.counts,
+                    None, r.sim) for r in rows]
+    out = RESULTS / f"zoo_{args.tag}.json"
+    t0 = time.perf_counter()
+    doc = run_zoo(rows, seeds, args.model_kwargs, fit_kwargs, args.head_kwargs, args.data_root, args.tag, out,
+                  args.jobs, log=lambda m: print(m, file=sys.stderr, flush=True))
+    doc["total_s"] = time.perf_counter() - t0
+    write_json(doc, out)
+    print(render_table([doc]))
+    print(f"\nJSON: {out} ({doc['total_s'] / 60:.1f} min)")
+    return doc
+
+
+if __name__ == "__main__":
+    main()

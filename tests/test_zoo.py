@@ -1,0 +1,115 @@
+"""The cohort-zoo benchmark machinery (benchmarks/zoo.py): one tiny simulator row end to end, the
+JSON schema, and the acceptance rule on hand-made records (positive and negative controls)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+
+
+def _zoo():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "zoo.py"
+    spec = importlib.util.spec_from_file_location("bench_zoo", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod          # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(mod)
+    except ImportError as exc:            # optional benchmark dependency (lifelines, scikit-survival) absent
+        pytest.skip(f"benchmarks/zoo.py needs {exc.name}")
+    return mod
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    return _zoo()
+
+
+METRIC_KEYS = {"accuracy", "macro_f1", "nll", "brier", "ece", "ece_p", "fit_s", "n_train", "n_test"}
+
+
+def test_tiny_simulator_row_end_to_end(zoo, tmp_path):
+    row = zoo.Row("cls:sim/tiny", "classification", "sim", "subtype",
+                  sim={"n_patients": 160, "modalities": {"a": ("gaussian", 12), "b": ("bernoulli", 8)}})
+    doc = zoo.run_zoo([row], [0], {"latent_dim": 4, "hidden": 16}, {"max_epochs": 4}, {}, None, "t",
+                      tmp_path / "zoo_t.json", log=lambda m: None)
+    saved = json.loads((tmp_path / "zoo_t.json").read_text())
+    assert saved["schema"] == zoo.SCHEMA and saved["tag"] == "t" and saved["seeds"] == [0]
+    recs = saved["records"]
+    assert [r["method"] for r in recs] == ["bayesfuse", "LR", "RF"], recs
+    for r in recs:
+        assert METRIC_KEYS <= set(r), set(r)
+        assert r["row"] == "cls:sim/tiny" and r["seed"] == 0 and r["variant"] == "tiny"
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["nll"] > 0 and 0 < r["ece_p"] <= 1
+    assert recs[0]["epochs"] <= 4
+    table = zoo.render_table([doc])
+    assert "cls:sim/tiny" in table and table.count("\n|") >= 2
+
+
+def _cls(row, method, seed, acc, nll, ece):
+    return {"row": row, "task": "classification", "cohort": "hand", "variant": row.split("/")[1], "seed": seed,
+            "method": method, "accuracy": acc, "macro_f1": acc, "nll": nll, "ece": ece, "ece_p": 0.5,
+            "fit_s": 1.0, "n_train": 100, "n_test": 50}
+
+
+def _surv(row, method, seed, c, p):
+    return {"row": row, "task": "survival", "cohort": "hand", "variant": row.split("/")[1], "seed": seed,
+            "method": method, "harrell_c": c, "ibs": 0.2, "dcal_p": p, "fit_s": 1.0, "n_train": 100, "n_test": 50}
+
+
+def hand_records():
+    recs = []
+    for s, d in ((0, -0.01), (1, 0.01)):       # the rule is applied to the means over the two seeds
+        recs += [_cls("cls:hand/pass", "bayesfuse", s, 0.95 + d, 0.20, 0.02 + d),
+                 _cls("cls:hand/pass", "LR", s, 0.95, 0.25, 0.04),
+                 _cls("cls:hand/pass", "RF", s, 0.90, 0.30, 0.05),
+                 _cls("cls:hand/miss", "bayesfuse", s, 0.90 + d, 0.30 + d, 0.08 + d),
+                 _cls("cls:hand/miss", "LR", s, 0.93, 0.25, 0.035),
+                 _cls("cls:hand/miss", "RF", s, 0.93, 0.25, 0.035),
+                 _surv("surv:hand/pass", "bayesfuse", s, 0.715 + d, 0.5),
+                 _surv("surv:hand/pass", "CoxPH", s, 0.72, 0.4),
+                 _surv("surv:hand/pass", "RSF", s, 0.70, 0.4),
+                 _surv("surv:hand/miss", "bayesfuse", s, 0.70 + d, 0.03 + d),
+                 _surv("surv:hand/miss", "CoxPH", s, 0.72, 0.4),
+                 _surv("surv:hand/miss", "RSF", s, 0.70, 0.4)]
+    recs.append({"row": "cls:hand/skip", "task": "classification", "cohort": "hand", "variant": "skip", "seed": 0,
+                 "method": None, "skipped": "training set has 50 usable patients <= 100"})
+    return recs
+
+
+def test_acceptance_positive_and_negative_controls(zoo):
+    misses = dict(zoo.miss_list({"records": hand_records()}))
+    assert set(misses) == {"cls:hand/miss", "surv:hand/miss"}
+    cls = misses["cls:hand/miss"]
+    assert cls == pytest.approx({"ECE": 0.08 - 0.035, "acc": (0.93 - 0.01) - 0.90, "NLL": 0.30 - 0.25})
+    assert misses["surv:hand/miss"] == pytest.approx({"C": (0.72 - 0.01) - 0.70, "Dcal p": 0.05 - 0.03})
+    # the ECE floor: an ECE of 0.029 passes against a better-calibrated LR (0.01)
+    ok, m = zoo.acceptance("classification", {"ece": 0.029, "accuracy": 0.9, "nll": 0.3},
+                           {"ece": 0.01, "accuracy": 0.9, "nll": 0.3})
+    assert ok and m == {}
+    # D-calibration p must exceed 0.05 strictly
+    ok, m = zoo.acceptance("survival", {"harrell_c": 0.8, "dcal_p": 0.05}, {"harrell_c": 0.8})
+    assert not ok and m == pytest.approx({"Dcal p": 0.0})
+
+
+def test_table_reports_margins_and_comparison(zoo):
+    doc = {"tag": "a", "records": hand_records()}
+    table = zoo.render_table([doc])
+    line = {ln.split(" | ")[0].strip("| "): ln for ln in table.splitlines() if ln.startswith("| ")}
+    assert line["cls:hand/pass"].endswith("| pass |")
+    assert "**miss** ECE +0.045, acc -0.020, NLL +0.050" in line["cls:hand/miss"]
+    assert "**miss** C -0.010, Dcal p -0.020" in line["surv:hand/miss"]
+    assert "skipped" in line["cls:hand/skip"]
+    # side by side: a second tag whose bayesfuse passes everywhere
+    better = [dict(r, ece=0.01, nll=0.1, accuracy=0.99) if r.get("method") == "bayesfuse" and r["task"] ==
+              "classification" else r for r in hand_records()]
+    two = zoo.render_table([doc, {"tag": "b", "records": better}])
+    row = next(ln for ln in two.splitlines() if ln.startswith("| cls:hand/miss"))
+    assert "bf[a] / bf[b]" in two and row.rstrip(" |").endswith("pass") and "**miss**" in row
+    assert np.isclose(float(row.split(" | ")[3].split(" / ")[1]), 0.99)   # accuracy of tag b in its column
