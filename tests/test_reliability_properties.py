@@ -83,16 +83,17 @@ def _check(data):
     for m, d in imp.draws.items():
         assert np.isfinite(d).all(), m
     assert list(post.mean_probs("subtype").index) == list(data.sample_ids)
+    return post.n_patients
 
 
 @settings(max_examples=FAST, **COMMON)
 @given(cohorts())
 def test_random_cohorts_fast(data):
-    _check(data)
+    assert _check(data) == data.n_samples
 
 
 @pytest.mark.slow
 @settings(max_examples=LONG, **COMMON)
 @given(cohorts())
 def test_random_cohorts_long(data):
-    _check(data)
+    assert _check(data) == data.n_samples

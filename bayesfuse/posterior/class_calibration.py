@@ -174,11 +174,10 @@ class ClassCalibration:
         out = np.full(presence.shape[0], self.pooled, dtype=float)
         if not self.temperatures:
             return out
-        keys = np.array([pattern_key([m for m, b in zip(self.modalities, row) if b]) for row in presence],
-                        dtype=object)
-        for key, t in self.temperatures.items():
-            out[keys == key] = t
-        return out
+        rows, inverse = np.unique(presence, axis=0, return_inverse=True)   # one key per distinct pattern
+        per_row = np.array([self.temperatures.get(pattern_key([m for m, b in zip(self.modalities, r) if b]),
+                                                  self.pooled) for r in rows], dtype=float)
+        return per_row[inverse.reshape(-1)]
 
     def apply(self, probs: np.ndarray, presence: np.ndarray) -> np.ndarray:
         """Tempered draws ``softmax(log p_s / T_i)``, shape (S, n, C), as float64.
