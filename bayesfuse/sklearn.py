@@ -12,9 +12,10 @@ text + safetensors bytes (:func:`bayesfuse.model.persistence.model_to_bytes`), n
 objects; ``__setstate__`` rebuilds it without executing code.
 
 Predictions are Monte-Carlo posterior-predictive averages over ``num_samples`` draws seeded by
-``random_state``: the same rows in the same order give the same numbers, but a patient's draws
-depend on its row position (noise is drawn in blocks of patients), so a subset or a permutation of
-the rows gives estimates that differ at the Monte-Carlo error (about ``1/sqrt(num_samples)``).
+``random_state``, made with common random numbers (``FusionModel.predict(shared_noise=True)``: one
+noise vector per draw, shared by every row), so a row's prediction depends only on that row: a
+subset or a permutation of the rows gives the same numbers row for row (up to float rounding of
+the batched encoder).
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ class _FusionBase(BaseEstimator):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NoModalityWarning)
             return self.model_.predict(data, num_samples=self.num_samples, seed=getattr(self, "_seed", 0),
-                                       return_latent=False)
+                                       return_latent=False, shared_noise=True)
 
     def latent(self, X) -> np.ndarray:
         """Posterior mean of ``z`` per row, shape (n_samples, latent_dim)."""
@@ -287,7 +288,10 @@ class FusionSurvival(_FusionBase):
 
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None.")
+        _validate(self, X, reset=True)   # X errors first (empty, 1-D, complex, sparse ...)
         event, time = self._event_time(y)
+        if len(time) != _num_samples(X):
+            raise ValueError(f"X and y have inconsistent numbers of samples ({_num_samples(X)} and {len(time)}).")
         if not (np.isfinite(event).all() and np.isfinite(time).all()):
             raise ValueError("y contains NaN or inf event indicators / times; every row needs both.")
         data = self._data(X, pd.DataFrame({"time": time, "event": event}), reset=True)
@@ -302,6 +306,7 @@ class FusionSurvival(_FusionBase):
 
     def predict(self, X) -> np.ndarray:
         """Risk score per row, shape (n_samples,): ``-log`` of the posterior-mean ``S(horizon_ | x)``."""
+        check_is_fitted(self, "model_")
         s = self.predict_survival_function(X, [self.horizon_])[:, 0]
         return -np.log(np.clip(s, 1e-300, None))
 

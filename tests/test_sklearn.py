@@ -19,21 +19,44 @@ from bayesfuse.sklearn import FusionClassifier, FusionSurvival
 # Tiny fits: a few epochs of a 2-d latent model (blobs in check_classifiers_train reach > 0.9 accuracy).
 FAST = dict(max_epochs=10, hidden=16, latent_dim=2, num_samples=20, lr=3e-2, batch_size=32, kl_warmup_epochs=2)
 
-# Checks that cannot apply, each with its reason (they are run and expected to fail).
-EXPECTED_FAILED = {
-    "check_methods_subset_invariance": (
-        "Monte-Carlo posterior predictive: a patient's noise draws depend on its row position (drawn in blocks "
-        "of patients), so a subset of the rows gets different draws; estimates agree only to ~1/sqrt(num_samples)."),
-    "check_methods_sample_order_invariance": (
-        "same reason: permuting the rows permutes which noise each patient's draws use."),
-}
 
 
-@parametrize_with_checks([FusionClassifier(**FAST)], expected_failed_checks=lambda est: EXPECTED_FAILED)
+class _SurvivalCheckTarget(FusionSurvival):
+    """FusionSurvival for the generic estimator checks, which pass a 1-D class / regression ``y``: it is
+    read as observed event times ``1 + y - min(y)`` (every event observed). Everything else (X validation,
+    fit, predict, score, pickling, tags) is FusionSurvival's own."""
+
+    @staticmethod
+    def _event_time(y):
+        arr = np.asarray(y)
+        if arr.ndim == 1 and not arr.dtype.names:
+            t = arr.astype(np.float64)
+            return np.ones(len(t)), 1.0 + t - t.min()
+        return FusionSurvival._event_time(y)
+
+
+# Every check of check_estimator runs (none expected to fail); check_array_api_input skips itself
+# unless SCIPY_ARRAY_API=1 is set.
+@parametrize_with_checks([FusionClassifier(**FAST), _SurvivalCheckTarget(**FAST)])
 def test_sklearn_compatible(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         check(estimator)
+
+
+def test_shared_noise_makes_rows_independent_of_the_batch():
+    """Common random numbers: a row's draws depend only on that row (subset / permutation invariance);
+    negative control: the default per-patient noise does depend on the row position."""
+    X, y = _blocks(n=60)
+    clf = FusionClassifier(modalities=MODS, **FAST).fit(X, y)
+    data = clf._data(X, None, reset=False)
+    sub = data.subset(ids=list(data.sample_ids[::-3]))          # a reversed subset
+    pos = [list(data.sample_ids).index(i) for i in sub.sample_ids]
+    for shared, close in ((True, True), (False, False)):
+        full = clf.model_.predict(data, num_samples=20, seed=1, shared_noise=shared).probs("y")
+        part = clf.model_.predict(sub, num_samples=20, seed=1, shared_noise=shared).probs("y")
+        assert np.allclose(full[:, pos], part, rtol=0, atol=1e-6) is close
+    np.testing.assert_allclose(clf.predict_proba(X.iloc[::-3]), clf.predict_proba(X)[::-3], rtol=0, atol=1e-7)
 
 
 def _blocks(n=120, seed=0):
