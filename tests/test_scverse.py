@@ -210,6 +210,21 @@ def test_tidy_frames_match_arrays(cohort):
     np.testing.assert_array_equal(frame[("survival", "survival_mean")].columns.to_numpy(dtype=float), times)
     np.testing.assert_array_equal(post.survival_mean("survival", times).to_numpy(), s.mean(axis=0))
     np.testing.assert_array_equal(frame[("", "n_modalities", "")].to_numpy(), post.n_modalities.to_numpy())
+    np.testing.assert_array_equal(frame[("", "modality_weight")].to_numpy(), post.modality_weights().to_numpy())
+    np.testing.assert_array_equal(frame[("survival", "risk_mean")].to_numpy(),
+                                  post.risk("survival", times).mean(axis=0))
+    med = post.median_survival("survival")
+    np.testing.assert_array_equal(frame[("survival", "median_survival", "median")].to_numpy(),
+                                  np.quantile(med, 0.5, axis=0))
+    tau = float(times[-1])
+    rm = post.restricted_mean_survival("survival", tau)
+    rframe = post.to_frame(prob=0.8, tau=tau)[("survival", "rmst")]
+    np.testing.assert_array_equal(rframe["mean"].to_numpy(), rm.mean(axis=0))
+    tail = (1 - 0.8) / 2   # the tail probability as the summaries compute it (0.09999999999999998, not 0.1)
+    np.testing.assert_array_equal(rframe[["lower", "upper"]].to_numpy().T, np.quantile(rm, [tail, 1 - tail], axis=0))
+    assert ("survival", "rmst", "mean") not in frame.columns      # only with tau=
+    r_lo, _ = post.risk_interval("survival", times, 0.8)
+    np.testing.assert_array_equal(r_lo.to_numpy(), np.quantile(post.risk("survival", times), [tail, 1 - tail], axis=0)[0])
     # MuData / AnnData exports
     mdata = post.to_mudata()
     np.testing.assert_array_equal(mdata["subtype"].X, post.probs("subtype").mean(axis=0))
@@ -227,6 +242,19 @@ def test_tidy_frames_match_arrays(cohort):
     np.testing.assert_array_equal(a.X, imp.to_frames()["protein"].to_numpy())
     np.testing.assert_array_equal(a.layers["std"], imp.std("protein").to_numpy())
     assert set(imp.to_mudata().mod) == set(imp.modalities)
+    iframe = imp.to_frame(prob=0.8)
+    assert list(iframe.index) == list(test.sample_ids)
+    for m in imp.modalities:
+        draws = imp[m]
+        np.testing.assert_array_equal(iframe[(m, "mean")].to_numpy(), draws.mean(axis=0))
+        np.testing.assert_array_equal(iframe[(m, "std")].to_numpy(), draws.std(axis=0))
+        lo, hi = np.quantile(draws, [tail, 1 - tail], axis=0)
+        np.testing.assert_array_equal(iframe[(m, "lower")].to_numpy(), lo)
+        np.testing.assert_array_equal(iframe[(m, "upper")].to_numpy(), hi)
+        np.testing.assert_array_equal(iframe[(m, "value")].to_numpy(), imp.to_frames()[m].to_numpy())
+        np.testing.assert_array_equal(iframe[(m, "observed")].to_numpy(), imp.observed_mask[m])
+        assert list(iframe[(m, "mean")].columns) == imp.features(m)
+        assert ((m, "probability") in iframe.columns) == (m in imp.probabilities)
 
 
 def test_cli_fit_predict_h5mu(cohort, tmp_path):

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayesfuse.data.source import BackedModality
+from bayesfuse.data.source import BackedModality, check_numeric, check_unique_ids
 from bayesfuse.exceptions import DataError
 
 __all__ = ["from_anndata", "from_mudata", "read_h5mu"]
@@ -52,7 +52,8 @@ def _plain(obs: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _matrix(name: str, adata, layer: str | None):
+def _matrix(name: str, adata, layer: str | None) -> tuple[Any, str]:
+    """The matrix to read (``.X`` or ``layers[layer]``) and where it is, for error messages."""
     if layer is None:
         X = adata.X
         where = ".X"
@@ -64,7 +65,7 @@ def _matrix(name: str, adata, layer: str | None):
         where = f".layers[{layer!r}]"
     if X is None:
         raise DataError(f"Modality {name!r} has no {where} matrix; pass layer= to read a layer.")
-    return X
+    return X, where
 
 
 def _is_backed_matrix(X: Any) -> bool:
@@ -73,13 +74,19 @@ def _is_backed_matrix(X: Any) -> bool:
 
 def _modality_table(name: str, adata, layer: str | None):
     """One AnnData as a sample x feature float64 DataFrame, or a BackedModality if it is backed."""
-    X = _matrix(name, adata, layer)
+    X, where = _matrix(name, adata, layer)
     ids, feats = adata.obs_names, adata.var_names
+    check_unique_ids(name, pd.Index(ids.map(str)))
+    check_numeric(name, getattr(X, "dtype", None), where)
     if getattr(adata, "isbacked", False) and _is_backed_matrix(X):
         return BackedModality(X, ids, feats, owner=adata, name=name)
     if hasattr(X, "toarray"):   # scipy sparse (implicit entries are zeros)
         X = X.toarray()
-    values = np.asarray(X, dtype=np.float64)
+    try:
+        values = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError) as exc:   # e.g. a list-like matrix without a dtype
+        raise DataError(f"Modality {name!r}: {where} could not be read as numbers ({exc}); convert it to a "
+                        "float matrix or pass layer= to read a numeric layer.") from exc
     return pd.DataFrame(values, index=pd.Index(ids.map(str), name="sample_id"), columns=pd.Index(feats.map(str)),
                         copy=False)
 
@@ -239,4 +246,8 @@ def read_h5mu(path: str | Path, backed: bool = False):
     path = Path(path)
     if not path.exists():
         raise DataError(f"MuData file {str(path)!r} does not exist.")
-    return md.read_h5mu(str(path), backed=backed)
+    try:
+        return md.read_h5mu(str(path), backed=backed)
+    except (OSError, ValueError, KeyError) as exc:   # not HDF5, truncated, or not a MuData layout
+        raise DataError(f"{str(path)!r} could not be read as a MuData .h5mu file ({exc}); check that it is "
+                        "complete and was written by mudata (mdata.write(path)).") from exc

@@ -22,7 +22,7 @@ import pandas as pd
 
 from bayesfuse.exceptions import DataError
 
-__all__ = ["BackedModality", "CHUNK_CELLS"]
+__all__ = ["BackedModality", "CHUNK_CELLS", "check_numeric", "check_unique_ids"]
 
 CHUNK_CELLS = 1 << 22  # cells per row chunk read from disk (32 MiB of float64)
 
@@ -32,6 +32,26 @@ def _to_dense(block: Any) -> np.ndarray:
     if hasattr(block, "toarray"):   # scipy sparse: implicit entries are zeros, not missing values
         block = block.toarray()
     return np.asarray(block, dtype=np.float64)
+
+
+def check_unique_ids(name: str, index: pd.Index) -> None:
+    """DataError naming the repeated ``obs_names`` of an AnnData modality (and the fix)."""
+    if index.has_duplicates:
+        dup = index[index.duplicated()].unique()[:5].tolist()
+        raise DataError(f"Modality {name!r} has duplicated sample ids (obs_names) {dup}; each sample must appear "
+                        "once. Aggregate or drop the repeats (adata = adata[~adata.obs_names.duplicated()]), or "
+                        "rename them with adata.obs_names_make_unique() if they are distinct samples.")
+
+
+def check_numeric(name: str, dtype: Any, where: str = ".X") -> None:
+    """DataError when a modality matrix holds text / objects instead of numbers (names the fix).
+
+    ``where`` is ``".X"`` / ``".layers['name']"`` (an AnnData attribute) or a plain description."""
+    if dtype is None or np.dtype(dtype).kind in "biuf":
+        return
+    fix = (f"convert it (e.g. adata{where} = adata{where}.astype(float)) or pass layer= to read a numeric layer"
+           if where.startswith(".") else "convert it to a numeric matrix")
+    raise DataError(f"Modality {name!r}: {where} has dtype {np.dtype(dtype)}, not numbers; {fix}.")
 
 
 class _ILoc:
@@ -76,6 +96,7 @@ class BackedModality:
         shape = tuple(matrix.shape)
         if len(shape) != 2:
             raise DataError(f"Modality {name!r}: the backed matrix must be 2-D (samples x features), got shape {shape}.")
+        check_numeric(name, getattr(matrix, "dtype", None), "the backed matrix")
         self._rows = np.arange(shape[0]) if _rows is None else np.asarray(_rows, dtype=np.int64)
         self._cols = np.arange(shape[1]) if _cols is None else np.asarray(_cols, dtype=np.int64)
         index = pd.Index(index)
@@ -175,10 +196,7 @@ class BackedModality:
         dropped (the sample does not have the modality).
         """
         m = self.name
-        if self.index.has_duplicates:
-            dup = self.index[self.index.duplicated()].unique()[:5].tolist()
-            raise DataError(f"Modality {m!r} has duplicated sample ids {dup}; each sample must appear once "
-                            "(AnnData: adata.obs_names_make_unique() or drop the repeats).")
+        check_unique_ids(m, self.index)
         if self.columns.has_duplicates:
             dup = self.columns[self.columns.duplicated()].unique()[:5].tolist()
             raise DataError(f"Modality {m!r} has duplicated feature names {dup}; rename them "

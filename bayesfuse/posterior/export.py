@@ -25,7 +25,7 @@ def _times(post, head: str, times):
     return post.default_times(head) if times is None else np.atleast_1d(np.asarray(times, dtype=np.float64))
 
 
-def posterior_frame(post, prob: float = 0.9, times=None) -> pd.DataFrame:
+def posterior_frame(post, prob: float = 0.9, times=None, tau: float | None = None) -> pd.DataFrame:
     """Every per-patient summary of ``post`` as one frame (see :meth:`Posterior.to_frame`)."""
     parts: dict[tuple[str, str], pd.DataFrame] = {}
     for h, spec in post.heads.items():
@@ -41,7 +41,11 @@ def posterior_frame(post, prob: float = 0.9, times=None) -> pd.DataFrame:
             lo, hi = post.survival_interval(h, t, prob)
             parts[(h, "survival_mean")] = post.survival_mean(h, t)
             parts[(h, "survival_lower")], parts[(h, "survival_upper")] = lo, hi
+            parts[(h, "risk_mean")] = post.risk_mean(h, t)
             parts[(h, "median_survival")] = post.median_survival_summary(h, prob).rename(columns=str)
+            if tau is not None:
+                parts[(h, "rmst")] = post.restricted_mean_survival_summary(h, tau, prob)
+    parts[("", "modality_weight")] = post.modality_weights()
     frames = []
     for (h, stat), df in parts.items():
         df = df.copy()

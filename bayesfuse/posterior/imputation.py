@@ -159,6 +159,30 @@ class Imputation:
             out[m] = self._frame(mean, m)
         return out
 
+    def to_frame(self, modalities: list[str] | str | None = None, prob: float = 0.9) -> pd.DataFrame:
+        """Every per-patient summary of the imputed modalities in one frame indexed by sample id.
+
+        Columns are a ``(modality, stat, feature)`` MultiIndex; each ``frame[(m, stat)]`` block equals
+        the matching method: ``value`` (:meth:`to_frames`, the completed table), ``mean``, ``std``,
+        ``lower`` / ``upper`` (:meth:`interval` at ``prob``), ``observed`` (bool) and, for a Bernoulli
+        modality, ``probability``.
+        """
+        mods = self.modalities if modalities is None else [modalities] if isinstance(modalities, str) \
+            else list(modalities)
+        completed = self.to_frames()
+        blocks = {}
+        for m in mods:
+            lo, hi = self.interval(m, prob)
+            stats = {"value": completed[self._check(m)], "mean": self.mean(m), "std": self.std(m),
+                     "lower": lo, "upper": hi, "observed": self.observed(m)}
+            if m in self.probabilities:
+                stats["probability"] = self.probability(m)
+            for stat, df in stats.items():
+                blocks[(m, stat)] = df
+        out = pd.concat(blocks, axis=1, names=["modality", "stat", "feature"])
+        out.index = self._index()
+        return out
+
     def to_anndata(self, modality: str, prob: float = 0.9):
         """One imputed modality as an AnnData (patients x features): ``X`` = the completed table of
         :meth:`to_frames`, ``layers`` = ``mean``, ``std``, ``lower``, ``upper`` (central ``prob``
