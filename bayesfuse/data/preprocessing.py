@@ -189,14 +189,7 @@ class ModalityTransform:
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN column: handled below
             center = _column_reduce(values, lambda v: np.nanmean(v, axis=0), lik, log1p, lib, kept)
             scale = _column_reduce(values, lambda v: np.nanstd(v, axis=0), lik, log1p, lib, kept)
-        empty = [cols[k] for k in kept[np.isnan(center)]]
-        if empty:
-            warnings.warn(f"Modality {name!r}: {len(empty)} feature column(s) are entirely NaN in the training data "
-                          f"(e.g. {empty[:5]}); they carry no information and the model cannot learn them "
-                          f"(imputations of them are not meaningful). Drop them with "
-                          f"data.drop_features({{{name!r}: [...]}}).", DataWarning, stacklevel=3)
-        center = np.nan_to_num(center)
-        scale = np.where(np.isfinite(scale) & (scale > 1e-8), scale, 1.0)
+        center, scale = _finish_center_scale(name, cols, kept, center, scale, stacklevel=4)
         return cls(name=name, likelihood=lik, features=[cols[k] for k in kept],
                    train_columns=cols, center=center, scale=scale, log1p=log1p[keep], n_train=int(df.shape[0]),
                    library_median=library_median)
@@ -278,6 +271,19 @@ class ModalityTransform:
                    scale=np.asarray(arrays["scale"], dtype=np.float64),
                    log1p=np.asarray(arrays["log1p"]).astype(bool), n_train=int(cfg.get("n_train", 0)),
                    library_median=float(cfg.get("library_median", 1.0)))
+
+
+def _finish_center_scale(name: str, cols: list, kept: np.ndarray, center: np.ndarray, scale: np.ndarray,
+                         stacklevel: int) -> tuple[np.ndarray, np.ndarray]:
+    """Warn about kept columns that are entirely NaN (``center`` NaN), then make ``center`` finite and
+    ``scale`` positive (1 where a column is constant or empty). Shared by the in-memory and streamed fits."""
+    empty = [cols[k] for k in kept[np.isnan(center)]]
+    if empty:
+        warnings.warn(f"Modality {name!r}: {len(empty)} feature column(s) are entirely NaN in the training data "
+                      f"(e.g. {empty[:5]}); they carry no information and the model cannot learn them "
+                      f"(imputations of them are not meaningful). Drop them with "
+                      f"data.drop_features({{{name!r}: [...]}}).", DataWarning, stacklevel=stacklevel)
+    return np.nan_to_num(center), np.where(np.isfinite(scale) & (scale > 1e-8), scale, 1.0)
 
 
 def _encoder_space(values: np.ndarray, likelihood: str, log1p: np.ndarray,

@@ -29,9 +29,10 @@ from bayesfuse.data.preprocessing import (
     DEFAULT_MAX_COUNT_FEATURES,
     LIKELIHOODS,
     _encoder_space,
+    _finish_center_scale,
 )
 from bayesfuse.data.source import BackedModality
-from bayesfuse.exceptions import DataError, DataWarning
+from bayesfuse.exceptions import DataError
 
 __all__ = ["fit_streaming"]
 
@@ -169,13 +170,6 @@ def fit_streaming(cls, name: str, src: BackedModality, likelihood: str = "auto",
     library_median = float(max(np.median(lib_kept), 1.0)) if counts else 1.0
     center = stats.nanmean()
     scale = np.sqrt(stats.var())
-    empty = [cols[k] for k in kept[np.isnan(center)]]
-    if empty:
-        warnings.warn(f"Modality {name!r}: {len(empty)} feature column(s) are entirely NaN in the training data "
-                      f"(e.g. {empty[:5]}); they carry no information and the model cannot learn them "
-                      f"(imputations of them are not meaningful). Drop them with "
-                      f"data.drop_features({{{name!r}: [...]}}).", DataWarning, stacklevel=4)
-    center = np.nan_to_num(center)
-    scale = np.where(np.isfinite(scale) & (scale > 1e-8), scale, 1.0)
+    center, scale = _finish_center_scale(name, cols, kept, center, scale, stacklevel=5)
     return cls(name=name, likelihood=lik, features=[cols[k] for k in kept], train_columns=cols, center=center,
                scale=scale, log1p=log1p[keep], n_train=int(n), library_median=library_median)

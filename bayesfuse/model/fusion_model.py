@@ -383,6 +383,7 @@ class FusionModel:
                               "n_train": len(train_ids), "n_validation": len(val_ids),
                               "validation_ids": [str(i) for i in val_ids]}
         self._finish_bayesian(train_store, seed)
+        del train_store, val_store, result   # free the training tensors before calibration builds its own
         if calibrate and len(val_ids):
             self.calibrate(data.subset(ids=val_ids), seed=seed)
         return self
