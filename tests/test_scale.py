@@ -110,6 +110,7 @@ def test_store_of_ids_equals_store_of_subset():
     assert not torch.equal(other.encoder_input["expr"], model._store(data, True, ids=ids).encoder_input["expr"])
 
 
+@pytest.mark.filterwarnings("ignore:`torch.distributed.reduce_op` is deprecated:FutureWarning")   # gc walk touches it
 def test_fit_frees_the_training_store_before_calibration(monkeypatch):
     """Post-fit class calibration builds stores of its own; the training tensors must be released first,
     or they add to the peak memory of a large (backed) cohort (benchmarks/backed_scale.py)."""
