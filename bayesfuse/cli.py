@@ -211,7 +211,7 @@ def cmd_demo(args) -> int:
     with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
         print("bayesfuse demo: simulated 4-modality cohort (20% of modalities missing at random), "
               "800 training and 1,200 test patients")
-        print(table)
+        print(table.to_string())   # every column (a plain print elides the middle ones, ECE among them)
     print(f"report written to {args.out}/ (metrics.csv, metrics.json, predictions.csv, *.png)")
     return 0
 

@@ -69,7 +69,7 @@ from bayesfuse.calibration import (  # noqa: E402
     subset_posterior,
 )
 from bayesfuse.evaluation.tuning import select_head_weight  # noqa: E402
-from bayesfuse.model.ood import reconstruction_elbo  # noqa: E402
+from bayesfuse.model.ood_scores import reconstruction_elbo  # noqa: E402
 from bayesfuse.posterior import JointScore, LatentMahalanobis, PatientScores, Posterior  # noqa: E402
 
 warnings.simplefilter("ignore", CalibrationWarning)

@@ -75,12 +75,12 @@ MODS = {"mrna": ["m0", "m1", "m2"], "protein": ["p0", "p1", "p2"]}
 
 def test_dataframe_blocks_missing_modalities_and_pickle(tmp_path):
     X, y = _blocks()
-    clf = FusionClassifier(modalities=MODS, **FAST).fit(X, y)
+    clf = FusionClassifier(modalities=MODS, **{**FAST, "max_epochs": 20}).fit(X, y)   # 10 epochs: ~0.65
     assert list(clf.classes_) == ["a", "b", "c"]
     assert clf.model_.modalities == ["mrna", "protein"]
     p = clf.predict_proba(X)
     assert p.shape == (len(X), 3) and np.allclose(p.sum(1), 1)
-    assert (clf.predict(X) == y).mean() > 0.7
+    assert (clf.predict(X) == y).mean() > 0.85
     # rows that all lack a modality: scored from the others (only-NaN block at predict time)
     Xm = X.copy()
     Xm[MODS["protein"]] = np.nan

@@ -179,25 +179,70 @@ class MultiModalData:
                      layer: str | Mapping[str, str | None] | None = None, name: str | None = None) -> MultiModalData:
         """Build from one AnnData per modality (needs ``anndata``: ``pip install bayesfuse[scverse]``).
 
-        ``.X`` (or ``layers[layer]``) = values, ``var_names`` = features, ``obs_names`` = sample ids;
-        targets from ``obs=`` (e.g. a clinical DataFrame) or the AnnDatas' own ``obs``. A backed AnnData
-        (``backed="r"``) stays on disk and is read in row chunks. See
-        :func:`bayesfuse.data.scverse.from_anndata` for every parameter.
-        """
-        from bayesfuse.data.scverse import from_anndata  # noqa: PLC0415
+        Parameters
+        ----------
+        adatas : dict[str, anndata.AnnData]
+            Modality name -> AnnData (samples x features): ``.X`` (dense or scipy sparse; implicit
+            sparse entries are zeros) or ``layers[layer]`` = values, ``var_names`` = features,
+            ``obs_names`` = sample ids. In memory or backed (``anndata.read_h5ad(path, backed="r")``):
+            a backed matrix stays on disk (:class:`~bayesfuse.data.source.BackedModality`) and is read
+            in row chunks.
+        obs : pandas.DataFrame, optional
+            Sample table (index = sample ids), e.g. clinical data with ``subtype``, ``time``,
+            ``event``, ``split``. When given it defines the sample order and must list every sample.
+            Default: targets combined from the AnnDatas' own ``obs`` (first non-missing value in
+            modality order).
+        targets : list of str, optional
+            Columns to keep as targets (default: every column of ``obs``; with ``obs=None``, the
+            union of the per-modality ``obs`` columns).
+        layer : str or dict[str, str or None], optional
+            Read ``layers[layer]`` instead of ``.X`` (one name for all, or per modality).
+        name : str, optional
+            Cohort name.
 
-        return from_anndata(adatas, obs=obs, targets=targets, layer=layer, name=name)
+        Returns
+        -------
+        MultiModalData
+            A sample missing from a modality's ``obs_names`` lacks that modality.
+        """
+        from bayesfuse.data.scverse import anndata_tables  # noqa: PLC0415
+
+        mods, tg = anndata_tables(adatas, obs=obs, targets=targets, layer=layer)
+        return cls(mods, targets=tg, name=name, copy=False)   # frames built by the reader: no second copy
 
     @classmethod
     def from_mudata(cls, mdata, targets: Sequence[str] | None = None,
                     layer: str | Mapping[str, str | None] | None = None, modalities: Sequence[str] | None = None,
                     name: str | None = None) -> MultiModalData:
-        """Build from a MuData (or an ``.h5mu`` path): ``mdata.mod`` = modalities, targets from ``mdata.obs``
-        (global or ``"<mod>:<column>"`` per-modality columns); samples missing from a modality lack it.
-        See :func:`bayesfuse.data.scverse.from_mudata`."""
-        from bayesfuse.data.scverse import from_mudata  # noqa: PLC0415
+        """Build from a MuData (``mdata.mod`` = modalities; needs ``pip install bayesfuse[scverse]``).
 
-        return from_mudata(mdata, targets=targets, layer=layer, modalities=modalities, name=name)
+        Parameters
+        ----------
+        mdata : mudata.MuData or str or Path
+            In memory, backed (``mudata.read_h5mu(path, backed=True)``: every ``.X`` stays on disk), or
+            a path to an ``.h5mu`` file (read in memory; :func:`bayesfuse.data.scverse.read_h5mu` reads
+            it backed).
+        targets : list of str, optional
+            Target columns, looked up in the global ``mdata.obs`` first, then as per-modality columns
+            (``"<mod>:<column>"`` in ``mdata.obs`` or ``mdata[mod].obs[column]``), combined over
+            modalities. Default: every global ``obs`` column (the ``"<mod>:"``-prefixed copies left out).
+        layer : str or dict[str, str or None], optional
+            Read ``layers[layer]`` instead of ``.X`` (one name for all, or per modality).
+        modalities : list of str, optional
+            Modalities to read (default: all, in ``mdata.mod`` order).
+        name : str, optional
+            Cohort name.
+
+        Returns
+        -------
+        MultiModalData
+            Samples in ``mdata.obs_names`` order (the union over modalities: a sample missing from a
+            modality lacks it).
+        """
+        from bayesfuse.data.scverse import mudata_tables  # noqa: PLC0415
+
+        mods, tg = mudata_tables(mdata, targets=targets, layer=layer, modalities=modalities)
+        return cls(mods, targets=tg, name=name, copy=False)
 
     @classmethod
     def read_dir(cls, path: str | Path, modalities: Sequence[str] | None = None,

@@ -1,4 +1,5 @@
-"""Readers of scverse containers: AnnData per modality, or one MuData, into :class:`MultiModalData`.
+"""Readers of scverse containers: AnnData per modality, or one MuData, into the modality tables and targets of
+:class:`~bayesfuse.data.multimodal.MultiModalData` (``from_anndata`` / ``from_mudata`` build it from them).
 
 ``anndata`` / ``mudata`` are optional (``pip install bayesfuse[scverse]``) and imported only here,
 only when called. Conventions:
@@ -8,7 +9,7 @@ only when called. Conventions:
   NaN cells are missing values);
 * a sample present in only some modalities is absent from the others (the missing-modality path);
 * targets come from an ``obs`` table: the MuData's global ``obs``, the ``obs=`` frame passed to
-  :func:`from_anndata`, or per-modality ``obs`` columns (MuData's ``"<mod>:<column>"`` or each AnnData's
+  :meth:`MultiModalData.from_anndata`, or per-modality ``obs`` columns (MuData's ``"<mod>:<column>"`` or each AnnData's
   own ``obs``), combined over modalities (first non-missing value in modality order);
 * a **backed** AnnData (``anndata.read_h5ad(path, backed="r")``, ``mudata.read_h5mu(path, backed=True)``)
   stays on disk: its ``.X`` becomes a :class:`~bayesfuse.data.source.BackedModality` read in row chunks
@@ -27,7 +28,7 @@ import pandas as pd
 from bayesfuse.data.source import BackedModality, check_numeric, check_unique_ids
 from bayesfuse.exceptions import DataError
 
-__all__ = ["from_anndata", "from_mudata", "read_h5mu"]
+__all__ = ["anndata_tables", "mudata_tables", "read_h5mu"]
 
 
 def _require(module: str):
@@ -126,34 +127,18 @@ def _infer(col: pd.Series) -> pd.Series:
     return col
 
 
-def from_anndata(adatas: Mapping[str, Any], obs: pd.DataFrame | None = None,
-                 targets: Sequence[str] | None = None, layer: str | Mapping[str, str | None] | None = None,
-                 name: str | None = None):
-    """Build :class:`MultiModalData` from one AnnData per modality.
-
-    Parameters
-    ----------
-    adatas : dict[str, anndata.AnnData]
-        Modality name -> AnnData (samples x features). In-memory or backed (``backed="r"``):
-        a backed ``.X`` stays on disk (:class:`~bayesfuse.data.source.BackedModality`).
-    obs : pandas.DataFrame, optional
-        Sample table (index = sample ids), e.g. clinical data with ``subtype``, ``time``,
-        ``event``, ``split``. When given it defines the sample order and must list every sample.
-        Default: targets combined from the AnnDatas' own ``obs``.
-    targets : list of str, optional
-        Columns to keep as targets (default: every column of ``obs``; with ``obs=None``, the
-        union of the per-modality ``obs`` columns).
-    layer : str or dict[str, str or None], optional
-        Read ``layers[layer]`` instead of ``.X`` (one name for all, or per modality).
-    name : str, optional
-        Cohort name.
+def anndata_tables(adatas: Mapping[str, Any], obs: pd.DataFrame | None = None,
+                   targets: Sequence[str] | None = None, layer: str | Mapping[str, str | None] | None = None
+                   ) -> tuple[dict[str, pd.DataFrame | BackedModality], pd.DataFrame]:
+    """Modality tables and targets of one AnnData per modality (see :meth:`MultiModalData.from_anndata`).
 
     Returns
     -------
-    MultiModalData
+    modalities : dict[str, pandas.DataFrame or BackedModality]
+        Samples x features per modality (a backed ``.X`` stays on disk).
+    targets : pandas.DataFrame
+        Indexed by ``sample_id``.
     """
-    from bayesfuse.data.multimodal import MultiModalData
-
     if not isinstance(adatas, Mapping) or not adatas:
         raise DataError("from_anndata expects a non-empty dict {modality name: AnnData}.")
     mods, per_mod = {}, {}
@@ -180,7 +165,7 @@ def from_anndata(adatas: Mapping[str, Any], obs: pd.DataFrame | None = None,
             targets = list(dict.fromkeys(str(c) for o in per_mod.values() for c in o.columns))
         tg = _select_targets(pd.DataFrame(index=ids), per_mod, targets, ids)
     tg.index.name = "sample_id"
-    return MultiModalData(mods, targets=tg, name=name, copy=False)   # frames built here: no second copy
+    return mods, tg
 
 
 def _known(cols: list[str], table: pd.DataFrame) -> list[str]:
@@ -190,34 +175,11 @@ def _known(cols: list[str], table: pd.DataFrame) -> list[str]:
     return cols
 
 
-def from_mudata(mdata, targets: Sequence[str] | None = None, layer: str | Mapping[str, str | None] | None = None,
-                modalities: Sequence[str] | None = None, name: str | None = None):
-    """Build :class:`MultiModalData` from a MuData (``mdata.mod`` = modalities).
-
-    Parameters
-    ----------
-    mdata : mudata.MuData or str or Path
-        In memory, backed (``mudata.read_h5mu(path, backed=True)``: every ``.X`` stays on disk), or a
-        path to an ``.h5mu`` file (read in memory; see :func:`read_h5mu` for backed reading).
-    targets : list of str, optional
-        Target columns, looked up in the global ``mdata.obs`` first, then as per-modality columns
-        (``"<mod>:<column>"`` in ``mdata.obs`` or ``mdata[mod].obs[column]``), combined over modalities.
-        Default: every global ``obs`` column (the ``"<mod>:"``-prefixed copies are left out).
-    layer : str or dict[str, str or None], optional
-        Read ``layers[layer]`` instead of ``.X``.
-    modalities : list of str, optional
-        Modalities to read (default: all, in ``mdata.mod`` order).
-    name : str, optional
-        Cohort name.
-
-    Returns
-    -------
-    MultiModalData
-        Samples in ``mdata.obs_names`` order (the union over modalities: a sample missing from a
-        modality lacks it).
-    """
-    from bayesfuse.data.multimodal import MultiModalData
-
+def mudata_tables(mdata, targets: Sequence[str] | None = None, layer: str | Mapping[str, str | None] | None = None,
+                  modalities: Sequence[str] | None = None
+                  ) -> tuple[dict[str, pd.DataFrame | BackedModality], pd.DataFrame]:
+    """Modality tables and targets of a MuData or ``.h5mu`` path (see :meth:`MultiModalData.from_mudata`);
+    returns ``(modalities, targets)`` as :func:`anndata_tables`, samples in ``mdata.obs_names`` order."""
     if isinstance(mdata, (str, Path)):
         mdata = read_h5mu(mdata)
     if not hasattr(mdata, "mod"):
@@ -237,7 +199,7 @@ def from_mudata(mdata, targets: Sequence[str] | None = None, layer: str | Mappin
     obs = pd.DataFrame(mdata.obs).set_axis(ids, axis=0)
     tg = _select_targets(obs, per_mod, targets, ids)
     tg.index.name = "sample_id"
-    return MultiModalData(mods, targets=tg, name=name, copy=False)
+    return mods, tg
 
 
 def read_h5mu(path: str | Path, backed: bool = False):

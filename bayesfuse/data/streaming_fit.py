@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 
-from bayesfuse.data.preprocessing import (
+from bayesfuse.data._transform_rules import (
     _COUNT_MIN_FEATURES,
     _COUNT_MIN_LIBRARY,
     _SKEW_LOG1P,

@@ -23,14 +23,16 @@ from bayesfuse.data.multimodal import MultiModalData
 from bayesfuse.data.preprocessing import ModalityTransform
 from bayesfuse.exceptions import ArgumentError, DataError, InputTypeError, NoModalityWarning, NotFittedError
 from bayesfuse.heads import Categorical, Head, make_head
+from bayesfuse.model.advanced import AdvancedConfig
 from bayesfuse.model.fit_reliability import fit_reliability_options
 from bayesfuse.model.targets import encode_targets, fit_head_spec
 from bayesfuse.module.batch import TensorStore
 from bayesfuse.module.fusion_module import FusionModule
-from bayesfuse.module.heads import build_head_module, temper_probs
+from bayesfuse.module.head_factory import build_head_module
+from bayesfuse.module.heads import temper_probs
 from bayesfuse.posterior.imputation import Imputation
 from bayesfuse.posterior.posterior import Posterior
-from bayesfuse.train.svi import TrainConfig, train_svi
+from bayesfuse.train.svi import MONITORS, TrainConfig, train_svi
 
 __all__ = ["FusionModel"]
 
@@ -86,31 +88,9 @@ class FusionModel:
         Prior standard deviation of every Bayesian weight. Default 1.0, chosen by 4-fold
         cross-validation on the training splits of tcga_gbmlgg and tcga_rare6 (mean CV NLL 0.096
         vs 0.102 for prior sd 3; sd 3 makes rare errors confidently wrong, docs/bayesian.md).
-    head_guide : {"fullrank", "lowrank", "meanfield"}
-        Variational family of the head weights. ``"fullrank"`` (default): on the NUTS reference
-        of docs/bayesian.md mean-field under-disperses the correlated softmax weights (sd ratio
-        0.31-0.49, k-hat 1.2) and rank-4 still misses one direction; full-rank passes.
-    guide_rank : int
-        Rank of the low-rank head guide.
-    encoder_layers : {"last", "all"}
-        With Bayesian encoders: only each encoder's (and, in ``"all"``, decoder's) output layer
-        is Bayesian (default; cheap to train and to predict) or every linear layer.
-    head_refit_steps : int
-        After SVI, the Bayesian head guides are refitted for this many Adam steps to the head
-        posterior given the fitted latent guide (:func:`bayesfuse.module.head_refit.refit_head_posterior`):
-        early stopping ends the joint fit long before a full-rank guide started at sd 0.01
-        converges. 0 switches the refit off.
-    survival_refit : {"none", "laplace", "laplace_mode", "meanfield"}
-        Post-fit refit of each survival head's parameter guide (every ``bayesian`` mode; the
-        survival head is always Bayesian), :mod:`bayesfuse.module.survival_refit`: the joint fit
-        leaves its sds near their initial 0.02. ``"laplace"``: full-rank Gaussian with the trained
-        guide mean and the Laplace covariance of the head posterior given the fitted latent
-        guide; ``"laplace_mode"``: the same centred at the posterior mode; ``"meanfield"``: SVI of
-        the mean-field guide (cannot represent the posterior, kept for comparison); ``"none"``:
-        no refit (the joint fit's guide, whose per-piece sds were 4-20x below a NUTS reference).
-        Default ``"laplace"``: its sds match NUTS (ratio 0.94-1.08 per piece), and on validation
-        (5 cohorts x 3 splits) C, IBS, D-calibration and predictive KM coverage were no worse
-        (docs/survival.md, "Post-fit refit"). Costs 1-3 s per fit (6-14 s on SUPPORT, 9k patients).
+    advanced : AdvancedConfig, optional
+        Expert options no default changes (head guide family, Bayesian encoder layers, post-fit
+        refits of the head posteriors): :class:`bayesfuse.AdvancedConfig`.
 
     Attributes
     ----------
@@ -119,7 +99,8 @@ class FusionModel:
     heads : dict[str, Head]
         Head specifications with fitted class labels / time grids.
     history_ : pandas.DataFrame
-        Per-epoch ``train_loss``, ``val_loss`` (negative ELBO, nats per patient), ``kl_scale``.
+        Per-epoch ``train_loss`` (negative ELBO, nats per patient), ``val_loss`` (the early-stopping
+        criterion, nats per patient: see ``fit(early_stopping=)``), ``kl_scale``.
     best_epoch_, fit_seconds_, stopped_early_ : set by :meth:`fit`.
     diagnostics_ : bayesfuse.diagnostics.VIDiagnostics or None
         After :meth:`fit` of a model with Bayesian heads: PSIS k-hat of the head-weight guide.
@@ -133,8 +114,7 @@ class FusionModel:
                  hidden: int = 128, likelihoods: Mapping[str, str] | None = None,
                  max_features: int | Mapping[str, int] | None = None, encoder_dropout: float = 0.1,
                  device: str = "auto", dtype: str = "float32", bayesian: str = "none", prior_scale: float = 1.0,
-                 head_guide: str = "fullrank", guide_rank: int = 4, encoder_layers: str = "last",
-                 head_refit_steps: int = 600, survival_refit: str = "laplace"):
+                 advanced: AdvancedConfig | None = None):
         if not isinstance(data, MultiModalData):
             raise InputTypeError("data must be a bf.MultiModalData (use MultiModalData.from_frames or read_dir).")
         if not data.modality_names:
@@ -144,8 +124,13 @@ class FusionModel:
         self.latent_dim = int(latent_dim)
         self.hidden = int(hidden)
         self.encoder_dropout = float(encoder_dropout)
-        self._set_bayesian(bayesian, prior_scale, head_guide, guide_rank, encoder_layers, head_refit_steps)
-        self._set_survival_refit(survival_refit)
+        adv = AdvancedConfig() if advanced is None else advanced
+        if not isinstance(adv, AdvancedConfig):
+            raise InputTypeError(f"advanced= must be a bf.AdvancedConfig, got {type(adv).__name__}; e.g. "
+                                 "advanced=bf.AdvancedConfig(survival_refit='none').")
+        self._set_bayesian(bayesian, prior_scale, adv.head_guide, adv.guide_rank, adv.encoder_layers,
+                           adv.head_refit_steps)
+        self._set_survival_refit(adv.survival_refit)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
         likelihoods = dict(likelihoods or {})
@@ -184,21 +169,22 @@ class FusionModel:
             raise ArgumentError("bayesian='mc_dropout' needs encoder_dropout > 0 (e.g. 0.1) and hidden > 0 "
                              "(a linear encoder has no dropout layer).")
         if head_guide not in GUIDE_FAMILIES:
-            raise ArgumentError(f"head_guide={head_guide!r}; use one of {GUIDE_FAMILIES}.")
+            raise ArgumentError(f"AdvancedConfig(head_guide={head_guide!r}); use one of {GUIDE_FAMILIES}.")
         if not float(prior_scale) > 0 or int(guide_rank) < 1:
-            raise ArgumentError(f"prior_scale={prior_scale} must be > 0 and guide_rank={guide_rank} >= 1.")
+            raise ArgumentError(f"prior_scale={prior_scale} must be > 0 and AdvancedConfig(guide_rank={guide_rank}) >= 1.")
         self.bayesian, self.prior_scale = bayesian, float(prior_scale)
         self.head_guide, self.guide_rank = head_guide, int(guide_rank)
         if encoder_layers not in ("last", "all") or int(head_refit_steps) < 0:
-            raise ArgumentError(f"encoder_layers={encoder_layers!r} must be 'last' or 'all' and "
-                             f"head_refit_steps={head_refit_steps} must be >= 0.")
+            raise ArgumentError(f"AdvancedConfig(encoder_layers={encoder_layers!r}) must be 'last' or 'all' and "
+                                f"AdvancedConfig(head_refit_steps={head_refit_steps}) must be >= 0.")
         self.encoder_layers, self.head_refit_steps = encoder_layers, int(head_refit_steps)
 
     def _set_survival_refit(self, survival_refit: str) -> None:
         from bayesfuse.module.survival_refit import SURVIVAL_REFITS  # noqa: PLC0415
 
         if survival_refit not in SURVIVAL_REFITS:
-            raise ArgumentError(f"survival_refit={survival_refit!r}; use one of {SURVIVAL_REFITS} ('none' = off).")
+            raise ArgumentError(f"AdvancedConfig(survival_refit={survival_refit!r}); use one of {SURVIVAL_REFITS} "
+                                "('none' = off).")
         self.survival_refit = survival_refit
 
     # ---------------------------------------------------------------- tensors
@@ -278,7 +264,7 @@ class FusionModel:
             validation_fraction: float = 0.1, patience: int = 30, kl_warmup_epochs: int = 30,
             modality_dropout: float = 0.25, num_particles: int = 1, weight_decay: float = 0.0,
             progress: bool = True, elbo: str = "fused", modality_dropout_mode: str = "both",
-            calibrate: bool = True, checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
+            calibrate: bool = True, early_stopping: str = "auto", checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
             resume: str | Path | None = None, max_retries: int = 3) -> FusionModel:
         """Fit by stochastic variational inference (Pyro ``Trace_ELBO``, Adam, minibatches).
 
@@ -313,6 +299,14 @@ class FusionModel:
             ``"fused"`` (default): the ELBO of the Pyro model/guide evaluated in one vectorised
             torch pass (same estimator as ``Trace_ELBO``, faster: docs/benchmarks.md); ``"trace"``: Pyro's
             ``Trace_ELBO`` itself.
+        early_stopping : {"auto", "heads", "elbo"}
+            Validation criterion for early stopping (and the ``val_loss`` column of ``history_``):
+            ``"heads"`` = the heads' posterior-predictive negative log-likelihood on the validation
+            patients (:func:`bayesfuse.train.svi.validation_head_nll`); ``"elbo"`` = their negative
+            ELBO (reconstruction + heads + KL). ``"auto"`` (default): ``"heads"`` when the model has
+            heads, else ``"elbo"``. Chosen on the cohort zoo (docs/model.md, "Early stopping"): the
+            ELBO is dominated by reconstructing thousands of features, so it stops when the decoders
+            start to over-fit uninformative features, before the heads have learnt.
         calibrate : bool
             After SVI, fit the post-hoc calibration map of every categorical head (a temperature
             per missingness pattern, :class:`bayesfuse.posterior.class_calibration.ClassCalibration`)
@@ -353,6 +347,12 @@ class FusionModel:
         if modality_dropout_mode not in ("both", "guide"):
             raise ArgumentError(f"modality_dropout_mode={modality_dropout_mode!r} is not supported; use 'both' "
                              "(hide a dropped modality from the guide and the likelihood) or 'guide' (guide only).")
+        if early_stopping not in ("auto", *MONITORS):
+            raise ArgumentError(f"early_stopping={early_stopping!r}; use 'auto', 'heads' (validation NLL of the "
+                                "heads) or 'elbo' (validation ELBO).")
+        monitor = ("heads" if self.heads else "elbo") if early_stopping == "auto" else early_stopping
+        if monitor == "heads" and not self.heads:
+            raise ArgumentError("early_stopping='heads' needs a model with heads; this one has none. Use 'elbo'.")
         gen = seed_everything(seed)
         pres = data.presence.to_numpy()
         has_any = pres.any(axis=1)
@@ -369,7 +369,7 @@ class FusionModel:
         config = TrainConfig(max_epochs=max_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                              kl_warmup_epochs=kl_warmup_epochs, patience=patience, num_particles=num_particles,
                              modality_dropout=modality_dropout, progress=progress, elbo=elbo,
-                             modality_dropout_mode=modality_dropout_mode,
+                             modality_dropout_mode=modality_dropout_mode, monitor=monitor,
                              min_epochs=min(max_epochs, kl_warmup_epochs + 10))
         result = train_svi(self.module, train_store, val_store, config, gen,
                            *fit_reliability_options(config, seed, validation_fraction, train_ids, val_ids,
@@ -645,7 +645,7 @@ class FusionModel:
             order, the model's features). Patients with no modality get prior-predictive draws
             and are flagged (``Imputation.no_modality`` plus a :class:`NoModalityWarning`).
         """
-        from bayesfuse.model.imputation import impute  # noqa: PLC0415
+        from bayesfuse.model.impute import impute  # noqa: PLC0415
 
         _check_not_empty(data)
         return impute(self, data, modalities=modalities, num_samples=num_samples, seed=seed,
@@ -690,7 +690,7 @@ class FusionModel:
             The records fitted by this call (``slope`` (F,), ``spread``, ``mode``, ``cv_mse``,
             ``diagnostics``).
         """
-        from bayesfuse.model.imputation_calibration import calibrate_imputation  # noqa: PLC0415
+        from bayesfuse.model.calibrate_imputation import calibrate_imputation  # noqa: PLC0415
 
         return calibrate_imputation(self, data, modalities=modalities, mode=mode, level=level,
                                     num_samples=num_samples, seed=seed, min_patients=min_patients)

@@ -108,8 +108,14 @@ class Posterior:
         return list(spec.classes)  # type: ignore[attr-defined]
 
     def mean_probs(self, head: str) -> pd.DataFrame:
-        """Posterior-predictive class probabilities ``E[p(y | z, x)]``, one row per patient."""
-        return pd.DataFrame(self.probs(head).mean(axis=0), index=pd.Index(self.sample_ids, name="sample_id"),
+        """Posterior-predictive class probabilities ``E[p(y | z, x)]``, one row per patient.
+
+        Averaged in float64 and renormalised, so each row sums to 1 to float64 rounding (float32
+        draws averaged in float32 can drift by more than 1e-6, the metrics' tolerance).
+        """
+        mean = self.probs(head).mean(axis=0, dtype=np.float64)
+        mean /= mean.sum(axis=1, keepdims=True)
+        return pd.DataFrame(mean, index=pd.Index(self.sample_ids, name="sample_id"),
                             columns=self.classes(head))
 
     def predict(self, head: str) -> pd.Series:
