@@ -22,15 +22,7 @@ import warnings
 
 import numpy as np
 
-from bayesfuse.data._transform_rules import (
-    _COUNT_MIN_FEATURES,
-    _COUNT_MIN_LIBRARY,
-    _SKEW_LOG1P,
-    DEFAULT_MAX_COUNT_FEATURES,
-    LIKELIHOODS,
-    _encoder_space,
-    _finish_center_scale,
-)
+from bayesfuse.data import _transform_rules as rules
 from bayesfuse.data.source import BackedModality
 from bayesfuse.exceptions import DataError
 
@@ -87,8 +79,9 @@ def fit_streaming(cls, name: str, src: BackedModality, likelihood: str = "auto",
     if n < 2:
         raise DataError(f"Modality {name!r} has {n} training sample(s); at least 2 are needed to fit its scaling. "
                         "Drop the modality or add samples.")
-    if likelihood != "auto" and likelihood not in LIKELIHOODS:
-        raise DataError(f"Unknown likelihood {likelihood!r} for modality {name!r}; use one of {LIKELIHOODS} or 'auto'.")
+    if likelihood != "auto" and likelihood not in rules.LIKELIHOODS:
+        raise DataError(f"Unknown likelihood {likelihood!r} for modality {name!r}; use one of "
+                        f"{rules.LIKELIHOODS} or 'auto'.")
     cols = list(src.columns)
     # ---------------------------------------------------------------- pass 1
     any_obs, all01, nonneg, integer = False, True, True, True
@@ -122,7 +115,8 @@ def fit_streaming(cls, name: str, src: BackedModality, likelihood: str = "auto",
     if likelihood == "auto":
         if all01:
             lik = "bernoulli"
-        elif nonneg and integer and n_cols >= _COUNT_MIN_FEATURES and np.median(row_total) >= _COUNT_MIN_LIBRARY:
+        elif (nonneg and integer and n_cols >= rules._COUNT_MIN_FEATURES
+              and np.median(row_total) >= rules._COUNT_MIN_LIBRARY):
             lik = "negbinom"
         else:
             lik = "gaussian"
@@ -139,17 +133,17 @@ def fit_streaming(cls, name: str, src: BackedModality, likelihood: str = "auto",
     if counts:
         keep &= col_total > 0
         if max_features is None:
-            max_features = DEFAULT_MAX_COUNT_FEATURES
+            max_features = rules.DEFAULT_MAX_COUNT_FEATURES
     log1p = np.zeros(n_cols, dtype=bool)
     if lik == "gaussian":
-        log1p = (col_min >= 0) & many & (np.nan_to_num(mom.skew()) > _SKEW_LOG1P)
+        log1p = (col_min >= 0) & many & (np.nan_to_num(mom.skew()) > rules._SKEW_LOG1P)
     # ---------------------------------------------------------------- pass 2
     if max_features is not None and keep.sum() > max_features:
         var_m = _Moments(n_cols)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             for _, v in src.iter_chunks():
-                var_m.update(_encoder_space(v, lik, log1p))
+                var_m.update(rules._encoder_space(v, lik, log1p))
         var = var_m.var()
         var[~keep] = -np.inf
         top = np.sort(np.argsort(-var, kind="stable")[:max_features])
@@ -166,10 +160,10 @@ def fit_streaming(cls, name: str, src: BackedModality, likelihood: str = "auto",
             lib = np.nansum(vk, axis=1) if counts else None
             if counts:
                 lib_kept[rows] = lib
-            stats.update(_encoder_space(vk, lik, log1p[kept], lib))
+            stats.update(rules._encoder_space(vk, lik, log1p[kept], lib))
     library_median = float(max(np.median(lib_kept), 1.0)) if counts else 1.0
     center = stats.nanmean()
     scale = np.sqrt(stats.var())
-    center, scale = _finish_center_scale(name, cols, kept, center, scale, stacklevel=5)
+    center, scale = rules._finish_center_scale(name, cols, kept, center, scale, stacklevel=5)
     return cls(name=name, likelihood=lik, features=[cols[k] for k in kept], train_columns=cols, center=center,
                scale=scale, log1p=log1p[keep], n_train=int(n), library_median=library_median)
