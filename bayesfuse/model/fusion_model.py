@@ -395,6 +395,7 @@ class FusionModel:
                               "validation_ids": [str(i) for i in val_ids]}
         self._finish_bayesian(train_store, seed)
         self.train_config_["calibration"] = mode
+        del train_store, val_store, result   # free the training tensors before calibration builds its own
         if mode == "split":
             self.calibrate(data.subset(ids=val_ids), seed=seed)
         elif mode == "crossfit":
@@ -519,7 +520,8 @@ class FusionModel:
 
     @torch.no_grad()
     def predict(self, data: MultiModalData, num_samples: int = 200, seed: int = 0,
-                batch_size: int = 4096, return_latent: bool = True, calibrated: bool | None = None) -> Posterior:
+                batch_size: int = 4096, return_latent: bool = True, calibrated: bool | None = None,
+                shared_noise: bool = False) -> Posterior:
         """Posterior-predictive draws for every patient of ``data``.
 
         Each draw samples ``z`` from the fused posterior of the modalities the patient has
@@ -548,6 +550,14 @@ class FusionModel:
             abstention and conformal sets all see the same calibrated draws. Default: whenever
             a map is fitted (``Posterior.extra["class_calibration"]`` records each applied map).
             ``False``: the raw head draws.
+        shared_noise : bool
+            ``False`` (default): every patient gets its own noise for ``z`` (drawn in fixed blocks
+            of patients, so a patient's draws depend on its row position). ``True``: one noise
+            vector per draw, shared by every patient (common random numbers), so each patient's
+            draws depend only on its own data and ``seed``: a subset or a permutation of the rows
+            gives the same numbers row for row (used by :mod:`bayesfuse.sklearn`). Each patient's
+            draws have the same distribution either way; only their Monte-Carlo errors become
+            correlated across patients.
 
         Returns
         -------
@@ -585,14 +595,21 @@ class FusionModel:
             # not depend on batch_size (rounded up to a whole number of blocks).
             block = self._NOISE_BLOCK
             step = max(1, -(-int(batch_size) // block)) * block
+            shared: torch.Tensor | None = None
             try:
                 for start in range(0, N, step):
                     idx = torch.arange(start, min(N, start + step), device=self.device)
                     batch = store.batch(idx)
                     loc, scale, prec = module.posterior_draws(batch) if draw_mode else module.posterior(batch)
                     d = loc.shape[-1]
-                    eps = torch.cat([torch.randn((S, min(block, idx.numel() - b), d), dtype=loc.dtype,
-                                                 device=loc.device) for b in range(0, idx.numel(), block)], dim=1)
+                    if shared_noise:   # one (S, 1, d) draw, the same for every chunk and patient
+                        if shared is None:
+                            shared = torch.randn((S, 1, d), dtype=loc.dtype, device=loc.device)
+                        eps = shared.expand(S, idx.numel(), d)
+                    else:
+                        eps = torch.cat([torch.randn((S, min(block, idx.numel() - b), d), dtype=loc.dtype,
+                                                     device=loc.device) for b in range(0, idx.numel(), block)],
+                                        dim=1)
                     z = loc + scale * eps
                     if draw_mode:  # per-draw encoder weights: keep the moments of the mixture over draws
                         from bayesfuse.module.bayesian_module import summarise_draws  # noqa: PLC0415
@@ -617,6 +634,12 @@ class FusionModel:
             latent_scale=torch.cat(scales).double().numpy(), presence=presence.astype(bool),
             modality_precision=torch.cat(precs, dim=1).permute(1, 0, 2).double().numpy(), seed=int(seed),
             extra={"class_calibration": {h: maps[h].to_config() for h in temps}} if temps else {})
+
+    def latent(self, data: MultiModalData, num_samples: int = 200, seed: int = 0):
+        """Fused posterior of ``z`` per patient, mean and sd (:class:`bayesfuse.posterior.Latent`;
+        ``.to_anndata()`` puts them in ``obsm`` for scanpy). The same numbers as
+        ``predict(data).latent_loc`` / ``latent_scale`` (draws matter only for weight-draw modes)."""
+        return self.predict(data, num_samples=num_samples, seed=seed, return_latent=False).latent_summary()
 
     def impute(self, data: MultiModalData, modalities: list[str] | str | None = None, num_samples: int = 200,
                seed: int = 0, reconstruct: bool = False, batch_size: int = 1024,
