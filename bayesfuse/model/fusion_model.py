@@ -71,7 +71,9 @@ class FusionModel:
         Keep at most this many top-variance features per modality (count modalities default
         to 2000; others keep all unless set).
     encoder_dropout : float
-        Dropout inside the encoders during training.
+        Dropout inside the encoders during training. Default 0.3, chosen on the cohort zoo
+        (docs/model.md, "Defaults chosen on the cohort zoo"): against 0.1, mean accuracy over
+        the 18 real-cohort rows 0.926 vs 0.916, NLL 0.235 vs 0.243, ECE 0.062 vs 0.064.
     device : {"auto", "cpu", "cuda", ...}
         ``"auto"`` = CUDA when available.
     dtype : {"float32", "float64"}
@@ -112,7 +114,7 @@ class FusionModel:
 
     def __init__(self, data: MultiModalData, heads: Mapping[str, str | Head] | None = None, latent_dim: int = 16,
                  hidden: int = 128, likelihoods: Mapping[str, str] | None = None,
-                 max_features: int | Mapping[str, int] | None = None, encoder_dropout: float = 0.1,
+                 max_features: int | Mapping[str, int] | None = None, encoder_dropout: float = 0.3,
                  device: str = "auto", dtype: str = "float32", bayesian: str = "none", prior_scale: float = 1.0,
                  advanced: AdvancedConfig | None = None):
         if not isinstance(data, MultiModalData):
