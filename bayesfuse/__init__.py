@@ -20,6 +20,7 @@ __version__ = "0.1.0.dev0"
 _LAZY = {
     "MultiModalData": "bayesfuse.data",
     "FusionModel": "bayesfuse.model",
+    "AdvancedConfig": "bayesfuse.model.advanced",
     "DeepEnsemble": "bayesfuse.model.ensemble",
     "Posterior": "bayesfuse.posterior",
     "Imputation": "bayesfuse.posterior",

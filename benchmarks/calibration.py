@@ -77,7 +77,7 @@ from bayesfuse.evaluation.tuning import select_head_weight  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # also when loaded by path (tests)
 import calibration_survival  # noqa: E402
 
-from bayesfuse.model.ood import reconstruction_elbo  # noqa: E402
+from bayesfuse.model.ood_scores import reconstruction_elbo  # noqa: E402
 from bayesfuse.posterior import JointScore, LatentMahalanobis, PatientScores, Posterior  # noqa: E402
 
 warnings.simplefilter("ignore", CalibrationWarning)

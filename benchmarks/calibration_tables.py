@@ -1,4 +1,4 @@
-"""Render the markdown tables of docs/calibration.md from a ``benchmarks/calibration.py --json`` file.
+"""Render the markdown tables of docs/studies/calibration.md from a ``benchmarks/calibration.py --json`` file.
 
     PYTHONPATH=. python benchmarks/calibration.py --json results/calibration.json
     PYTHONPATH=. python benchmarks/calibration_tables.py results/calibration.json > tables.md
@@ -6,7 +6,7 @@
 Prints, in order: violation share on the test halves, against the simulator population, test halves / pool
 (real data), base error, the paired usefulness table, the unseen-class tables (AUROC, refusal per gate at
 each gate quantile) and the conformal table. Cells above the allowed share are bold. The
-tables are pasted into docs/calibration.md as they are, so the docs show the numbers of one run.
+tables are pasted into docs/studies/calibration.md as they are, so the docs show the numbers of one run.
 """
 
 from __future__ import annotations

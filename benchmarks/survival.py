@@ -45,7 +45,7 @@ def load(name: str, validation: bool = False, val_seed: int = 1):
     """Train/test by the dataset's split; ``validation``: train -> 80% fit / 20% validation (test unused).
 
     ``val_seed`` seeds the random 80/20 partition of the training set (1 = the split of the tables in
-    docs/survival.md).
+    docs/studies/survival.md).
     """
     data = bf.MultiModalData.read_dir(DATA / name)
     # times <= 0 (tcga_gbmlgg: 3, metabric: 1): opt in to dropping their survival label in training;
@@ -173,7 +173,7 @@ def duplicate_leakage(name: str) -> dict:
     """Share of test patients whose covariates appear identically in the training split, and the C-index
     of a pure memoriser (predicted time = mean training time of the identical covariates; CoxPH rank,
     quantile-mapped onto those times, for test patients without a twin). A published C-index that a
-    memoriser nearly reaches measures train/test duplication, not a model (WHAS: see docs/survival.md).
+    memoriser nearly reaches measures train/test duplication, not a model (WHAS: see docs/studies/survival.md).
     """
     from lifelines.utils import concordance_index
 

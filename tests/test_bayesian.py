@@ -134,7 +134,7 @@ def test_invalid_arguments(sim):
     with pytest.raises(ValueError, match="bayesian="):
         bf.FusionModel(tr, bayesian="yes")
     with pytest.raises(ValueError, match="head_guide="):
-        bf.FusionModel(tr, head_guide="diag")
+        bf.FusionModel(tr, advanced=bf.AdvancedConfig(head_guide="diag"))
     with pytest.raises(ValueError, match="encoder_dropout > 0"):
         bf.FusionModel(tr, heads={"subtype": "categorical"}, bayesian="mc_dropout", encoder_dropout=0.0).fit(
             max_epochs=1, progress=False)

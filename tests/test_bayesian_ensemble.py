@@ -1,4 +1,4 @@
-"""Mixture of K variational posteriors: ``DeepEnsemble.bayesian`` (docs/bayesian.md)."""
+"""Mixture of K variational posteriors: ``DeepEnsemble.bayesian`` (docs/studies/bayesian.md)."""
 
 import numpy as np
 import pytest

@@ -1,5 +1,5 @@
-"""Slow real-data check of the recommended Bayesian model (docs/bayesian.md; full benchmark in
-benchmarks/bayesian.py). tcga_gbmlgg subtype, leakage columns dropped, 2 seeds."""
+"""Slow real-data check of the recommended Bayesian model (docs/studies/bayesian.md; full benchmark in
+studies/bayesian_heads/bayesian.py). tcga_gbmlgg subtype, leakage columns dropped, 2 seeds."""
 
 import numpy as np
 import pytest

@@ -98,7 +98,7 @@ def test_model_options_round_trip_and_refit_changes_guide(tmp_path, sim):
     assert m.encoder_layers == "last" and m.head_refit_steps > 0 and m.prior_scale == 1.0
     n_bayes = sum(isinstance(x, BayesLinear) for x in m.module.encoders.modules())
     assert n_bayes == len(m.modalities)
-    m0 = bf.FusionModel(tr, bayesian="encoders+heads", head_refit_steps=0, **kw).fit(**fit)
+    m0 = bf.FusionModel(tr, bayesian="encoders+heads", advanced=bf.AdvancedConfig(head_refit_steps=0), **kw).fit(**fit)
     sd = m.module.heads["subtype"].posterior_q.marginal_sd().mean()
     sd0 = m0.module.heads["subtype"].posterior_q.marginal_sd().mean()
     assert sd > 3 * sd0                                  # the refit widens the under-dispersed joint-fit guide
@@ -109,6 +109,6 @@ def test_model_options_round_trip_and_refit_changes_guide(tmp_path, sim):
     np.testing.assert_array_equal(m.predict(te, num_samples=10, seed=2).probs("subtype"),
                                   loaded.predict(te, num_samples=10, seed=2).probs("subtype"))
     with pytest.raises(ValueError, match="encoder_layers="):
-        bf.FusionModel(tr, bayesian="encoders+heads", encoder_layers="first", **kw)
+        bf.FusionModel(tr, bayesian="encoders+heads", advanced=bf.AdvancedConfig(encoder_layers="first"), **kw)
     with pytest.raises(ValueError, match="head_refit_steps="):
-        bf.FusionModel(tr, bayesian="heads", head_refit_steps=-1, **kw)
+        bf.FusionModel(tr, bayesian="heads", advanced=bf.AdvancedConfig(head_refit_steps=-1), **kw)

@@ -1,4 +1,4 @@
-"""Paired-bootstrap helpers of benchmarks/bayesian.py (``bootstrap_analysis``; docs/bayesian.md,
+"""Paired-bootstrap helpers of studies/bayesian_heads/bayesian.py (``bootstrap_analysis``; docs/studies/bayesian.md,
 "Last candidate and the resolution of the rare6 test set"): synthetic per-patient records only."""
 
 import importlib.util
@@ -10,7 +10,7 @@ import numpy as np
 
 
 def _load_bench():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bayesian.py"
+    path = Path(__file__).resolve().parents[1] / "studies" / "bayesian_heads" / "bayesian.py"
     spec = importlib.util.spec_from_file_location("bench_bayesian", path)
     mod = importlib.util.module_from_spec(spec)
     with warnings.catch_warnings():  # the script silences warnings globally at import: keep that local

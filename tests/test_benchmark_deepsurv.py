@@ -1,4 +1,4 @@
-"""Sanity controls of the DeepSurv benchmark baseline (benchmarks/deepsurv_reference.py; benchmark only).
+"""Sanity controls of the DeepSurv benchmark baseline (studies/survival_deepsurv/deepsurv_reference.py; benchmark only).
 
 With no hidden layer, no dropout and no L2 the network is a linear Cox model: its optimum must be lifelines'
 CoxPHFitter(penalizer=0) and its loss lifelines' partial log-likelihood. Simulated cohort without ties, float64.
@@ -17,7 +17,7 @@ import torch
 
 
 def _bench():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "deepsurv_reference.py"
+    path = Path(__file__).resolve().parents[1] / "studies" / "survival_deepsurv" / "deepsurv_reference.py"
     spec = importlib.util.spec_from_file_location("bench_deepsurv_reference", path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod          # dataclasses look their module up there

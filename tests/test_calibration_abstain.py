@@ -24,6 +24,7 @@ from bayesfuse.calibration import (
 )
 from bayesfuse.exceptions import DataError, NotFittedError
 from bayesfuse.heads import Categorical
+from bayesfuse.metrics.classification import accuracy
 from bayesfuse.posterior import Posterior
 
 CLASSES = np.array(["A", "B", "C"], dtype=object)
@@ -311,3 +312,15 @@ def test_input_errors(pool):
         Abstainer().fit(cal, nan, head="origin")
     with pytest.raises(DataError, match="No head"):
         Abstainer().fit(cal, labels, head="subtype")
+
+
+def test_mean_probs_rows_sum_to_one_from_float32_draws():
+    """float32 draws averaged in float32 drift past the metrics' 1e-6 row-sum tolerance; mean_probs must not."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 4, size=(1000, 50, len(CLASSES))).astype(np.float32)
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    mp = make_post(probs.astype(np.float32)).mean_probs("origin").to_numpy()
+    assert mp.dtype == np.float64
+    np.testing.assert_allclose(mp.sum(1), 1.0, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(mp, probs.astype(np.float64).mean(0), atol=1e-6)
+    accuracy(mp, np.zeros(50, int))   # passes the metrics' validation

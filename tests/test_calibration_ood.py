@@ -214,7 +214,7 @@ def test_latent_mahalanobis_from_fitted_model_wiring_and_negative_control():
     simulator an unseen class is not out of distribution in latent space, since z ~ N(0, I) for every class.)
     """
     import bayesfuse as bf
-    from bayesfuse.model.ood import latent_mahalanobis
+    from bayesfuse.model.ood_scores import latent_mahalanobis
 
     data, _ = bf.datasets.simulate(n_patients=500, missing_rate=0.0, class_separation=4.0, seed=5)
     ids = data.sample_ids
@@ -240,7 +240,7 @@ def test_reconstruction_elbo_equals_fused_elbo_and_flags_shifted_patients():
     import torch
 
     import bayesfuse as bf
-    from bayesfuse.model.ood import reconstruction_elbo
+    from bayesfuse.model.ood_scores import reconstruction_elbo
     from bayesfuse.module.fused_elbo import fused_elbo_loss
 
     data, _ = bf.datasets.simulate(n_patients=400, missing_rate=0.3, class_separation=4.0, seed=6)

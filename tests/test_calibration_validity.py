@@ -170,7 +170,7 @@ def _assert_real_validity(name, target, log_cpm, drop):
     print(rows[["violation_share", "pool_violation_share", "allowed (delta + slack)", "mean_coverage"]],
           st["base_error"])
     # The guarantee is about the risk of the certified threshold on the population the calibration half is
-    # drawn from: here the pool (docs/calibration.md, "Against the pool"). The test-half share
+    # drawn from: here the pool (docs/studies/calibration.md, "Against the pool"). The test-half share
     # ("violation_share") double-counts the calibration draw (the halves are complements in one pool) and is
     # only reported: on the gbmlgg cross-fit it reaches 0.18 at max_risk 0.05 with pool violations 0.00.
     for r in risks:
@@ -182,7 +182,7 @@ def _assert_real_validity(name, target, log_cpm, drop):
     assert rows.loc[("over-confident plug-in (self-reported risk)", r_neg), "pool_violation_share"] > 0.5
     # usefulness: same LTT procedure on logistic-regression probabilities. Only at 0.05, where every documented
     # cross-fit agrees (+0.12 to +0.48 on gbmlgg); at 0.02 one of three gbmlgg cross-fits favours logistic
-    # regression (docs/calibration.md), so a single cross-fit cannot carry that claim.
+    # regression (docs/studies/calibration.md), so a single cross-fit cannot carry that claim.
     cov = rows["mean_coverage"]
     assert cov[("bayesfuse LTT", 0.05)] >= cov[("logistic regression LTT", 0.05)] - 0.01
     for c in st["conformal"]:

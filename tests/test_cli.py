@@ -43,7 +43,7 @@ def test_demo_quick(tmp_path, capsys):
     rc = main(["demo", "--quick", "--quiet", "--out", str(tmp_path / "demo")])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "subtype" in out and "accuracy" in out
+    assert "subtype" in out and "accuracy" in out and " ece " in out and "..." not in out   # every column printed
     table = pd.read_csv(tmp_path / "demo" / "metrics.csv", index_col=0)
     assert set(table.index) == {"subtype", "origin"}
     assert (table["accuracy"] > 0.5).all()   # far above chance (1/3, 1/4) even in quick mode

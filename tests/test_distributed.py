@@ -97,7 +97,7 @@ def test_fit_distributed_runs_the_bayesian_post_fit_step(monkeypatch):
     monkeypatch.setattr(head_refit, "refit_module_heads",
                         lambda module, store, steps: calls.append((store.n, steps)) or real(module, store, steps))
     model = bf.FusionModel(data, heads={"subtype": "categorical"}, latent_dim=2, hidden=8, bayesian="heads",
-                           head_refit_steps=5, dtype="float64")
+                           advanced=bf.AdvancedConfig(head_refit_steps=5), dtype="float64")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit_distributed(model, max_epochs=1, batch_size=64, kl_warmup_epochs=1)

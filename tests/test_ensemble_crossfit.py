@@ -1,5 +1,5 @@
-"""Cross-fitted Bayesian-heads ensemble (benchmarks/_crossfit.py; tried for issue 6, not adopted:
-docs/bayesian.md) and the ``patient_weight`` of :func:`refit_head_posterior` it uses."""
+"""Cross-fitted Bayesian-heads ensemble (studies/bayesian_heads/_crossfit.py; tried for issue 6, not adopted:
+docs/studies/bayesian.md) and the ``patient_weight`` of :func:`refit_head_posterior` it uses."""
 
 import importlib.util
 from pathlib import Path
@@ -18,7 +18,7 @@ from bayesfuse.module.bayesian_heads import BayesianCategoricalHeadModule
 
 
 def _load_crossfit():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "_crossfit.py"
+    path = Path(__file__).resolve().parents[1] / "studies" / "bayesian_heads" / "_crossfit.py"
     spec = importlib.util.spec_from_file_location("bench_crossfit", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

@@ -1,5 +1,5 @@
 """Head-refit options: sub-sampled-ELBO latents (``modality_dropout``) and the power posterior
-(``likelihood_power``), docs/bayesian.md."""
+(``likelihood_power``), docs/studies/bayesian.md."""
 
 import types
 

@@ -2,7 +2,7 @@
 
 Default settings, seed 0, the dataset's train/test split, leakage columns dropped (mutation IDH1/2,
 cnv_arm 1p/19q). Known open gaps are ``xfail(strict=False)`` with the measured reason
-(docs/imputation.md): the raw protein RMSE does not beat the train mean (no baseline does on this
+(docs/studies/imputation.md): the raw protein RMSE does not beat the train mean (no baseline does on this
 split; after ``calibrate_imputation`` it does, checked below), and the raw top-label ECE with a modality hidden exceeds 0.05 (under-confidence).
 """
 
@@ -101,7 +101,7 @@ def test_subtype_with_one_modality_hidden(fitted):
     worst = max(e for h, (_, e) in res.items() if h is not None)
     if worst > 0.05:
         pytest.xfail(f"known gap: top-label ECE up to {worst:.3f} > 0.05 with a modality hidden "
-                     "(under-confident head; docs/imputation.md)")
+                     "(under-confident head; docs/studies/imputation.md)")
 
 
 @pytest.mark.parametrize("modality", ["protein", "cnv_arm"])

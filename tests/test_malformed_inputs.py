@@ -267,13 +267,127 @@ CLI = {
 @pytest.mark.parametrize("case", list(CLI), ids=list(CLI))
 def test_cli_malformed_input(case, tmp_path, capsys):
     argv, pattern = CLI[case]
-    rc = main(argv(tmp_path))
+    _check_cli_error(main(argv(tmp_path)), capsys, pattern)
+
+
+def _check_cli_error(rc, capsys, pattern):
+    import re
+
     err = capsys.readouterr().err
     assert rc == 2, err
     assert err.startswith("bayesfuse: error:") and "Traceback" not in err
-    import re
-
     assert re.search(pattern, err), err
+
+
+# ----------------------------------------------------------------------------- scverse cases (optional extra)
+def _adatas(edit=None):
+    """The fixture cohort as {modality: AnnData} plus its targets; ``edit(adatas)`` changes them in place."""
+    import anndata as ad
+
+    f, t = _frames()
+    out = {m: ad.AnnData(df.to_numpy(), obs=pd.DataFrame(index=df.index), var=pd.DataFrame(index=df.columns))
+           for m, df in f.items()}
+    if edit is not None:
+        edit(out)
+    return out, t
+
+
+def _mudata(edit=None):
+    import mudata as md
+
+    adatas, t = _adatas(edit)
+    mdata = md.MuData(adatas)
+    for c in t.columns:
+        mdata.obs[c] = t.reindex(mdata.obs_names)[c].to_numpy()
+    return mdata
+
+
+def _dup_obs(adatas):
+    a = adatas["expr"]
+    adatas["expr"] = a[[*a.obs_names, a.obs_names[0]]].copy()   # one sample measured twice
+
+
+def _text_layer(adatas):
+    a = adatas["expr"]
+    adatas["expr"].layers["raw"] = np.full(a.shape, "high", dtype=object)
+
+
+def _h5mu(tmp, edit=None):
+    path = tmp / "cohort.h5mu"
+    _mudata(edit).write(path)
+    return path
+
+
+def _backed_dup(tmp):
+    import anndata as ad
+
+    adatas, _ = _adatas(_dup_obs)
+    adatas["expr"].write_h5ad(tmp / "expr.h5ad")
+    return bf.MultiModalData.from_anndata({"expr": ad.read_h5ad(tmp / "expr.h5ad", backed="r")})
+
+
+def _garbage_h5mu(tmp):
+    path = tmp / "broken.h5mu"
+    path.write_bytes(b"not an HDF5 file\x00" * 64)
+    return path
+
+
+SCVERSE = {
+    "MuData duplicated obs_names": (lambda tmp: bf.MultiModalData.from_mudata(_mudata(_dup_obs)),
+                                    r"duplicated sample ids \(obs_names\).*obs_names_make_unique"),
+    "backed AnnData duplicated obs_names": (_backed_dup, r"duplicated sample ids \(obs_names\)"),
+    "MuData non-numeric layer": (lambda tmp: bf.MultiModalData.from_mudata(_mudata(_text_layer), layer="raw"),
+                                 r"layers\['raw'\] has dtype object, not numbers.*astype\(float\)"),
+    "MuData missing named layer": (lambda tmp: bf.MultiModalData.from_mudata(_mudata(), layer="counts"),
+                                   r"no layer 'counts'.*layer=None"),
+    "MuData target column absent": (lambda tmp: bf.MultiModalData.from_mudata(_mudata(), targets=["grade"]),
+                                    r"'grade' is neither an obs column.*Add it to obs"),
+    "MuData unknown modality": (lambda tmp: bf.MultiModalData.from_mudata(_mudata(), modalities=["rna"]),
+                                r"\['rna'\] are not in the MuData; its modalities are"),
+    "from_mudata given a dict": (lambda tmp: bf.MultiModalData.from_mudata(_adatas()[0]),
+                                 "expects a mudata.MuData.*from_anndata"),
+    "from_anndata given DataFrames": (lambda tmp: bf.MultiModalData.from_anndata(_frames()[0]),
+                                      "not an AnnData.*from_frames"),
+    "from_anndata obs lacks samples": (lambda tmp: bf.MultiModalData.from_anndata(
+        _adatas()[0], obs=_frames()[1].iloc[:3]), "not in targets"),
+    "h5mu path missing": (lambda tmp: bf.MultiModalData.from_mudata(tmp / "nope.h5mu"), "does not exist"),
+    "h5mu not an HDF5 file": (lambda tmp: bf.MultiModalData.from_mudata(_garbage_h5mu(tmp)),
+                              r"could not be read as a MuData \.h5mu file.*mdata\.write"),
+}
+
+
+_MUDATA_NOTICES = [pytest.mark.filterwarnings("ignore::FutureWarning:mudata.*"),   # pull_on_update notice
+                   pytest.mark.filterwarnings("ignore:(obs_names|Observation names) are not unique:UserWarning")]
+
+
+@pytest.mark.parametrize("case", list(SCVERSE), ids=list(SCVERSE))
+@_MUDATA_NOTICES[0]
+@_MUDATA_NOTICES[1]
+def test_scverse_malformed_input(case, tmp_path):
+    pytest.importorskip("mudata")
+    fn, pattern = SCVERSE[case]
+    with pytest.raises(BayesFuseError, match=pattern):
+        fn(tmp_path)
+
+
+SCVERSE_CLI = {
+    "fit h5mu not an HDF5 file": (lambda t: ["fit", str(_garbage_h5mu(t)), "--out", str(t / "m")],
+                                  "could not be read as a MuData"),
+    "fit h5mu missing layer": (lambda t: ["fit", str(_h5mu(t)), "--layer", "counts", "--out", str(t / "m")],
+                               "no layer 'counts'"),
+    "fit h5mu head on a missing column": (lambda t: ["fit", str(_h5mu(t)), "--head", "grade=categorical", "--out",
+                                                     str(t / "m")], "grade"),
+    "fit --backed with a CSV folder": (lambda t: ["fit", str(_cohort_dir(t)), "--backed", "--out", str(t / "m")],
+                                       "--backed and --layer apply to an .h5mu file"),
+}
+
+
+@pytest.mark.parametrize("case", list(SCVERSE_CLI), ids=list(SCVERSE_CLI))
+@_MUDATA_NOTICES[0]
+def test_scverse_cli_malformed_input(case, tmp_path, capsys):
+    pytest.importorskip("mudata")
+    argv, pattern = SCVERSE_CLI[case]
+    _check_cli_error(main(argv(tmp_path)), capsys, pattern)
 
 
 def test_existing_output_untouched_and_overwrite_replaces_it(tmp_path, capsys):
@@ -293,3 +407,4 @@ def test_no_events_at_all_is_a_warning_not_silent():
 
 def test_catalogue_has_at_least_40_cases():
     assert len(API) + len(CLI) >= 40
+    assert len(SCVERSE) + len(SCVERSE_CLI) >= 10

@@ -156,7 +156,7 @@ def test_predict_without_latent_same_probs():
 @pytest.mark.parametrize("mode", ["heads", "all", "mc_dropout"])
 def test_fused_equals_trace_elbo_bayesian_module(mode):
     from bayesfuse.module.bayesian_module import BayesianFusionModule
-    from bayesfuse.module.fused_elbo import fused_supported
+    from bayesfuse.module.fusion_module import fused_supported
 
     torch.manual_seed(0)
     _, store = _setup()

@@ -108,3 +108,27 @@ def test_store_of_ids_equals_store_of_subset():
     # negative control: another subset of the same size differs
     other = model._store(data.subset(ids=data.sample_ids[:40]), strict_targets=True)
     assert not torch.equal(other.encoder_input["expr"], model._store(data, True, ids=ids).encoder_input["expr"])
+
+
+@pytest.mark.filterwarnings("ignore:`torch.distributed.reduce_op` is deprecated:FutureWarning")   # gc walk touches it
+def test_fit_frees_the_training_store_before_calibration(monkeypatch):
+    """Post-fit class calibration builds stores of its own; the training tensors must be released first,
+    or they add to the peak memory of a large (backed) cohort (benchmarks/backed_scale.py)."""
+    import gc
+
+    from bayesfuse.module.batch import TensorStore
+
+    data, _ = bf.datasets.simulate(n_patients=80, seed=0)
+    model = bf.FusionModel(data, heads={"subtype": "categorical"}, latent_dim=2, hidden=8, device="cpu")
+    alive = []
+    calibrate = bf.FusionModel.calibrate
+
+    def spy(self, *args, **kwargs):
+        gc.collect()
+        alive.extend(o.n for o in gc.get_objects() if isinstance(o, TensorStore))
+        return calibrate(self, *args, **kwargs)
+
+    monkeypatch.setattr(bf.FusionModel, "calibrate", spy)
+    model.fit(max_epochs=2, progress=False, validation_fraction=0.25)
+    assert model.class_calibration_   # calibration ran
+    assert alive == []                # and no training / validation store was alive when it started

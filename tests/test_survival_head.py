@@ -326,13 +326,13 @@ def test_model_rejects_nonpositive_times_unless_opted_in():
     # Known open gap (issue 3): after the head weight stopped tempering the head posterior, gbsg's
     # D-calibration p on the external GBSG cohort is 0.004-0.015 over fit seeds 0-4 (C 0.69 still >= DeepSurv's
     # 0.6684); CoxPH (0.016) and RSF (0.028-0.042) fail it too: GBSG's first-year hazard is about half
-    # Rotterdam's (docs/survival.md Notes).
-    pytest.param("gbsg", 0.6684, marks=pytest.mark.xfail(reason="gbsg D-calibration p < 0.05: early-hazard shift of the external GBSG cohort (docs/survival.md Notes)",
+    # Rotterdam's (docs/studies/survival.md Notes).
+    pytest.param("gbsg", 0.6684, marks=pytest.mark.xfail(reason="gbsg D-calibration p < 0.05: early-hazard shift of the external GBSG cohort (docs/studies/survival.md Notes)",
                                                           strict=False)),
 ])
 def test_realdata_acceptance(name, c_floor):
     """Test-split Harrell C at least the measured lifelines CoxPH C on the same split (benchmarks/survival.py;
-    gbsg: the higher DeepSurv published C) and D-calibration not rejected. Numbers: docs/survival.md."""
+    gbsg: the higher DeepSurv published C) and D-calibration not rejected. Numbers: docs/studies/survival.md."""
     from conftest import dataset_dir
 
     data = bf.MultiModalData.read_dir(dataset_dir(name))

@@ -216,8 +216,8 @@ def _sim(n=90, covariates=None):
 def test_fusion_model_runs_the_refit_in_every_mode_with_covariates(bayesian):
     data, spec = _sim(covariates=["protein"])
     model = bf.FusionModel(data, heads={"subtype": "categorical", "survival": spec}, latent_dim=3, hidden=8,
-                           device="cpu", dtype="float64", bayesian=bayesian, head_refit_steps=20,
-                           survival_refit="laplace")
+                           device="cpu", dtype="float64", bayesian=bayesian,
+                           advanced=bf.AdvancedConfig(head_refit_steps=20, survival_refit="laplace"))
     model.fit(max_epochs=3, progress=False, seed=0)
     head = model.module.heads["survival"]
     assert head.has_fullrank_posterior and head.post_loc.numel() == head.n_flat
@@ -230,11 +230,11 @@ def test_fusion_model_runs_the_refit_in_every_mode_with_covariates(bayesian):
     default = bf.FusionModel(data, heads={"survival": spec}, latent_dim=3, hidden=8, device="cpu", dtype="float64")
     assert default.survival_refit == "laplace"
     plain = bf.FusionModel(data, heads={"survival": spec}, latent_dim=3, hidden=8, device="cpu", dtype="float64",
-                           survival_refit="none")
+                           advanced=bf.AdvancedConfig(survival_refit="none"))
     plain.fit(max_epochs=2, progress=False, seed=0)
     assert not plain.module.heads["survival"].has_fullrank_posterior
     with pytest.raises(ValueError, match="survival_refit"):
-        bf.FusionModel(data, heads={"survival": spec}, device="cpu", survival_refit="yes")
+        bf.FusionModel(data, heads={"survival": spec}, device="cpu", advanced=bf.AdvancedConfig(survival_refit="yes"))
 
 
 def test_refit_module_uses_decoder_mean_for_absent_covariates():
@@ -265,7 +265,7 @@ def test_refit_module_uses_decoder_mean_for_absent_covariates():
 def test_save_load_round_trip_and_old_saves(tmp_path):
     data, spec = _sim()
     model = bf.FusionModel(data, heads={"survival": spec}, latent_dim=3, hidden=8, device="cpu", dtype="float64",
-                           survival_refit="laplace_mode")
+                           advanced=bf.AdvancedConfig(survival_refit="laplace_mode"))
     model.fit(max_epochs=3, progress=False, seed=0)
     path = model.save(tmp_path / "m")
     loaded = bf.FusionModel.load(path, device="cpu")

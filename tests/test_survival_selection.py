@@ -28,7 +28,7 @@ def test_rule_picks_highest_mean_c_among_calibrated():
 
 def test_rule_rejects_candidate_failing_dcal_on_half_the_splits():
     # negative control: the more discriminative candidate is miscalibrated on 2 of 3 splits (tcga_gbmlgg
-    # hidden=32 pattern in docs/survival.md) and must lose to the calibrated one
+    # hidden=32 pattern in docs/studies/survival.md) and must lose to the calibrated one
     tab = _table({0: [(0.85, 0.4), (0.85, 0.2), (0.82, 0.3)],
                   1: [(0.85, 0.0), (0.88, 0.9), (0.81, 0.02)]})
     best, summ = choose_survival_candidate(tab, 2)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bayesfuse.data.source import BackedModality
 from bayesfuse.exceptions import ArgumentError, DataError
 
 __all__ = ["MultiModalData"]
@@ -23,6 +24,11 @@ _SUFFIXES = (".csv.gz", ".csv")
 _CHECK_ROWS = 16384  # rows per block when scanning values for inf / NaN (bounds boolean temporaries)
 
 
+def _take_ids(df: pd.DataFrame | BackedModality, rows: pd.Index) -> pd.DataFrame | BackedModality:
+    """Rows ``rows`` (sample ids) of an in-memory table (``.loc``) or a lazy view of a backed one."""
+    return df.take_ids(rows) if isinstance(df, BackedModality) else df.loc[rows]
+
+
 def _clean_modality(name: str, df: pd.DataFrame, copy: bool = True) -> pd.DataFrame:
     """Validate one modality table and return it indexed by string sample id.
 
@@ -30,6 +36,9 @@ def _clean_modality(name: str, df: pd.DataFrame, copy: bool = True) -> pd.DataFr
     with at most one copy: with ``copy=False`` a frame that is already a single float64
     block is used without copying (its memory is then shared with the result).
     """
+    if isinstance(df, BackedModality):   # on-disk table: checked in one pass over the file, never loaded
+        df.name = name
+        return df.validated()
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"Modality {name!r} must be a pandas DataFrame, got {type(df).__name__}.")
     if "sample_id" in df.columns:
@@ -166,6 +175,76 @@ class MultiModalData:
         return cls(modalities, targets=targets, name=name, copy=copy)
 
     @classmethod
+    def from_anndata(cls, adatas: Mapping, obs: pd.DataFrame | None = None, targets: Sequence[str] | None = None,
+                     layer: str | Mapping[str, str | None] | None = None, name: str | None = None) -> MultiModalData:
+        """Build from one AnnData per modality (needs ``anndata``: ``pip install bayesfuse[scverse]``).
+
+        Parameters
+        ----------
+        adatas : dict[str, anndata.AnnData]
+            Modality name -> AnnData (samples x features): ``.X`` (dense or scipy sparse; implicit
+            sparse entries are zeros) or ``layers[layer]`` = values, ``var_names`` = features,
+            ``obs_names`` = sample ids. In memory or backed (``anndata.read_h5ad(path, backed="r")``):
+            a backed matrix stays on disk (:class:`~bayesfuse.data.source.BackedModality`) and is read
+            in row chunks.
+        obs : pandas.DataFrame, optional
+            Sample table (index = sample ids), e.g. clinical data with ``subtype``, ``time``,
+            ``event``, ``split``. When given it defines the sample order and must list every sample.
+            Default: targets combined from the AnnDatas' own ``obs`` (first non-missing value in
+            modality order).
+        targets : list of str, optional
+            Columns to keep as targets (default: every column of ``obs``; with ``obs=None``, the
+            union of the per-modality ``obs`` columns).
+        layer : str or dict[str, str or None], optional
+            Read ``layers[layer]`` instead of ``.X`` (one name for all, or per modality).
+        name : str, optional
+            Cohort name.
+
+        Returns
+        -------
+        MultiModalData
+            A sample missing from a modality's ``obs_names`` lacks that modality.
+        """
+        from bayesfuse.data.scverse import anndata_tables  # noqa: PLC0415
+
+        mods, tg = anndata_tables(adatas, obs=obs, targets=targets, layer=layer)
+        return cls(mods, targets=tg, name=name, copy=False)   # frames built by the reader: no second copy
+
+    @classmethod
+    def from_mudata(cls, mdata, targets: Sequence[str] | None = None,
+                    layer: str | Mapping[str, str | None] | None = None, modalities: Sequence[str] | None = None,
+                    name: str | None = None) -> MultiModalData:
+        """Build from a MuData (``mdata.mod`` = modalities; needs ``pip install bayesfuse[scverse]``).
+
+        Parameters
+        ----------
+        mdata : mudata.MuData or str or Path
+            In memory, backed (``mudata.read_h5mu(path, backed=True)``: every ``.X`` stays on disk), or
+            a path to an ``.h5mu`` file (read in memory; :func:`bayesfuse.data.scverse.read_h5mu` reads
+            it backed).
+        targets : list of str, optional
+            Target columns, looked up in the global ``mdata.obs`` first, then as per-modality columns
+            (``"<mod>:<column>"`` in ``mdata.obs`` or ``mdata[mod].obs[column]``), combined over
+            modalities. Default: every global ``obs`` column (the ``"<mod>:"``-prefixed copies left out).
+        layer : str or dict[str, str or None], optional
+            Read ``layers[layer]`` instead of ``.X`` (one name for all, or per modality).
+        modalities : list of str, optional
+            Modalities to read (default: all, in ``mdata.mod`` order).
+        name : str, optional
+            Cohort name.
+
+        Returns
+        -------
+        MultiModalData
+            Samples in ``mdata.obs_names`` order (the union over modalities: a sample missing from a
+            modality lacks it).
+        """
+        from bayesfuse.data.scverse import mudata_tables  # noqa: PLC0415
+
+        mods, tg = mudata_tables(mdata, targets=targets, layer=layer, modalities=modalities)
+        return cls(mods, targets=tg, name=name, copy=False)
+
+    @classmethod
     def read_dir(cls, path: str | Path, modalities: Sequence[str] | None = None,
                  drop_features: Mapping[str, Iterable[str]] | None = None) -> MultiModalData:
         """Read the shared directory layout: ``<modality>.csv.gz`` files plus ``targets.csv``.
@@ -216,6 +295,11 @@ class MultiModalData:
         return len(self._targets.index)
 
     @property
+    def backed(self) -> dict[str, bool]:
+        """Per modality, True when its values stay on disk (read in row chunks; see :meth:`from_anndata`)."""
+        return {m: isinstance(df, BackedModality) for m, df in self._modalities.items()}
+
+    @property
     def modality_names(self) -> list[str]:
         return list(self._modalities)
 
@@ -229,18 +313,25 @@ class MultiModalData:
         if name not in self._modalities:
             raise KeyError(f"No modality {name!r}; modalities are {self.modality_names}.")
         df = self._modalities[name]
-        return df.loc[self._targets.index.intersection(df.index, sort=False)]
+        rows = self._targets.index.intersection(df.index, sort=False)
+        if isinstance(df, BackedModality):   # a backed table is read into memory here
+            return df.take_ids(rows).to_frame()
+        return df.loc[rows]
 
     def _modality_frame(self, name: str) -> pd.DataFrame:
         """Internal, read-only :meth:`modality`: the stored frame itself when its rows are already
-        in :attr:`sample_ids` order (no copy of a large table); callers must not modify it."""
+        in :attr:`sample_ids` order (no copy of a large table); callers must not modify it. A backed
+        modality comes back as a lazy :class:`~bayesfuse.data.source.BackedModality` view (read in row
+        chunks by the preprocessing fit and ``FusionModel._store``)."""
         df = self._modalities[name]
         rows = self._targets.index.intersection(df.index, sort=False)
-        return df if rows.equals(df.index) else df.loc[rows]
+        return df if rows.equals(df.index) else _take_ids(df, rows)
 
     def features(self, name: str) -> list[str]:
         """Feature (column) names of modality ``name``."""
-        return list(self.modality(name).columns)
+        if name not in self._modalities:
+            raise KeyError(f"No modality {name!r}; modalities are {self.modality_names}.")
+        return list(self._modalities[name].columns)
 
     @property
     def presence(self) -> pd.DataFrame:
@@ -279,7 +370,7 @@ class MultiModalData:
         mods = {}
         for m, df in self._modalities.items():
             rows = df.index.intersection(keep)
-            mods[m] = df if rows.equals(df.index) else df.loc[rows]  # frames are shared, never modified
+            mods[m] = df if rows.equals(df.index) else _take_ids(df, rows)  # frames are shared, never modified
         return MultiModalData._unchecked(mods, self._targets.loc[keep], self.name)
 
     def drop_modalities(self, names: Iterable[str]) -> MultiModalData:

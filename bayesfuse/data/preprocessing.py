@@ -24,15 +24,18 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bayesfuse.exceptions import DataError, DataWarning
+from bayesfuse.data._transform_rules import (
+    _COUNT_MIN_FEATURES,
+    _COUNT_MIN_LIBRARY,
+    _SKEW_LOG1P,
+    DEFAULT_MAX_COUNT_FEATURES,
+    LIKELIHOODS,
+    _encoder_space,
+    _finish_center_scale,
+)
+from bayesfuse.exceptions import DataError
 
 __all__ = ["LIKELIHOODS", "ModalityTransform", "ModalityArrays", "detect_likelihood"]
-
-LIKELIHOODS = ("gaussian", "bernoulli", "poisson", "negbinom")
-_COUNT_MIN_FEATURES = 100
-_COUNT_MIN_LIBRARY = 1000.0
-_SKEW_LOG1P = 2.0
-DEFAULT_MAX_COUNT_FEATURES = 2000
 
 
 def detect_likelihood(values: np.ndarray) -> str:
@@ -130,7 +133,15 @@ class ModalityTransform:
     @classmethod
     def fit(cls, name: str, df: pd.DataFrame, likelihood: str = "auto",
             max_features: int | None = None) -> ModalityTransform:
-        """Fit on the training table ``df`` (rows = samples that have the modality)."""
+        """Fit on the training table ``df`` (rows = samples that have the modality).
+
+        ``df`` may be a :class:`~bayesfuse.data.source.BackedModality` (on-disk table): the same
+        statistics are then streamed over chunks of rows (:mod:`bayesfuse.data.streaming_fit`).
+        """
+        if not isinstance(df, pd.DataFrame) and hasattr(df, "iter_chunks"):
+            from bayesfuse.data.streaming_fit import fit_streaming  # noqa: PLC0415
+
+            return fit_streaming(cls, name, df, likelihood, max_features)
         if df.shape[0] < 2:
             raise DataError(f"Modality {name!r} has {df.shape[0]} training sample(s); at least 2 are needed "
                             "to fit its scaling. Drop the modality or add samples.")
@@ -181,14 +192,7 @@ class ModalityTransform:
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN column: handled below
             center = _column_reduce(values, lambda v: np.nanmean(v, axis=0), lik, log1p, lib, kept)
             scale = _column_reduce(values, lambda v: np.nanstd(v, axis=0), lik, log1p, lib, kept)
-        empty = [cols[k] for k in kept[np.isnan(center)]]
-        if empty:
-            warnings.warn(f"Modality {name!r}: {len(empty)} feature column(s) are entirely NaN in the training data "
-                          f"(e.g. {empty[:5]}); they carry no information and the model cannot learn them "
-                          f"(imputations of them are not meaningful). Drop them with "
-                          f"data.drop_features({{{name!r}: [...]}}).", DataWarning, stacklevel=3)
-        center = np.nan_to_num(center)
-        scale = np.where(np.isfinite(scale) & (scale > 1e-8), scale, 1.0)
+        center, scale = _finish_center_scale(name, cols, kept, center, scale, stacklevel=4)
         return cls(name=name, likelihood=lik, features=[cols[k] for k in kept],
                    train_columns=cols, center=center, scale=scale, log1p=log1p[keep], n_train=int(df.shape[0]),
                    library_median=library_median)
@@ -270,20 +274,6 @@ class ModalityTransform:
                    scale=np.asarray(arrays["scale"], dtype=np.float64),
                    log1p=np.asarray(arrays["log1p"]).astype(bool), n_train=int(cfg.get("n_train", 0)),
                    library_median=float(cfg.get("library_median", 1.0)))
-
-
-def _encoder_space(values: np.ndarray, likelihood: str, log1p: np.ndarray,
-                   lib: np.ndarray | None = None) -> np.ndarray:
-    """Encoder-space values of ``values`` (n, F): log1p(CP10k) for counts (row totals ``lib`` (n,),
-    default: of ``values``), log1p on the ``log1p`` columns of Gaussian data, else ``values``."""
-    if likelihood in ("poisson", "negbinom"):
-        lib = np.nansum(values, axis=1) if lib is None else lib
-        return np.log1p(values / np.maximum(lib, 1.0)[:, None] * 1e4)
-    if likelihood == "gaussian" and log1p.any():
-        out = values.copy()
-        out[:, log1p] = np.log1p(np.maximum(values[:, log1p], 0.0))
-        return out
-    return values
 
 
 _BLOCK_CELLS = 1 << 22  # cells per block of columns in fit statistics (32 MiB of float64)

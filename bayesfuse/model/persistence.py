@@ -39,7 +39,7 @@ READABLE_VERSIONS = (1, 2, 3)
 CONFIG = "config.json"
 WEIGHTS = "weights.safetensors"
 
-__all__ = ["FORMAT_VERSION", "save_model", "load_model"]
+__all__ = ["FORMAT_VERSION", "save_model", "load_model", "model_to_bytes", "model_from_bytes"]
 
 
 def _jsonable(v: Any) -> Any:
@@ -78,6 +78,39 @@ def save_model(model, path: Path, overwrite: bool = False) -> Path:
 
 
 def _write_model(model, path: Path) -> None:
+    tensors, config = _serialise(model)
+    save_file(tensors, str(path / WEIGHTS), metadata={"format": "bayesfuse", "format_version": str(FORMAT_VERSION)})
+    (path / CONFIG).write_text(json.dumps(_jsonable(config), indent=1))
+
+
+def model_to_bytes(model) -> dict[str, Any]:
+    """The save format in memory: ``{"config": JSON text, "weights": safetensors bytes}`` (no pickle)."""
+    from safetensors.torch import save  # noqa: PLC0415
+
+    tensors, config = _serialise(model)
+    return {"format": "bayesfuse", "config": json.dumps(_jsonable(config)),
+            "weights": save(tensors, metadata={"format": "bayesfuse", "format_version": str(FORMAT_VERSION)})}
+
+
+def model_from_bytes(cls, blob: dict[str, Any], device: str = "cpu"):
+    """Inverse of :func:`model_to_bytes` (reads JSON and tensors only; executes no code)."""
+    from safetensors.torch import load  # noqa: PLC0415
+
+    if not isinstance(blob, dict) or blob.get("format") != "bayesfuse":
+        raise ModelFormatError("Not an in-memory bayesfuse model (expected the dict written by model_to_bytes).")
+    try:
+        config = json.loads(blob["config"])
+        tensors = load(bytes(blob["weights"]))
+    except (KeyError, TypeError, ValueError, SafetensorError) as exc:
+        raise ModelFormatError(f"The in-memory model is corrupted ({type(exc).__name__}: {str(exc)[:200]}).") from exc
+    if config.get("format_version") not in READABLE_VERSIONS:
+        raise ModelFormatError(f"In-memory model format version {config.get('format_version')}; this bayesfuse reads "
+                               f"{READABLE_VERSIONS}.")
+    return _build_loaded(cls, None, config, resolve_device(device), tensors=tensors)
+
+
+def _serialise(model) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and JSON-able configuration of a fitted model (shared by the file and in-memory formats)."""
     import bayesfuse
 
     tensors = {f"module.{k}": v.detach().cpu().contiguous() for k, v in model.module.state_dict().items()}
@@ -109,8 +142,7 @@ def _write_model(model, path: Path) -> None:
         "imputation_calibration": {m: rec.to_config() for m, rec in recal.items()},
         "class_calibration": {h: c.to_config() for h, c in (getattr(model, "class_calibration_", None) or {}).items()},
     }
-    save_file(tensors, str(path / WEIGHTS), metadata={"format": "bayesfuse", "format_version": str(FORMAT_VERSION)})
-    (path / CONFIG).write_text(json.dumps(_jsonable(config), indent=1))
+    return tensors, config
 
 
 def load_model(cls, path: Path, device: str = "auto"):
@@ -151,9 +183,10 @@ def load_model(cls, path: Path, device: str = "auto"):
                                "model.") from exc
 
 
-def _build_loaded(cls, path: Path, config: dict, device):
+def _build_loaded(cls, path: Path | None, config: dict, device, tensors: dict[str, torch.Tensor] | None = None):
     """The model of ``config`` and ``weights.safetensors`` (the version was checked by :func:`load_model`)."""
-    tensors = load_file(str(path / WEIGHTS))
+    if tensors is None:
+        tensors = load_file(str(path / WEIGHTS))
     model = cls.__new__(cls)
     mcfg = config["model"]
     model.latent_dim = int(mcfg["latent_dim"])

@@ -27,25 +27,11 @@ import torch
 from pyro import poutine
 
 from bayesfuse.module.batch import Batch
+from bayesfuse.module.fusion import check_hide_from
 from bayesfuse.module.heads import HeadModule
 from bayesfuse.nn.decoders import decoder_log_likelihood
 
-__all__ = ["fused_elbo_loss", "has_global_head_sites", "fused_supported"]
-
-
-def fused_supported(module) -> bool:
-    """True when :func:`fused_elbo_loss` evaluates exactly ``module``'s model/guide.
-
-    That is :class:`FusionModule`'s own model and guide, or a subclass whose only addition to
-    the model is a global ``weight_kl()`` factor (``BayesianFusionModule``). Anything else
-    falls back to Pyro's ``Trace_ELBO``.
-    """
-    from bayesfuse.module.fusion_module import FusionModule  # noqa: PLC0415
-
-    cls = type(module)
-    if cls.guide is not FusionModule.guide:
-        return False
-    return cls.model is FusionModule.model or (cls.__name__ == "BayesianFusionModule" and hasattr(module, "weight_kl"))
+__all__ = ["fused_elbo_loss", "has_global_head_sites"]
 
 
 def has_global_head_sites(module) -> bool:
@@ -103,9 +89,7 @@ def fused_elbo_loss(module, batch: Batch, n_total: int, kl_scale: float = 1.0, n
     Tensor, shape ()
         ``-ELBO`` averaged over particles (differentiable).
     """
-    from bayesfuse.module.fusion_module import _check_hide_from  # noqa: PLC0415
-
-    _check_hide_from(hide_from)
+    check_hide_from(hide_from)
     params, global_term = _head_global_terms(module)
     loc, scale, _ = module.posterior(batch, modality_mask)  # (B, D)
     shape = (num_particles, *loc.shape) if num_particles > 1 else tuple(loc.shape)

@@ -1,10 +1,10 @@
-"""Product of Gaussian experts with the prior as one expert (closed form, masked)."""
+"""Product of Gaussian experts with the prior as one expert (closed form, masked); the modality-hiding modes."""
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["product_of_experts"]
+__all__ = ["product_of_experts", "HIDE_FROM", "check_hide_from"]
 
 
 def product_of_experts(loc: torch.Tensor, scale: torch.Tensor, mask: torch.Tensor,
@@ -36,3 +36,15 @@ def product_of_experts(loc: torch.Tensor, scale: torch.Tensor, mask: torch.Tenso
     total = prior_precision + precision.sum(0)
     mean = (prior_loc * prior_precision + (precision * loc).sum(0)) / total
     return mean, total.rsqrt(), precision
+
+
+#: Where a modality hidden by ``modality_mask`` is hidden: ``"both"`` = from the guide and the
+#: likelihood (sub-sampled ELBO of the subset); ``"guide"`` = from the guide only (q(z | x_subset)
+#: with the likelihood of every observed modality, a cross-modal ELBO of all of x).
+HIDE_FROM = ("both", "guide")
+
+
+def check_hide_from(hide_from: str) -> None:
+    """Raise ``ValueError`` unless ``hide_from`` is one of :data:`HIDE_FROM`."""
+    if hide_from not in HIDE_FROM:
+        raise ValueError(f"hide_from={hide_from!r} is not supported; use one of {HIDE_FROM}.")

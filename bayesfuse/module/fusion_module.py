@@ -23,23 +23,13 @@ from pyro import poutine
 from torch import nn
 
 from bayesfuse.module.batch import Batch
-from bayesfuse.module.fusion import product_of_experts
+from bayesfuse.module.fused_elbo import fused_elbo_loss
+from bayesfuse.module.fusion import HIDE_FROM, check_hide_from, product_of_experts
 from bayesfuse.module.heads import HeadModule
 from bayesfuse.nn.decoders import Decoder, decoder_log_likelihood
 from bayesfuse.nn.encoders import GaussianExpertEncoder
 
-__all__ = ["FusionModule", "HIDE_FROM"]
-
-#: Where a modality hidden by ``modality_mask`` is hidden: ``"both"`` = from the guide and the
-#: likelihood (sub-sampled ELBO of the subset); ``"guide"`` = from the guide only (q(z | x_subset)
-#: with the likelihood of every observed modality, a cross-modal ELBO of all of x).
-HIDE_FROM = ("both", "guide")
-
-
-def _check_hide_from(hide_from: str) -> None:
-    if hide_from not in HIDE_FROM:
-        raise ValueError(f"hide_from={hide_from!r} is not supported; use one of {HIDE_FROM}.")
-
+__all__ = ["FusionModule", "HIDE_FROM", "fused_supported"]
 
 class FusionModule(nn.Module):
     """Encoders, decoders and heads of one fusion model.
@@ -99,7 +89,7 @@ class FusionModule(nn.Module):
         prediction directly but pulls q(z | x_subset) towards p(z | x_all), i.e. makes subset
         posteriors over-confident (measured in tests/test_cross_modal_objective.py, docs/imputation.md).
         """
-        _check_hide_from(hide_from)
+        check_hide_from(hide_from)
         head_params = self.sample_head_params(guide=False)
         hide = modality_mask is not None and hide_from == "both"
         presence = batch.presence * modality_mask if hide else batch.presence
@@ -125,7 +115,7 @@ class FusionModule(nn.Module):
         ``hide_from`` is accepted for signature symmetry with :meth:`model` (the guide always
         drops masked modalities).
         """
-        _check_hide_from(hide_from)
+        check_hide_from(hide_from)
         self.sample_head_params(guide=True)
         loc, scale, _ = self.posterior(batch, modality_mask)
         with pyro.plate("patients", n_total, subsample=batch.index, dim=-1):
@@ -140,8 +130,6 @@ class FusionModule(nn.Module):
         See :func:`bayesfuse.module.fused_elbo.fused_elbo_loss`; ``forward`` exists so that
         ``DistributedDataParallel(module)(batch, ...)`` all-reduces the gradients.
         """
-        from bayesfuse.module.fused_elbo import fused_elbo_loss  # noqa: PLC0415
-
         return fused_elbo_loss(self, batch, n_total, kl_scale, num_particles, modality_mask, eps=eps,
                                hide_from=hide_from)
 
@@ -227,3 +215,16 @@ class FusionModule(nn.Module):
         restore = (rows == (u * presence).argmax(0).unsqueeze(0)).to(presence.dtype)  # one-hot (M, B), no sync
         keep = torch.where(none_left.unsqueeze(0), restore * presence, keep)
         return torch.where(presence > 0, keep, torch.ones_like(keep))
+
+
+def fused_supported(module) -> bool:
+    """True when :func:`fused_elbo_loss` evaluates exactly ``module``'s model/guide.
+
+    That is :class:`FusionModule`'s own model and guide, or a subclass whose only addition to
+    the model is a global ``weight_kl()`` factor (``BayesianFusionModule``). Anything else
+    falls back to Pyro's ``Trace_ELBO``.
+    """
+    cls = type(module)
+    if cls.guide is not FusionModule.guide:
+        return False
+    return cls.model is FusionModule.model or (cls.__name__ == "BayesianFusionModule" and hasattr(module, "weight_kl"))

@@ -7,10 +7,9 @@ from abc import ABC, abstractmethod
 import torch
 from torch import nn
 
-from bayesfuse.heads import Categorical, Head
 from bayesfuse.nn.encoders import mlp
 
-__all__ = ["HeadModule", "CategoricalHeadModule", "build_head_module", "temper_probs"]
+__all__ = ["HeadModule", "CategoricalHeadModule", "temper_probs"]
 
 
 class HeadModule(nn.Module, ABC):
@@ -81,14 +80,3 @@ def temper_probs(probs: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor
     tiny = torch.finfo(probs.dtype).tiny
     logits = (torch.log(probs.clamp_min(tiny)) / temperature.unsqueeze(-1)).movedim(-1, 0).contiguous()
     return torch.softmax(logits, dim=0).movedim(0, -1)
-
-
-def build_head_module(spec: Head, latent_dim: int) -> HeadModule:
-    """Build the torch module for a fitted head spec (classes / time grid already set)."""
-    if isinstance(spec, Categorical):
-        if not spec.classes:
-            raise ValueError("Categorical head has no classes; fit the model on labelled data first.")
-        return CategoricalHeadModule(latent_dim, len(spec.classes), hidden=spec.hidden, weight=spec.weight)
-    from bayesfuse.module.survival_head import SurvivalHeadModule  # noqa: PLC0415
-
-    return SurvivalHeadModule.from_spec(spec, latent_dim)

@@ -46,7 +46,7 @@ __all__ = ["refit_survival_head_posterior", "refit_module_survival_heads", "surv
            "REFIT_FAMILIES", "SURVIVAL_REFITS"]
 
 REFIT_FAMILIES = ("laplace", "meanfield")
-#: values of ``FusionModel(survival_refit=...)``
+#: values of ``AdvancedConfig(survival_refit=...)``
 SURVIVAL_REFITS = ("none", "laplace", "laplace_mode", "meanfield")
 
 

@@ -159,6 +159,53 @@ class Imputation:
             out[m] = self._frame(mean, m)
         return out
 
+    def to_frame(self, modalities: list[str] | str | None = None, prob: float = 0.9) -> pd.DataFrame:
+        """Every per-patient summary of the imputed modalities in one frame indexed by sample id.
+
+        Columns are a ``(modality, stat, feature)`` MultiIndex; each ``frame[(m, stat)]`` block equals
+        the matching method: ``value`` (:meth:`to_frames`, the completed table), ``mean``, ``std``,
+        ``lower`` / ``upper`` (:meth:`interval` at ``prob``), ``observed`` (bool) and, for a Bernoulli
+        modality, ``probability``.
+        """
+        mods = self.modalities if modalities is None else [modalities] if isinstance(modalities, str) \
+            else list(modalities)
+        completed = self.to_frames()
+        blocks = {}
+        for m in mods:
+            lo, hi = self.interval(m, prob)
+            stats = {"value": completed[self._check(m)], "mean": self.mean(m), "std": self.std(m),
+                     "lower": lo, "upper": hi, "observed": self.observed(m)}
+            if m in self.probabilities:
+                stats["probability"] = self.probability(m)
+            for stat, df in stats.items():
+                blocks[(m, stat)] = df
+        out = pd.concat(blocks, axis=1, names=["modality", "stat", "feature"])
+        out.index = self._index()
+        return out
+
+    def to_anndata(self, modality: str, prob: float = 0.9):
+        """One imputed modality as an AnnData (patients x features): ``X`` = the completed table of
+        :meth:`to_frames`, ``layers`` = ``mean``, ``std``, ``lower``, ``upper`` (central ``prob``
+        interval) and ``observed`` (1 where passed through). Needs ``pip install bayesfuse[scverse]``."""
+        from bayesfuse.posterior.export import _anndata  # noqa: PLC0415
+
+        ad = _anndata()
+        m = self._check(modality)
+        lo, hi = self.interval(m, prob)
+        obs = pd.DataFrame({"has_modality": self.presence[m].to_numpy().astype(bool)} if m in self.presence else {},
+                           index=pd.Index([str(s) for s in self.sample_ids], name="sample_id"))
+        return ad.AnnData(X=self.to_frames()[m].to_numpy(), obs=obs,
+                          var=pd.DataFrame(index=pd.Index(self.features(m), name="feature")),
+                          layers={"mean": self.mean(m).to_numpy(), "std": self.std(m).to_numpy(),
+                                  "lower": lo.to_numpy(), "upper": hi.to_numpy(),
+                                  "observed": self.observed_mask[m].astype(np.int8)})
+
+    def to_mudata(self, prob: float = 0.9):
+        """Every imputed modality (:meth:`to_anndata`) in one ``mudata.MuData``."""
+        import mudata  # noqa: PLC0415
+
+        return mudata.MuData({m: self.to_anndata(m, prob) for m in self.modalities})
+
     def __repr__(self) -> str:
         mods = ", ".join(f"{m}[{self.draws[m].shape[2]}; {int((~self.observed_mask[m]).sum())} cells imputed]"
                          for m in self.modalities)

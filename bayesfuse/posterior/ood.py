@@ -140,7 +140,10 @@ class LatentMahalanobis:
 
 
 class PatientScores:
-    """Precomputed per-patient OOD scores (e.g. :func:`bayesfuse.model.ood.reconstruction_elbo`) as a gate.
+    """Precomputed per-patient OOD scores (e.g. :func:`bayesfuse.model.ood_scores.reconstruction_elbo`) as a gate.
+
+    Calling it with a Posterior returns the scores of ``post.sample_ids`` (shape (n_patients,));
+    a patient without a score raises :class:`~bayesfuse.exceptions.DataError`.
 
     Parameters
     ----------
@@ -148,9 +151,6 @@ class PatientScores:
         Score per patient id (higher = more unusual).
     name : str
         Name used in the Abstainer's guarantee text.
-
-    Calling it with a Posterior returns the scores of ``post.sample_ids`` (shape (n_patients,));
-    a patient without a score raises :class:`~bayesfuse.exceptions.DataError`.
     """
 
     def __init__(self, scores: pd.Series, name: str = "precomputed OOD score") -> None:

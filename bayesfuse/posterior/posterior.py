@@ -108,8 +108,14 @@ class Posterior:
         return list(spec.classes)  # type: ignore[attr-defined]
 
     def mean_probs(self, head: str) -> pd.DataFrame:
-        """Posterior-predictive class probabilities ``E[p(y | z, x)]``, one row per patient."""
-        return pd.DataFrame(self.probs(head).mean(axis=0), index=pd.Index(self.sample_ids, name="sample_id"),
+        """Posterior-predictive class probabilities ``E[p(y | z, x)]``, one row per patient.
+
+        Averaged in float64 and renormalised, so each row sums to 1 to float64 rounding (float32
+        draws averaged in float32 can drift by more than 1e-6, the metrics' tolerance).
+        """
+        mean = self.probs(head).mean(axis=0, dtype=np.float64)
+        mean /= mean.sum(axis=1, keepdims=True)
+        return pd.DataFrame(mean, index=pd.Index(self.sample_ids, name="sample_id"),
                             columns=self.classes(head))
 
     def predict(self, head: str) -> pd.Series:
@@ -237,6 +243,104 @@ class Posterior:
             "upper": hi.ravel(),
             "n_modalities": np.repeat(self.n_modalities.to_numpy(), nt),
         })
+
+    def _index(self) -> pd.Index:
+        return pd.Index(self.sample_ids, name="sample_id")
+
+    def _per_time(self, draws: np.ndarray, t: np.ndarray, prob: float | None):
+        """Mean (``prob=None``) or central ``prob`` band ``(lower, upper)`` of per-draw values
+        ``(S, N, T)`` as patients x ``t`` frames."""
+        cols = pd.Index(t, name="time")
+        if prob is None:
+            return pd.DataFrame(draws.mean(axis=0), index=self._index(), columns=cols)
+        if not 0 < prob < 1:
+            raise ArgumentError(f"prob={prob} must lie in (0, 1), e.g. 0.9 for a 90% band.")
+        a = (1 - prob) / 2
+        lo, hi = np.quantile(draws, [a, 1 - a], axis=0)
+        return (pd.DataFrame(lo, index=self._index(), columns=cols),
+                pd.DataFrame(hi, index=self._index(), columns=cols))
+
+    def _per_patient(self, draws: np.ndarray, prob: float, center: str) -> pd.DataFrame:
+        """``center`` (``"mean"`` or ``"median"``) and central ``prob`` interval of per-draw values
+        ``(S, N)``: columns ``center, lower, upper``."""
+        if not 0 < prob < 1:
+            raise ArgumentError(f"prob={prob} must lie in (0, 1), e.g. 0.9 for a 90% interval.")
+        a = (1 - prob) / 2
+        q = np.quantile(draws, [0.5, a, 1 - a], axis=0)
+        mid = q[0] if center == "median" else draws.mean(axis=0)
+        return pd.DataFrame({center: mid, "lower": q[1], "upper": q[2]}, index=self._index())
+
+    @staticmethod
+    def _grid(times) -> np.ndarray:
+        return np.atleast_1d(np.asarray(times, dtype=np.float64))
+
+    def survival_mean(self, head: str, times) -> pd.DataFrame:
+        """Posterior mean of ``S(t | x)``: patients x ``times`` (the mean over draws of
+        :meth:`survival_function`)."""
+        t = self._grid(times)
+        return self._per_time(self.survival_function(head, t), t, None)
+
+    def survival_interval(self, head: str, times, prob: float = 0.9) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Central ``prob`` credible band of ``S(t | x)``: ``(lower, upper)`` frames, patients x ``times``."""
+        t = self._grid(times)
+        return self._per_time(self.survival_function(head, t), t, prob)
+
+    def risk_mean(self, head: str, horizons) -> pd.DataFrame:
+        """Posterior mean of ``P(T <= t | x)``: patients x ``horizons`` (the mean over draws of :meth:`risk`)."""
+        t = self._grid(horizons)
+        return self._per_time(self.risk(head, t), t, None)
+
+    def risk_interval(self, head: str, horizons, prob: float = 0.9) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Central ``prob`` credible band of ``P(T <= t | x)``: ``(lower, upper)``, patients x ``horizons``."""
+        t = self._grid(horizons)
+        return self._per_time(self.risk(head, t), t, prob)
+
+    def median_survival_summary(self, head: str, prob: float = 0.9, horizon: float | None = None) -> pd.DataFrame:
+        """Posterior median and central ``prob`` interval of the median survival time per patient.
+
+        Columns ``median, lower, upper`` (quantiles over the draws of :meth:`median_survival`; ``inf``
+        where the median is not reached).
+        """
+        return self._per_patient(self.median_survival(head, horizon=horizon), prob, "median")
+
+    def restricted_mean_survival_summary(self, head: str, tau: float, prob: float = 0.9) -> pd.DataFrame:
+        """Posterior mean and central ``prob`` interval of the restricted mean survival time up to ``tau``
+        per patient: columns ``mean, lower, upper`` (over the draws of :meth:`restricted_mean_survival`)."""
+        return self._per_patient(self.restricted_mean_survival(head, tau), prob, "mean")
+
+    # ---------------------------------------------------------------- export
+    def latent_summary(self):
+        """The fused posterior of ``z`` per patient (mean, sd) as a :class:`~bayesfuse.posterior.latent.Latent`."""
+        from bayesfuse.posterior.latent import Latent  # noqa: PLC0415
+
+        return Latent(sample_ids=self.sample_ids, mean=self.latent_loc, sd=self.latent_scale, presence=self.presence)
+
+    def to_frame(self, prob: float = 0.9, times=None, tau: float | None = None) -> pd.DataFrame:
+        """Every per-patient summary in one frame indexed by sample id.
+
+        Columns are a ``(head, stat, label)`` MultiIndex: categorical heads give ``mean``, ``lower``,
+        ``upper`` (label = class; ``frame[(h, "mean")]`` equals :meth:`mean_probs`), ``prediction``
+        and ``entropy`` (label = ``total, aleatoric, epistemic``); survival heads give
+        ``survival_mean``, ``survival_lower``, ``survival_upper`` (label = time; default
+        :meth:`default_times`), ``risk_mean`` (label = time), ``median_survival`` (``median, lower,
+        upper``) and, with ``tau``, ``rmst`` (``mean, lower, upper``: :meth:`restricted_mean_survival_summary`);
+        last ``("", "modality_weight", <modality or "prior">)`` (:meth:`modality_weights`) and
+        ``("", "n_modalities", "")``. Flatten for CSV with
+        ``frame.columns = [":".join(map(str, c)).strip(":") for c in frame.columns]``.
+        """
+        from bayesfuse.posterior.export import posterior_frame  # noqa: PLC0415
+
+        return posterior_frame(self, prob=prob, times=times, tau=tau)
+
+    def to_mudata(self, prob: float = 0.9, times=None):
+        """Posterior summaries as a ``mudata.MuData``: one AnnData per head (patients x classes, or x times
+        for a survival head) with ``X`` = posterior mean, ``layers["lower"/"upper"]`` = credible bounds and
+        ``obs`` = prediction / entropy (median survival); ``obs`` of the MuData = presence and
+        ``n_modalities``, ``obsm["z_mean"/"z_sd"]`` = fused posterior of ``z``. Needs
+        ``pip install bayesfuse[scverse]``."""
+        from bayesfuse.posterior.export import posterior_mudata  # noqa: PLC0415
+
+        return posterior_mudata(self, prob=prob, times=times)
 
     # ----------------------------------------------------------- attribution
     def modality_weights(self, head: str | None = None) -> pd.DataFrame:

@@ -26,8 +26,8 @@ from pyro.infer import Trace_ELBO
 
 from bayesfuse.exceptions import ConvergenceError, ConvergenceWarning
 from bayesfuse.module.batch import TensorStore
-from bayesfuse.module.fused_elbo import fused_elbo_loss, fused_supported, has_global_head_sites
-from bayesfuse.module.fusion_module import FusionModule
+from bayesfuse.module.fused_elbo import fused_elbo_loss, has_global_head_sites
+from bayesfuse.module.fusion_module import FusionModule, fused_supported
 from bayesfuse.train.faults import (
     Epochs,
     FaultPolicy,
@@ -40,7 +40,10 @@ from bayesfuse.train.faults import (
 from bayesfuse.train.progress import EpochProgress
 
 __all__ = ["TrainConfig", "TrainResult", "Checkpointing", "train_svi", "elbo_loss", "make_optimizer", "clip_gradients",
-           "svi_step", "validation_loss"]
+           "svi_step", "validation_loss", "validation_head_nll", "MONITORS"]
+
+#: Early-stopping criteria of :func:`train_svi` (``TrainConfig.monitor``).
+MONITORS = ("elbo", "heads")
 
 
 @dataclass
@@ -60,6 +63,7 @@ class TrainConfig:
     clip_norm: float = 10.0
     progress: bool = True
     elbo: str = "fused"
+    monitor: str = "elbo"
 
 
 @dataclass
@@ -145,6 +149,45 @@ def validation_loss(module: FusionModule, store: TensorStore, chunk: int = 1024,
     return total / store.n
 
 
+def validation_head_nll(module: FusionModule, store: TensorStore, chunk: int = 1024, num_samples: int = 8,
+                        seed: int = 0) -> torch.Tensor:
+    """Posterior-predictive negative log-likelihood of the heads' targets, nats per patient.
+
+    For every patient ``n`` and head ``h`` with a known target:
+    ``-log (1/S) sum_s p(y_nh | z_s, theta_s)``, with ``z_s ~ q(z | x_n)`` (all present modalities)
+    and ``theta_s`` from the head's guide (point heads: their weights), summed over heads and
+    averaged over the store's patients. The ``S`` draws come from a private RNG seeded by ``seed``
+    (the global stream is left alone), so the criterion changes between epochs only through the
+    parameters (common random numbers), not through Monte-Carlo noise.
+
+    Parameters
+    ----------
+    store : TensorStore
+        ``N`` validation patients.
+    num_samples : int
+        ``S`` posterior draws per patient.
+
+    Returns
+    -------
+    Tensor, shape ()
+    """
+    dev = store.presence.device
+    total = torch.zeros((), dtype=store.presence.dtype, device=dev)
+    log_s = math.log(num_samples)
+    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)
+        params = {h: head.draw_params(num_samples) for h, head in module.heads.items()}
+        for start in range(0, store.n, chunk):
+            idx = torch.arange(start, min(store.n, start + chunk), device=dev)
+            batch = store.batch(idx)
+            loc, scale, _ = module.posterior(batch, None)
+            z = loc + torch.randn((num_samples, *loc.shape), dtype=loc.dtype, device=dev) * scale  # (S, B, D)
+            for h, head in module.heads.items():
+                ll = head.log_likelihood(z, module.head_target(h, batch, z), params[h])   # (S, B)
+                total = total - (torch.logsumexp(ll, dim=0) - log_s).sum()
+    return total / store.n
+
+
 @dataclass
 class Checkpointing:
     """Checkpoint settings of :func:`train_svi` (see :mod:`bayesfuse.train.checkpoint`).
@@ -182,7 +225,10 @@ def _convergence_error(module, store, kl_scale, epoch, retries, lr, what) -> Con
 def train_svi(module: FusionModule, train: TensorStore, val: TensorStore | None, config: TrainConfig,
               generator: torch.Generator, checkpointing: Checkpointing | None = None,
               faults: FaultPolicy | None = None) -> TrainResult:
-    """Fit ``module`` by SVI on ``train``; early-stop on the validation ELBO of ``val``.
+    """Fit ``module`` by SVI on ``train``; early-stop on a validation criterion of ``val``.
+
+    ``config.monitor``: ``"elbo"`` = the negative ELBO of ``val``; ``"heads"`` = the heads'
+    posterior-predictive NLL on ``val`` (:func:`validation_head_nll`).
 
     Returns the per-epoch history (``train_loss`` and ``val_loss`` in nats per patient,
     ``kl_scale``, ``seconds``) and restores the parameters of the best validation epoch.
@@ -237,7 +283,10 @@ def train_svi(module: FusionModule, train: TensorStore, val: TensorStore | None,
             if val is not None and val.n > 0:
                 module.eval()
                 with torch.no_grad():
-                    val_loss = float(validation_loss(module, val, max(bs, 1024), config.elbo))
+                    if config.monitor == "heads":
+                        val_loss = float(validation_head_nll(module, val, max(bs, 1024)))
+                    else:
+                        val_loss = float(validation_loss(module, val, max(bs, 1024), config.elbo))
             rows.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "kl_scale": kl_scale,
                          "seconds": time.perf_counter() - t0})
             if bar is not None:

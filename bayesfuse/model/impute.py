@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,9 +26,6 @@ from bayesfuse._rng import seeded_rng
 from bayesfuse.data.multimodal import MultiModalData
 from bayesfuse.exceptions import ArgumentError, DataError, InputTypeError, NoModalityWarning
 from bayesfuse.posterior.imputation import Imputation
-
-if TYPE_CHECKING:
-    from bayesfuse.model.fusion_model import FusionModel
 
 __all__ = ["decoder_space_draws", "impute", "sample_decoder"]
 
@@ -63,7 +60,7 @@ def sample_decoder(likelihood: str, params: dict[str, torch.Tensor], library: to
     return torch.poisson(rate)
 
 
-def _recalibrations(model: FusionModel, modalities: Sequence[str], calibrated: bool | None) -> dict:
+def _recalibrations(model: Any, modalities: Sequence[str], calibrated: bool | None) -> dict:
     """The fitted :class:`ImputationRecalibration` records that ``impute`` applies."""
     fitted = getattr(model, "imputation_calibration_", None) or {}
     explicit = calibrated is True
@@ -83,7 +80,7 @@ def _recalibrations(model: FusionModel, modalities: Sequence[str], calibrated: b
     return {m: fitted[m] for m in modalities if m in fitted}
 
 
-def decoder_space_draws(model: FusionModel, store, modalities: Sequence[str], num_samples: int, seed: int,
+def decoder_space_draws(model: Any, store, modalities: Sequence[str], num_samples: int, seed: int,
                         batch_size: int, libraries: dict[str, torch.Tensor], recalibrations: dict | None = None
                         ) -> tuple[dict[str, list[np.ndarray]], dict[str, list[np.ndarray]], dict[str, list[np.ndarray]]]:
     """Posterior-predictive draws in decoder space, chunk by chunk.
@@ -136,7 +133,7 @@ def decoder_space_draws(model: FusionModel, store, modalities: Sequence[str], nu
 
 
 @torch.no_grad()
-def impute(model: FusionModel, data: MultiModalData, modalities: Sequence[str] | None = None,
+def impute(model: Any, data: MultiModalData, modalities: Sequence[str] | None = None,
            num_samples: int = 200, seed: int = 0, reconstruct: bool = False,
            batch_size: int = 1024, calibrated: bool | None = None) -> Imputation:
     """Posterior-predictive draws of ``modalities`` for every patient of ``data``.

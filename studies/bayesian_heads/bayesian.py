@@ -1,6 +1,6 @@
-"""Benchmark of weight uncertainty (docs/bayesian.md).
+"""Benchmark of weight uncertainty (docs/studies/bayesian.md).
 
-Sections (run one or all: ``python benchmarks/bayesian.py [compare|ood|nuts|cost|validate] --json out.json``):
+Sections (run one or all: ``python studies/bayesian_heads/bayesian.py [compare|ood|nuts|cost|validate] --json out.json``):
 
 * validate: the mode choice. The tcga_gbmlgg / tcga_rare6 *training* split cut 75/25 (stratified,
   fixed); candidate Bayesian models scored on the 25 % (seeds 0, 1). The test split is not used.
@@ -71,6 +71,17 @@ ORDER = ["none", "mc_dropout", "ensemble", "heads, prior 1", "heads ensemble", "
 METHOD_KW["heads, prior 0.5"] = {"bayesian": "heads", "prior_scale": 0.5}
 
 
+def _fm(data, **kw):
+    """``bf.FusionModel`` with the study's flat options; expert ones go into ``bf.AdvancedConfig``."""
+    from dataclasses import fields  # noqa: PLC0415
+
+    names = {f.name for f in fields(bf.AdvancedConfig)}
+    adv = {k: kw.pop(k) for k in list(kw) if k in names}
+    if "advanced" in kw:
+        adv = {**kw.pop("advanced").to_dict(), **adv}
+    return bf.FusionModel(data, advanced=bf.AdvancedConfig(**adv), **kw)
+
+
 def load(name):
     d = bf.MultiModalData.read_dir(f"{DATA}/{name}")
     if name == "tcga_gbmlgg":
@@ -98,7 +109,7 @@ def scores(post, data, target):
 
 def fit_method(method, train, target, seed):
     """Fit one method with seed ``seed`` (the package defaults otherwise)."""
-    return bf.FusionModel(train, heads={target: "categorical"}, **METHOD_KW[method]).fit(seed=seed, **FIT)
+    return _fm(train, heads={target: "categorical"}, **METHOD_KW[method]).fit(seed=seed, **FIT)
 
 
 def fit_ensemble(first, train, target, seed, K=5, **kw):
@@ -230,7 +241,7 @@ def validate(datasets=("tcga_gbmlgg", "tcga_rare6"), seeds=(0, 1)):
         for seed in seeds:
             for label, kw in cands.items():
                 t = time.perf_counter()
-                m = bf.FusionModel(inner, heads={target: "categorical"}, **kw).fit(seed=seed, **FIT)
+                m = _fm(inner, heads={target: "categorical"}, **kw).fit(seed=seed, **FIT)
                 r = {"dataset": name, "method": label, "seed": seed,
                      **scores(m.predict(va, num_samples=200, seed=seed), va, target), "khat": _khat(m),
                      "seconds": time.perf_counter() - t}
@@ -253,7 +264,7 @@ def cv(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, priors=(1.0, 3.0)):
             probs, labels = [], []
             for f in range(folds):
                 inner, va = tr.subset(ids=tr.sample_ids[fold != f]), tr.subset(ids=tr.sample_ids[fold == f])
-                m = bf.FusionModel(inner, heads={target: "categorical"}, bayesian="heads", prior_scale=ps).fit(
+                m = _fm(inner, heads={target: "categorical"}, bayesian="heads", prior_scale=ps).fit(
                     seed=0, **FIT)
                 post = m.predict(va, num_samples=200, seed=0)
                 ok = va.targets[target].notna().to_numpy()
@@ -298,7 +309,7 @@ def cv_ensemble(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, K=5, cv_seed=7,
                 for k in range(n):
                     if (fam, k) not in fits:
                         t = time.perf_counter()
-                        fits[(fam, k)] = (bf.FusionModel(inner, heads={target: "categorical"}, **kw).fit(
+                        fits[(fam, k)] = (_fm(inner, heads={target: "categorical"}, **kw).fit(
                             seed=k, **FIT), time.perf_counter() - t)
                     members.append(fits[(fam, k)])
                 secs[c] += sum(s for _, s in members)
@@ -524,8 +535,8 @@ def diagnose(name="tcga_rare6", folds=4):
     rows, norms = [], []
     for f in range(folds):
         inner, va = tr.subset(ids=tr.sample_ids[fold != f]), tr.subset(ids=tr.sample_ids[fold == f])
-        det = bf.FusionModel(inner, heads={target: "categorical"}, bayesian="none").fit(seed=0, **FIT)
-        bay = bf.FusionModel(inner, heads={target: "categorical"}, **METHOD_KW["heads, prior 1"]).fit(seed=0, **FIT)
+        det = _fm(inner, heads={target: "categorical"}, bayesian="none").fit(seed=0, **FIT)
+        bay = _fm(inner, heads={target: "categorical"}, **METHOD_KW["heads, prior 1"]).fit(seed=0, **FIT)
         pd_, pb = det.predict(va, num_samples=200, seed=0), bay.predict(va, num_samples=200, seed=0)
         classes = pd_.classes(target)
         ok = va.targets[target].notna().to_numpy()
@@ -570,8 +581,8 @@ def fit_subsampled_refit(train, target, seed, prior_scale=1.0):
     from bayesfuse.diagnostics.vi import head_weight_diagnostics
     from bayesfuse.module.head_refit import refit_module_heads
 
-    m = bf.FusionModel(train, heads={target: "categorical"}, bayesian="heads", prior_scale=prior_scale,
-                       head_refit_steps=0).fit(seed=seed, **FIT)
+    m = _fm(train, heads={target: "categorical"}, bayesian="heads", prior_scale=prior_scale,
+                       advanced=bf.AdvancedConfig(head_refit_steps=0)).fit(seed=seed, **FIT)
     data, cfg = m._train_data, m.train_config_
     ids = data.sample_ids[data.presence.to_numpy().any(axis=1)]
     train_ids, _ = m._validation_split(ids, data, cfg["validation_fraction"], seed)
@@ -629,8 +640,8 @@ def cv_power(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, etas=(1.0, 0.5, 0.
         labels, norms = [], {e: [] for e in etas}
         for f in range(folds):
             inner, va = tr.subset(ids=tr.sample_ids[fold != f]), tr.subset(ids=tr.sample_ids[fold == f])
-            m = bf.FusionModel(inner, heads={target: "categorical"}, bayesian="heads", prior_scale=1.0,
-                               head_refit_steps=0).fit(seed=0, **FIT)
+            m = _fm(inner, heads={target: "categorical"}, bayesian="heads", prior_scale=1.0,
+                               advanced=bf.AdvancedConfig(head_refit_steps=0)).fit(seed=0, **FIT)
             data, cfg = m._train_data, m.train_config_
             ids = data.sample_ids[data.presence.to_numpy().any(axis=1)]
             train_ids, _ = m._validation_split(ids, data, cfg["validation_fraction"], 0)
@@ -681,8 +692,8 @@ def cv_guide(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, guides=("lowrank",
             probs, labels, khats = [], [], []
             for f in range(folds):
                 inner, va = tr.subset(ids=tr.sample_ids[fold != f]), tr.subset(ids=tr.sample_ids[fold == f])
-                m = bf.FusionModel(inner, heads={target: "categorical"}, bayesian="heads", prior_scale=1.0,
-                                   head_guide=g).fit(seed=0, **FIT)
+                m = _fm(inner, heads={target: "categorical"}, bayesian="heads", prior_scale=1.0,
+                                   advanced=bf.AdvancedConfig(head_guide=g)).fit(seed=0, **FIT)
                 khats.append(_khat(m))
                 post = m.predict(va, num_samples=200, seed=0)
                 ok = va.targets[target].notna().to_numpy()
@@ -708,7 +719,7 @@ XFIT_VARIANTS = {  # label -> refit_heads(...) arguments; the first three are ca
 
 def cv_xfit(datasets=("tcga_gbmlgg", "tcga_rare6"), folds=4, K=5, cv_seed=7):
     """The folds of ``cv`` (4-fold, seed 7; training split only): the cross-fitted ensemble
-    ``CrossFittedEnsemble(inner, K=5)`` (benchmarks/_crossfit.py; members: seeds 0..4, prior sd 1, full-rank guide,
+    ``CrossFittedEnsemble(inner, K=5)`` (studies/bayesian_heads/_crossfit.py; members: seeds 0..4, prior sd 1, full-rank guide,
     inner folds with ``fold_seed=0``), fitted once per CV fold; every variant of ``XFIT_VARIANTS``
     refits the members' head posteriors from the same SVI guides (same refit seeds). The last
     variant refits on each member's own training latents: the same members without
@@ -869,7 +880,7 @@ def nuts():
 
     d, target = load("tcga_gbmlgg")
     tr, te = d.subset(split="train"), d.subset(split="test")
-    model = bf.FusionModel(tr, heads={target: "categorical"}, latent_dim=4,
+    model = _fm(tr, heads={target: "categorical"}, latent_dim=4,
                           **METHOD_KW["heads, prior 3"]).fit(seed=0, **FIT)
     ptr, pte = model.predict(tr, seed=0), model.predict(te, seed=0)
     classes = ptr.classes(target)
@@ -927,7 +938,7 @@ def cost():
                       ("all (last layer)", {"bayesian": "all", "encoder_layers": "last"}),
                       ("all (all layers)", {"bayesian": "all", "encoder_layers": "all"}),
                       ("mc_dropout", {"bayesian": "mc_dropout"})]:
-        m = bf.FusionModel(tr, heads={target: "categorical"}, **kw)
+        m = _fm(tr, heads={target: "categorical"}, **kw)
         m.fit(seed=0, max_epochs=25, kl_warmup_epochs=5, validation_fraction=0, progress=False)
         per = float(np.median(np.diff(m.history_["seconds"].to_numpy())))
         t = time.perf_counter()

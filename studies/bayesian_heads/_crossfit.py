@@ -1,14 +1,14 @@
-"""Cross-fitted ensemble of Bayesian-heads fusion models (issue 6, docs/bayesian.md): tried, not adopted.
+"""Cross-fitted ensemble of Bayesian-heads fusion models (issue 6, docs/studies/bayesian.md): tried, not adopted.
 
-Benchmark code, not part of the package: on two 4-fold CV partitions of the training splits it
-lost to the deep ensemble and to ``DeepEnsemble.bayesian`` on both data sets (docs/bayesian.md,
-"Cross-fitted Bayesian heads"). Kept here so ``benchmarks/bayesian.py cv_xfit`` reproduces and
+Study code, not part of the package: on two 4-fold CV partitions of the training splits it
+lost to the deep ensemble and to ``DeepEnsemble.bayesian`` on both data sets (docs/studies/bayesian.md,
+"Cross-fitted Bayesian heads"). Kept here so ``studies/bayesian_heads/bayesian.py cv_xfit`` reproduces and
 ``tests/test_ensemble_crossfit.py`` checks it.
 
 The head-weight posterior of a single ``bayesian="heads"`` fit is refitted on the *training*
 patients' latents, which the label-trained encoders (head weight up to 100) have already pulled
 apart: the labels are used twice and the head posterior comes out over-confident (its mean is
-2-3x longer than a deterministic head's, docs/bayesian.md "Why the single Bayesian heads
+2-3x longer than a deterministic head's, docs/studies/bayesian.md "Why the single Bayesian heads
 over-penalise the rare errors"). Cross-fitting removes the double use: the training patients are
 split into ``K`` folds stratified by the categorical head's labels; member ``k`` is fitted on the
 patients outside fold ``k`` and its head-weight posterior is then refitted
@@ -29,6 +29,7 @@ import torch
 from bayesfuse.data.multimodal import MultiModalData
 from bayesfuse.exceptions import DataError
 from bayesfuse.heads import Categorical, make_head
+from bayesfuse.model.advanced import AdvancedConfig
 from bayesfuse.model.ensemble import DeepEnsemble
 from bayesfuse.model.fusion_model import FusionModel
 
@@ -172,7 +173,7 @@ class CrossFittedEnsemble(DeepEnsemble):
         f = self.folds_.to_numpy()
         ids = np.asarray(data.sample_ids, dtype=object)
         self.heldout_ids_ = [ids[f == k] for k in range(self.K)]
-        self.members_ = [FusionModel(data.subset(ids=ids[f != k]), head_refit_steps=0, **kwargs)
+        self.members_ = [FusionModel(data.subset(ids=ids[f != k]), advanced=AdvancedConfig(head_refit_steps=0), **kwargs)
                          for k in range(self.K)]
         self.refit_ids_: list[np.ndarray] = []
         self.refit_train_ids_: list[np.ndarray] = []

@@ -10,10 +10,10 @@ fixed latent draws of the training patients (an independent reference) and (b) t
 fitted model evaluated as fitted and after each refit (paired: identical encoders and latent
 draws; only the head's parameter posterior differs). Metrics of benchmarks/survival.py.
 
-    PYTHONPATH=. python benchmarks/survival_refit.py --measure --datasets tcga_gbmlgg metabric
-    PYTHONPATH=. python benchmarks/survival_refit.py --validation --val-seeds 1 2 3 --json out.json
-    PYTHONPATH=. python benchmarks/survival_refit.py --test --seeds 0 --json out_test.json
-    PYTHONPATH=. python benchmarks/survival_refit.py --timing --datasets tcga_gbmlgg support
+    PYTHONPATH=. python studies/survival_refit/survival_refit.py --measure --datasets tcga_gbmlgg metabric
+    PYTHONPATH=. python studies/survival_refit/survival_refit.py --validation --val-seeds 1 2 3 --json out.json
+    PYTHONPATH=. python studies/survival_refit/survival_refit.py --test --seeds 0 --json out_test.json
+    PYTHONPATH=. python studies/survival_refit/survival_refit.py --timing --datasets tcga_gbmlgg support
 
 ``--timing``: one default fit per cohort, then the default refit (``laplace``, fitted centre) timed
 with the closed-form Hessian of the package against the generic ``torch.autograd.functional.hessian``
@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import survival as sb  # noqa: E402  (benchmarks/survival.py)
 
 import bayesfuse as bf  # noqa: E402
@@ -49,7 +49,7 @@ from bayesfuse.module.survival_refit import (  # noqa: E402
 
 def fit_default(train, seed, cfg=None, refit="none"):
     cfg = {**sb.DEFAULTS, **(cfg or {})}
-    model = bf.FusionModel(train, heads={"survival": sb._head(cfg)}, survival_refit=refit,
+    model = bf.FusionModel(train, heads={"survival": sb._head(cfg)}, advanced=bf.AdvancedConfig(survival_refit=refit),
                            **sb._model_kwargs(cfg))
     t0 = time.perf_counter()
     model.fit(seed=seed, progress=False, **sb._fit_kwargs(cfg))
@@ -203,7 +203,7 @@ def paired(name, validation, val_seed, seed, steps, families, baselines=False):
 
 def summarize(rows) -> pd.DataFrame:
     """Per cohort and method: mean C, IBS, #splits with D-cal p > 0.05, mean |coverage - 0.9| (band / predictive),
-    and the pass rule of docs/survival.md ("Post-fit refit") against the no-refit rows of the same fits."""
+    and the pass rule of docs/studies/survival.md ("Post-fit refit") against the no-refit rows of the same fits."""
     df = pd.DataFrame([r for r in rows if "cov_band" in r])
     df["dcal_pass"] = df["dcal_p"] > 0.05
     df["band_err"] = (df["cov_band"] - 0.9).abs()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,13 +21,10 @@ from bayesfuse.data.multimodal import MultiModalData
 from bayesfuse.exceptions import DataError, NoModalityWarning
 from bayesfuse.posterior.imputation_calibration import ImputationRecalibration, fit_imputation_recalibration
 
-if TYPE_CHECKING:
-    from bayesfuse.model.fusion_model import FusionModel
-
 __all__ = ["calibrate_imputation", "validation_data"]
 
 
-def validation_data(model: FusionModel) -> MultiModalData:
+def validation_data(model: Any) -> MultiModalData:
     """The model's early-stopping validation patients (needs the training data attached)."""
     data = getattr(model, "_train_data", None)
     cfg = getattr(model, "train_config_", None) or {}
@@ -41,7 +38,7 @@ def validation_data(model: FusionModel) -> MultiModalData:
 
 
 @torch.no_grad()
-def calibrate_imputation(model: FusionModel, data: MultiModalData | None = None,
+def calibrate_imputation(model: Any, data: MultiModalData | None = None,
                          modalities: Sequence[str] | str | None = None, mode: str = "global", level: float = 0.9,
                          num_samples: int = 200, seed: int = 0, min_patients: int = 10
                          ) -> dict[str, ImputationRecalibration]:
@@ -79,7 +76,7 @@ def calibrate_imputation(model: FusionModel, data: MultiModalData | None = None,
                              f"only ({gaussian}).")
         if m not in data.modality_names or data.modality(m).shape[0] == 0:
             raise DataError(f"No calibration patient has modality {m!r}; pass patients that have it.")
-    from bayesfuse.model.imputation import decoder_space_draws  # noqa: PLC0415
+    from bayesfuse.model.impute import decoder_space_draws  # noqa: PLC0415
 
     fitted = dict(getattr(model, "imputation_calibration_", None) or {})
     out = {}

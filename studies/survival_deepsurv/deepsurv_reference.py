@@ -43,10 +43,10 @@ Split and features: those of benchmarks/survival.py (``load``, ``features``, ``e
 ``split`` column (= the h5 file's train / test groups), test patients with time <= 0 left out of the metric
 (metabric: 1, censored at 0, which enters no comparable pair, so C is unchanged).
 
-    PYTHONPATH=. python benchmarks/deepsurv_reference.py --seeds 10 --json out_deepsurv.json
-    PYTHONPATH=. python benchmarks/deepsurv_reference.py --datasets metabric --epochs 1500 --seeds 10
-    PYTHONPATH=. python benchmarks/deepsurv_reference.py --configs earlier --optimizer as_run --seeds 10
-    PYTHONPATH=. python benchmarks/deepsurv_reference.py --bootstrap --json out_bootstrap.json
+    PYTHONPATH=. python studies/survival_deepsurv/deepsurv_reference.py --seeds 10 --json out_deepsurv.json
+    PYTHONPATH=. python studies/survival_deepsurv/deepsurv_reference.py --datasets metabric --epochs 1500 --seeds 10
+    PYTHONPATH=. python studies/survival_deepsurv/deepsurv_reference.py --configs earlier --optimizer as_run --seeds 10
+    PYTHONPATH=. python studies/survival_deepsurv/deepsurv_reference.py --bootstrap --json out_bootstrap.json
 
 ``--bootstrap``: paired bootstrap (test patients resampled with replacement, 2000 resamples, seeded) of
 bayesfuse's test Harrell C (default model, fit seed 0) and of its differences to RSF, CoxPH and this DeepSurv
@@ -69,7 +69,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # benchmarks/survival.py
 
 # DeepSurv repository, experiments/deepsurv/models/<name>_model_selu_revision.0.json
 CONFIGS = {

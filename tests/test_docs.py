@@ -1,0 +1,144 @@
+"""The documentation site: every public name is in the API reference, and ``mkdocs build --strict`` passes.
+
+The strict build runs in the default suite when mkdocs and its plugins are installed (extra ``docs``, pulled in by
+``test``) and is skipped otherwise. It renders the committed notebooks without executing them
+(``BAYESFUSE_DOCS_EXECUTE=false``): ``tests/test_notebooks.py`` executes them, and the opt-in slow test below builds
+the site with the notebooks executed in smoke mode. A negative control checks that the same strict configuration
+fails on a broken link.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import bayesfuse
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+HAVE_MKDOCS = all(importlib.util.find_spec(m) is not None
+                  for m in ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python", "mkdocs_jupyter"))
+needs_mkdocs = pytest.mark.skipif(not HAVE_MKDOCS, reason="mkdocs + plugins not installed (pip install -e '.[docs]')")
+
+
+def _directives() -> set[str]:
+    """Every ``::: dotted.path`` of the API reference pages."""
+    found = set()
+    for page in (DOCS / "api").glob("*.md"):
+        found |= set(re.findall(r"^::: ([\w.]+)\s*$", page.read_text(), flags=re.M))
+    return found
+
+
+def _documented_as(name: str, directives: set[str]) -> str | None:
+    """The API-reference path under which public ``name`` is documented, or None.
+
+    A module is documented by its own directive; an object by a directive of its defining path, or through a
+    module directive whose namespace exports it (a module page renders the members of its ``__all__``).
+    """
+    obj = getattr(bayesfuse, name)
+    if isinstance(obj, type(bayesfuse)):
+        return obj.__name__ if obj.__name__ in directives else None
+    path = f"{obj.__module__}.{obj.__qualname__}"
+    if path in directives:
+        return path
+    for d in sorted(directives):
+        try:
+            mod = importlib.import_module(d)
+        except ImportError:
+            continue
+        if obj.__name__ in getattr(mod, "__all__", ()) and getattr(mod, obj.__name__) is obj:
+            return f"{d}.{obj.__name__}"
+    return None
+
+
+PUBLIC = [n for n in bayesfuse.__all__ if n != "__version__"]
+
+
+def test_every_public_name_is_in_the_api_reference():
+    directives = _directives()
+    assert directives, "no ::: directives found under docs/api/"
+    missing = [n for n in PUBLIC if _documented_as(n, directives) is None]
+    assert not missing, f"public names without an API page: {missing}; add '::: <path>' to a docs/api/*.md page"
+
+
+def test_public_name_check_can_fail():
+    """Negative control: without the FusionModel page the check above reports FusionModel."""
+    directives = _directives() - {"bayesfuse.model.fusion_model.FusionModel"}
+    assert _documented_as("FusionModel", directives) is None
+
+
+def test_api_directives_resolve():
+    """Each directive names an importable module or object (a typo would fail the strict build)."""
+    for path in sorted(_directives()):
+        parts = path.split(".")
+        for i in range(len(parts), 0, -1):
+            try:
+                obj = importlib.import_module(".".join(parts[:i]))
+            except ImportError:
+                continue
+            for attr in parts[i:]:
+                obj = getattr(obj, attr)
+            break
+        else:
+            pytest.fail(f"::: {path} does not resolve")
+
+
+def test_nav_lists_every_page():
+    """Every markdown page and notebook is reachable from mkdocs.yml's nav (strict mode also warns on omitted files)."""
+    nav = (ROOT / "mkdocs.yml").read_text()
+    pages = [p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md")]
+    pages += [f"notebooks/{p.name}" for p in (ROOT / "notebooks").glob("*.ipynb")]
+    assert [p for p in pages if p not in nav] == []
+
+
+def _build(config: Path, site: Path, execute: bool = False, extra_env: dict | None = None):
+    env = {**os.environ, "BAYESFUSE_DOCS_EXECUTE": "true" if execute else "false", "NO_MKDOCS_2_WARNING": "1",
+           "MPLBACKEND": "Agg", **(extra_env or {}),
+           # notebook kernels import this tree's bayesfuse (their working directory is docs/notebooks)
+           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "-d", str(site)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+
+
+@needs_mkdocs
+def test_mkdocs_build_strict(tmp_path):
+    res = _build(ROOT / "mkdocs.yml", tmp_path / "site")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    html = "".join(p.read_text() for p in (tmp_path / "site" / "api").rglob("*.html"))
+    directives = _directives()
+    for name in PUBLIC:
+        assert f'id="{_documented_as(name, directives)}"' in html, f"{name} has no rendered API entry"
+    assert (tmp_path / "site" / "notebooks" / "02_survival" / "index.html").exists()
+
+
+@needs_mkdocs
+def test_mkdocs_strict_fails_on_a_broken_link(tmp_path):
+    """Negative control: the same configuration, one extra page linking to a missing page, must fail."""
+    docs = tmp_path / "docs"
+    shutil.copytree(DOCS, docs, symlinks=False, ignore=shutil.ignore_patterns("notebooks"))
+    (docs / "notebooks").symlink_to(ROOT / "notebooks")
+    (docs / "faq.md").write_text((DOCS / "faq.md").read_text() + "\nSee [this page](no_such_page.md).\n")
+    cfg = (ROOT / "mkdocs.yml").read_text().replace("docs_dir: docs", f"docs_dir: {docs}")
+    cfg = cfg.replace("paths: [.]", f"paths: [{ROOT}]")
+    (tmp_path / "mkdocs.yml").write_text(cfg)
+    res = _build(tmp_path / "mkdocs.yml", tmp_path / "site")
+    assert res.returncode != 0
+    assert "no_such_page.md" in res.stdout + res.stderr
+
+
+@pytest.mark.slow
+@needs_mkdocs
+def test_mkdocs_build_strict_with_executed_notebooks(tmp_path):
+    """The site as published: notebooks executed during the build (smoke mode here, CI=1)."""
+    res = _build(ROOT / "mkdocs.yml", tmp_path / "site", execute=True, extra_env={"CI": "1"})
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    page = (tmp_path / "site" / "notebooks" / "01_quickstart" / "index.html").read_text()
+    assert "data:image/png;base64" in page          # executed: the figures are in the page
