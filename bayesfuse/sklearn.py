@@ -61,10 +61,11 @@ class _FusionBase(BaseEstimator):
                  patience: int = 30, kl_warmup_epochs: int = 30, modality_dropout: float = 0.25,
                  bayesian: str = "none", likelihoods: Mapping[str, str] | None = None,
                  max_features: int | None = None, num_samples: int = 200, random_state: int | None = 0,
-                 device: str = "cpu", progress: bool = False):
+                 device: str = "cpu", progress: bool = False, encoder_dropout: float | str = "auto"):
         self.modalities = modalities
         self.latent_dim = latent_dim
         self.hidden = hidden
+        self.encoder_dropout = encoder_dropout
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -136,7 +137,7 @@ class _FusionBase(BaseEstimator):
         seed = self._seed = _seed(self.random_state)
         model = bf.FusionModel(data, heads=heads, latent_dim=self.latent_dim, hidden=self.hidden,
                                likelihoods=self.likelihoods, max_features=self.max_features, device=self.device,
-                               bayesian=self.bayesian)
+                               bayesian=self.bayesian, encoder_dropout=self.encoder_dropout)
         model.fit(max_epochs=self.max_epochs, batch_size=self.batch_size, lr=self.lr, seed=seed,
                   validation_fraction=self.validation_fraction, patience=self.patience,
                   kl_warmup_epochs=min(self.kl_warmup_epochs, self.max_epochs),
@@ -193,7 +194,7 @@ class FusionClassifier(ClassifierMixin, _FusionBase):
     modalities : dict[str, list], optional
         Modality name -> its columns of ``X`` (names for a DataFrame, or integer positions).
         ``None``: all columns form one modality ``"X"``.
-    latent_dim, hidden, likelihoods, max_features, bayesian, device :
+    latent_dim, hidden, likelihoods, max_features, bayesian, device, encoder_dropout :
         As in :class:`bayesfuse.FusionModel`.
     max_epochs, batch_size, lr, validation_fraction, patience, kl_warmup_epochs, modality_dropout, progress :
         As in :meth:`bayesfuse.FusionModel.fit` (``modality_dropout`` is 0 with one modality).

@@ -29,21 +29,6 @@ def _seed_everything():
     yield
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _split_calibration():
-    """Default fits calibrate on their validation split, not by 5-fold cross-fitting (5 extra fits each).
-
-    ``fit(calibrate=True)`` cross-fits below ``CROSSFIT_BELOW`` validation patients, which is every
-    test cohort; tests of the cross-fitted path ask for it (``calibrate="crossfit"``) or restore the
-    threshold (tests/test_class_calibration.py).
-    """
-    import bayesfuse.model.head_calibration as hc
-
-    old, hc.CROSSFIT_BELOW = hc.CROSSFIT_BELOW, 0
-    yield
-    hc.CROSSFIT_BELOW = old
-
-
 @pytest.fixture
 def shared_data() -> Path:
     """Path to ``../shared/data``; skips the test cleanly when the folder is absent."""

@@ -324,3 +324,14 @@ def test_mean_probs_rows_sum_to_one_from_float32_draws():
     np.testing.assert_allclose(mp.sum(1), 1.0, atol=1e-12, rtol=0)
     np.testing.assert_allclose(mp, probs.astype(np.float64).mean(0), atol=1e-6)
     accuracy(mp, np.zeros(50, int))   # passes the metrics' validation
+
+
+def test_clopper_pearson_matches_scipy_exact_interval():
+    from scipy.stats import binomtest
+
+    from bayesfuse.calibration.selective_risk import clopper_pearson
+
+    for k, n in [(0, 10), (3, 10), (10, 10), (7, 123)]:
+        ci = binomtest(k, n).proportion_ci(confidence_level=0.9, method="exact")
+        np.testing.assert_allclose(clopper_pearson(k, n, 0.9), (ci.low, ci.high), atol=1e-12)
+    assert clopper_pearson(0, 0) == (0.0, 1.0)

@@ -28,9 +28,9 @@ from bayesfuse.calibration._common import (
     check_survival_posterior,
     mean_probs,
 )
-from bayesfuse.calibration.abstain import ABSTAIN, RiskCoverage, clopper_pearson
 from bayesfuse.calibration.censoring import KaplanMeierCensoring, describe_censoring, make_censoring
 from bayesfuse.calibration.ltt import MultiLTTResult, default_grid, ltt_multi_risk
+from bayesfuse.calibration.selective_risk import ABSTAIN, RiskCoverage, clopper_pearson
 from bayesfuse.calibration.survival_abstain import (
     HIGH,
     LOW,

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bayesfuse.calibration.abstain import clopper_pearson
 from bayesfuse.calibration.censoring import ipcw_weights, select_at_risk, status_at
+from bayesfuse.calibration.selective_risk import clopper_pearson
 from bayesfuse.posterior import Posterior
 
 __all__ = ["HIGH", "LOW", "SURVIVAL_SCORES", "SurvivalRiskCoverage", "survival_calls", "survival_errors",

@@ -22,13 +22,12 @@ import numpy as np
 import pandas as pd
 
 from bayesfuse._labels import label_codes
+from bayesfuse.evaluation._figures import DPI, FIGSIZE
+from bayesfuse.evaluation._figures import new_axes as _new_axes
 from bayesfuse.exceptions import DataError
 
 __all__ = ["FIGSIZE", "DPI", "HeadReport", "Report", "build_report", "markdown_table"]
 
-#: Size (inches) and resolution of every report figure: PNGs are ``FIGSIZE * DPI`` pixels (500 x 400).
-FIGSIZE: tuple[float, float] = (5.0, 4.0)
-DPI: int = 100
 CONFORMAL_ALPHAS: tuple[float, ...] = (0.05, 0.1, 0.2)
 
 
@@ -156,13 +155,6 @@ def _savefig(fig, path: Path) -> Path:
     fig.savefig(path, dpi=DPI)  # no bbox_inches="tight": every PNG is exactly FIGSIZE * DPI pixels
     plt.close(fig)
     return path
-
-
-def _new_axes():
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI, layout="constrained")
-    return fig, ax
 
 
 def _selective(accepted: np.ndarray, correct: np.ndarray) -> dict[str, float]:
@@ -439,9 +431,8 @@ def build_report(model, data, out, head: str | None = None, max_risk: float = 0.
         of the calibration half.
     alpha : float in (0, 1)
         Survival heads: miscoverage of the lower predictive bound (:class:`~bayesfuse.calibration.SurvivalBound`).
-
-    With more than one reported head, a joint Abstainer over all of them (categorical heads at
-    ``max_risk``, survival heads at ``survival_max_risk``) is added (``Report.multitask``).
+        With more than one reported head, a joint Abstainer over all of them (categorical heads
+        at ``max_risk``, survival heads at ``survival_max_risk``) is added (``Report.multitask``).
 
     Returns
     -------

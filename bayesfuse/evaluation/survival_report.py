@@ -151,6 +151,6 @@ def multitask_table(post, targets: pd.DataFrame, heads: dict, levels: dict, delt
 
 
 def _axes():
-    from bayesfuse.evaluation.report import _new_axes
+    from bayesfuse.evaluation._figures import new_axes
 
-    return _new_axes()
+    return new_axes()

@@ -20,15 +20,10 @@ from bayesfuse.exceptions import NoModalityWarning
 from bayesfuse.heads import Categorical
 from bayesfuse.posterior.class_calibration import ClassCalibration, pattern_key
 
-__all__ = ["calibration_patterns", "fit_class_calibration", "crossfit_class_calibration", "MAX_SUBSETS",
-           "CROSSFIT_FOLDS", "CROSSFIT_BELOW"]
+__all__ = ["calibration_patterns", "calibration_groups", "fit_class_calibration", "merge_groups", "MAX_SUBSETS"]
 
 #: up to this many modalities every non-empty subset is a calibration pattern (2^5 - 1 = 31)
 MAX_SUBSETS = 5
-#: folds of the cross-fitted calibration (``fit(calibrate=True)`` with few validation patients)
-CROSSFIT_FOLDS = 5
-#: ``fit(calibrate=True)`` cross-fits when the early-stopping split has fewer patients than this
-CROSSFIT_BELOW = 200
 
 
 def calibration_patterns(modalities: list[str]) -> list[tuple[str, ...]]:
@@ -66,47 +61,6 @@ def fit_class_calibration(model, data: MultiModalData, num_samples: int = 100, s
         One map per categorical head with at least one labelled held-out patient.
     """
     groups = calibration_groups(model, data, num_samples, seed)
-    return {h: ClassCalibration.fit(h, model.modalities, merge_groups(g), **prior) for h, g in groups.items() if g}
-
-
-def crossfit_class_calibration(model, data: MultiModalData, fit_kwargs: dict, folds: int = CROSSFIT_FOLDS,
-                               num_samples: int = 100, seed: int = 0, **prior) -> dict[str, ClassCalibration]:
-    """Cross-fitted calibration maps: every training patient is a calibration patient once.
-
-    The patients are split into ``folds`` folds (stratified by the first categorical head); for
-    each fold a copy of ``model`` (same constructor options, preprocessing refitted) is trained on
-    the other folds with ``fit_kwargs`` (its own early-stopping split inside them, no
-    calibration) and predicts the held-out fold under every calibration pattern. The pooled
-    held-out predictions of all folds fit one map, applied to ``model`` (trained on all patients):
-    the fold models stand in for it, as in scikit-learn's ``CalibratedClassifierCV(ensemble=False)``.
-
-    Parameters
-    ----------
-    model : FusionModel
-        The fitted model (its constructor options are reused; it is not refitted).
-    data : MultiModalData
-        Its training patients (labelled).
-    fit_kwargs : dict
-        Keyword arguments of :meth:`FusionModel.fit` for the fold models.
-    folds : int
-        ``K``; costs ``K`` extra fits.
-    """
-    heads = [h for h, spec in model.heads.items() if isinstance(spec, Categorical)]
-    if not heads or data.n_samples < 2 * folds:
-        return {}
-    ids = np.asarray(data.sample_ids, dtype=object)
-    strat = data.targets.loc[ids, model.heads[heads[0]].column].astype(str).to_numpy()
-    rs = np.random.RandomState(seed)
-    fold = np.empty(len(ids), dtype=int)
-    for lab in sorted(set(strat)):
-        members = rs.permutation(np.flatnonzero(strat == lab))
-        fold[members] = (np.arange(len(members)) + rs.randint(folds)) % folds
-    groups: dict[str, list] = {h: [] for h in heads}
-    for k in range(folds):
-        member = type(model)(data.subset(ids=ids[fold != k]), **model._init_kwargs)
-        member.fit(**{**fit_kwargs, "seed": seed + 1 + k, "calibrate": False, "progress": False})
-        for h, g in calibration_groups(member, data.subset(ids=ids[fold == k]), num_samples, seed).items():
-            groups[h].extend(g)
     return {h: ClassCalibration.fit(h, model.modalities, merge_groups(g), **prior) for h, g in groups.items() if g}
 
 
