@@ -42,6 +42,15 @@ _SURVIVAL_REFIT_ARGS = {"laplace": {"family": "laplace", "center": "fitted"},
                         "meanfield": {"family": "meanfield", "steps": 600}}
 
 
+def _is_categorical(key, spec) -> bool:
+    """Whether a ``heads=`` entry (a string or a Head) is a categorical head (False if malformed: the
+    head's own validation reports it)."""
+    try:
+        return isinstance(make_head(key, spec), Categorical)
+    except Exception:   # noqa: BLE001
+        return False
+
+
 def _check_not_empty(data) -> None:
     """Refuse a cohort without patients (e.g. ``data.subset(ids=[])``) before any tensor work."""
     if isinstance(data, MultiModalData) and data.n_samples == 0:
@@ -127,8 +136,8 @@ class FusionModel:
             raise ArgumentError(f"latent_dim={latent_dim} must be >= 1.")
         self.latent_dim = int(latent_dim)
         self.hidden = int(hidden)
-        if encoder_dropout == "auto":
-            encoder_dropout = 0.3 if heads else 0.1
+        if encoder_dropout == "auto":   # 0.3 with a categorical head (cohort zoo); 0.1 otherwise
+            encoder_dropout = 0.3 if any(_is_categorical(k, v) for k, v in dict(heads or {}).items()) else 0.1
         if isinstance(encoder_dropout, str) or not 0 <= float(encoder_dropout) < 1:
             raise ArgumentError(f"encoder_dropout={encoder_dropout!r} must be 'auto' or a number in [0, 1).")
         self.encoder_dropout = float(encoder_dropout)
@@ -312,7 +321,9 @@ class FusionModel:
             ``"heads"`` = the heads' posterior-predictive negative log-likelihood on the validation
             patients (:func:`bayesfuse.train.svi.validation_head_nll`); ``"elbo"`` = their negative
             ELBO (reconstruction + heads + KL). ``"auto"`` (default): ``"heads"`` when the model has
-            heads, else ``"elbo"``. Chosen on the cohort zoo (docs/model.md, "Early stopping"): the
+            a categorical head, else ``"elbo"`` (survival-only models: the zoo's survival rows lost
+            D-calibration with ``"heads"``). Chosen on the cohort zoo (docs/model.md, "Defaults chosen
+            on the cohort zoo"): the
             ELBO is dominated by reconstructing thousands of features, so it stops when the decoders
             start to over-fit uninformative features, before the heads have learnt.
         calibrate : bool
@@ -358,7 +369,8 @@ class FusionModel:
         if early_stopping not in ("auto", *MONITORS):
             raise ArgumentError(f"early_stopping={early_stopping!r}; use 'auto', 'heads' (validation NLL of the "
                                 "heads) or 'elbo' (validation ELBO).")
-        monitor = ("heads" if self.heads else "elbo") if early_stopping == "auto" else early_stopping
+        has_cat = any(isinstance(spec, Categorical) for spec in self.heads.values())
+        monitor = ("heads" if has_cat else "elbo") if early_stopping == "auto" else early_stopping
         if monitor == "heads" and not self.heads:
             raise ArgumentError("early_stopping='heads' needs a model with heads; this one has none. Use 'elbo'.")
         gen = seed_everything(seed)
