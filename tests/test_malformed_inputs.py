@@ -267,16 +267,18 @@ CLI = {
 @pytest.mark.parametrize("case", list(CLI), ids=list(CLI))
 def test_cli_malformed_input(case, tmp_path, capsys):
     argv, pattern = CLI[case]
-    _check_cli_error(main(argv(tmp_path)), capsys, pattern)
+    rc = main(argv(tmp_path))
+    assert _cli_error(rc, capsys, pattern), pattern
 
 
-def _check_cli_error(rc, capsys, pattern):
+def _cli_error(rc, capsys, pattern) -> bool:
+    """Whether the CLI exited 2 with one ``bayesfuse: error:`` line matching ``pattern`` (no traceback)."""
     import re
 
     err = capsys.readouterr().err
     assert rc == 2, err
-    assert err.startswith("bayesfuse: error:") and "Traceback" not in err
-    assert re.search(pattern, err), err
+    assert err.startswith("bayesfuse: error:") and "Traceback" not in err, err
+    return re.search(pattern, err) is not None
 
 
 # ----------------------------------------------------------------------------- scverse cases (optional extra)
@@ -387,7 +389,8 @@ SCVERSE_CLI = {
 def test_scverse_cli_malformed_input(case, tmp_path, capsys):
     pytest.importorskip("mudata")
     argv, pattern = SCVERSE_CLI[case]
-    _check_cli_error(main(argv(tmp_path)), capsys, pattern)
+    rc = main(argv(tmp_path))
+    assert _cli_error(rc, capsys, pattern), pattern
 
 
 def test_existing_output_untouched_and_overwrite_replaces_it(tmp_path, capsys):

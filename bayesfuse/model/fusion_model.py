@@ -47,7 +47,7 @@ def _is_categorical(key, spec) -> bool:
     head's own validation reports it)."""
     try:
         return isinstance(make_head(key, spec), Categorical)
-    except Exception:   # noqa: BLE001
+    except (ValueError, TypeError):   # ArgumentError / InputTypeError: reported by the head's own check later
         return False
 
 
