@@ -203,3 +203,64 @@ def test_fused_equals_trace_elbo_survival_head(covariates):
         out[method] = (loss.detach(), _grads(module))
     torch.testing.assert_close(out["fused"][0], out["trace"][0], rtol=1e-12, atol=1e-9)
     torch.testing.assert_close(out["fused"][1], out["trace"][1], rtol=1e-9, atol=1e-9)
+
+
+def _has_cxx() -> bool:
+    import shutil
+
+    return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
+
+
+@pytest.mark.skipif(not _has_cxx(), reason="torch.compile on the CPU needs a C++ compiler")
+def test_compiled_step_equals_eager_step():
+    from bayesfuse.train.svi import TrainConfig, compile_supported, make_loss_fn
+
+    module, store = _setup()
+    module.train()  # encoder dropout, modality dropout, missing cells and modalities, unknown labels
+    config = TrainConfig(modality_dropout=0.4)
+    assert compile_supported(module, config)
+    idx = torch.tensor([3, 0, 17, 8, 1, 25, 39, 12, 30, 5])
+    out = {}
+    for compiled in (False, True):
+        fn = make_loss_fn(module, store, config, compiled=compiled)
+        res = []
+        for seed, kl in ((123, 0.37), (7, 1.0)):   # a second KL value: a 0-d tensor input, no recompilation
+            module.zero_grad()
+            torch.manual_seed(seed)
+            loss = fn(idx, kl)
+            loss.backward()
+            res.append((loss.detach(), _grads(module), torch.rand(())))   # the RNG stream is left where eager leaves it
+        out[compiled] = res
+    for (le, ge, re), (lc, gc, rc) in zip(out[False], out[True]):
+        assert le.dtype == torch.float64
+        torch.testing.assert_close(lc, le, rtol=1e-12, atol=1e-10)
+        torch.testing.assert_close(gc, ge, rtol=1e-9, atol=1e-10)
+        assert torch.equal(rc, re)
+    assert abs(float(out[True][0][0] - out[True][1][0])) > 1e-3   # negative control: other seed, other loss
+
+
+def test_compile_fallback_and_auto_rule(monkeypatch):
+    import torch as _torch
+
+    from bayesfuse.train import svi
+
+    def broken(*a, **k):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(_torch, "compile", broken)
+    model, _ = _sim_model()
+    with pytest.warns(RuntimeWarning, match="compile of the training step failed"):
+        model.fit(max_epochs=3, kl_warmup_epochs=1, batch_size=32, seed=3, progress=False, compile=True)
+    info = model.fit_compile_
+    assert info["mode"] == "always" and not info["used"] and "no compiler here" in info["reason"]
+    eager, _ = _sim_model()
+    eager.fit(max_epochs=3, kl_warmup_epochs=1, batch_size=32, seed=3, progress=False, compile=False)
+    np.testing.assert_array_equal(model.history_["train_loss"], eager.history_["train_loss"])   # fallback = eager
+    auto, _ = _sim_model()
+    auto.fit(max_epochs=4, kl_warmup_epochs=1, batch_size=32, seed=3, progress=False)
+    info = auto.fit_compile_
+    assert info["mode"] == "auto" and not info["used"] and info["eager_epoch_seconds"] > 0
+    assert "too little to amortise" in info["reason"]
+    assert info["eager_epoch_seconds"] * 2 < svi.AUTO_COMPILE_MIN_SECONDS
+    with pytest.raises(ValueError, match="compile="):
+        auto.fit(max_epochs=1, progress=False, compile="sometimes")

@@ -32,7 +32,7 @@ from bayesfuse.module.head_factory import build_head_module
 from bayesfuse.module.heads import temper_probs
 from bayesfuse.posterior.imputation import Imputation
 from bayesfuse.posterior.posterior import Posterior
-from bayesfuse.train.svi import MONITORS, TrainConfig, train_svi
+from bayesfuse.train.svi import COMPILE_MODES, MONITORS, TrainConfig, train_svi
 
 __all__ = ["FusionModel"]
 
@@ -282,7 +282,7 @@ class FusionModel:
             modality_dropout: float = 0.25, num_particles: int = 1, weight_decay: float = 0.0,
             progress: bool = True, elbo: str = "fused", modality_dropout_mode: str = "both",
             calibrate: bool = True, early_stopping: str = "auto", checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
-            resume: str | Path | None = None, max_retries: int = 3) -> FusionModel:
+            resume: str | Path | None = None, max_retries: int = 3, compile: str | bool = "auto") -> FusionModel:
         """Fit by stochastic variational inference (Pyro ``Trace_ELBO``, Adam, minibatches).
 
         Parameters
@@ -346,6 +346,12 @@ class FusionModel:
             rerun from its start with the learning rate times 0.3, at most ``max_retries`` times over
             the fit, then :class:`~bayesfuse.exceptions.ConvergenceError` names the modality / head
             whose term was non-finite. Retries are listed in ``fit_faults_``.
+        compile : {"auto", True, False}
+            ``torch.compile`` the training step's loss and backward (same random draws, equal results up to
+            float rounding). ``"auto"`` (default): compile only when the fit is long enough to amortise the
+            compile time (measured on the first two epochs) and keep it only if it measurably wins;
+            ``True``: always (falls back to eager, with a warning, when compiling fails); ``False``: never.
+            The decision and the measured times are in ``fit_compile_`` (docs/benchmarks.md, section 1).
 
         Returns
         -------
@@ -366,6 +372,8 @@ class FusionModel:
         if modality_dropout_mode not in ("both", "guide"):
             raise ArgumentError(f"modality_dropout_mode={modality_dropout_mode!r} is not supported; use 'both' "
                              "(hide a dropped modality from the guide and the likelihood) or 'guide' (guide only).")
+        if compile not in (True, False, *COMPILE_MODES):
+            raise ArgumentError(f"compile={compile!r} is not supported; use 'auto', True or False.")
         if early_stopping not in ("auto", *MONITORS):
             raise ArgumentError(f"early_stopping={early_stopping!r}; use 'auto', 'heads' (validation NLL of the "
                                 "heads) or 'elbo' (validation ELBO).")
@@ -390,11 +398,12 @@ class FusionModel:
                              kl_warmup_epochs=kl_warmup_epochs, patience=patience, num_particles=num_particles,
                              modality_dropout=modality_dropout, progress=progress, elbo=elbo,
                              modality_dropout_mode=modality_dropout_mode, monitor=monitor,
-                             min_epochs=min(max_epochs, kl_warmup_epochs + 10))
+                             min_epochs=min(max_epochs, kl_warmup_epochs + 10), compile=compile)
         result = train_svi(self.module, train_store, val_store, config, gen,
                            *fit_reliability_options(config, seed, validation_fraction, train_ids, val_ids,
                                                     checkpoint_dir, checkpoint_every, resume, max_retries))
         self.interrupted_, self.fit_faults_ = result.extra["interrupted"], result.extra["faults"]
+        self.fit_compile_ = result.extra["compile"]
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
         self.stopped_early_ = result.stopped_early

@@ -9,6 +9,11 @@ itself. A torch optimizer runs over the module's own parameters (no global param
 Hot path: data stay on the device, minibatches are index_select'ed from device tensors,
 Adam and gradient clipping are the fused / foreach kernels (one call over all parameters),
 and the loss is read back to the host once per epoch (no per-step ``.item()``).
+
+``TrainConfig.compile`` (``fit(compile=...)``): the minibatch loss (gather, modality-dropout
+mask, fused ELBO) and its backward can run as one ``torch.compile``'d graph
+(:class:`StepCompiler`). Random draws stay the eager ones (``fallback_random``), so a compiled
+step equals the eager step at the same seed up to float rounding (``tests/test_perf.py``).
 """
 
 from __future__ import annotations
@@ -40,10 +45,19 @@ from bayesfuse.train.faults import (
 from bayesfuse.train.progress import EpochProgress
 
 __all__ = ["TrainConfig", "TrainResult", "Checkpointing", "train_svi", "elbo_loss", "make_optimizer", "clip_gradients",
-           "svi_step", "validation_loss", "validation_head_nll", "MONITORS"]
+           "svi_step", "validation_loss", "validation_head_nll", "MONITORS", "COMPILE_MODES", "StepCompiler",
+           "make_loss_fn", "compile_supported"]
 
 #: Early-stopping criteria of :func:`train_svi` (``TrainConfig.monitor``).
 MONITORS = ("elbo", "heads")
+#: ``TrainConfig.compile`` / ``fit(compile=...)`` values (True = "always", False = "never").
+COMPILE_MODES = ("auto", "always", "never")
+#: compile="auto" compiles when, after two eager epochs, the rest of the fit (at ``max_epochs``) would take at
+#: least this long eagerly: ~10x the measured compile cost (14-35 s on the 2-core CPU) over the measured gain
+#: (10-20% of a step), with a margin of 2 for early stopping (docs/benchmarks.md, section 1).
+AUTO_COMPILE_MIN_SECONDS = 300.0
+#: compile="auto" returns to eager unless a compiled epoch is at least this much faster than an eager one.
+AUTO_COMPILE_MIN_GAIN = 0.03
 
 
 @dataclass
@@ -64,6 +78,7 @@ class TrainConfig:
     progress: bool = True
     elbo: str = "fused"
     monitor: str = "elbo"
+    compile: str = "auto"
 
 
 @dataclass
@@ -116,18 +131,19 @@ def clip_gradients(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
 
 
 def svi_step(module: FusionModule, optim: torch.optim.Optimizer, params: list[torch.Tensor], train: TensorStore,
-             idx: torch.Tensor, kl_scale: float, config: TrainConfig, faults: list | None = None) -> torch.Tensor:
+             idx: torch.Tensor, kl_scale: float, config: TrainConfig, faults: list | None = None,
+             loss_fn=None) -> torch.Tensor:
     """One optimisation step on the patients ``idx`` (LongTensor (B,) on the device) of ``train``.
+
+    ``loss_fn``: ``(idx, kl_scale) -> loss`` to use instead of the eager loss (e.g. the compiled
+    :func:`make_loss_fn`).
 
     A non-finite loss or gradient norm skips the update on the device (fused Adam's
     ``found_inf``, :mod:`bayesfuse.train.faults`; no host sync), so the parameters keep their
     last good values; the step's 0/1 fault flag is appended to ``faults`` when given.
     Returns the detached loss (negative ELBO per patient, a 0-d device tensor; not synced).
     """
-    batch = train.batch(idx)
-    mmask = module.random_modality_mask(batch.presence, config.modality_dropout)
-    loss = elbo_loss(module, batch, train.n, kl_scale, config.num_particles, mmask, config.elbo,
-                     config.modality_dropout_mode) / train.n
+    loss = (loss_fn or make_loss_fn(module, train, config))(idx, kl_scale)
     optim.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = clip_gradients(params, config.clip_norm if config.clip_norm else math.inf)
@@ -137,6 +153,144 @@ def svi_step(module: FusionModule, optim: torch.optim.Optimizer, params: list[to
     if faults is not None:
         faults.append(flag)
     return loss.detach()
+
+
+def make_loss_fn(module: FusionModule, train: TensorStore, config: TrainConfig, compiled: bool = False):
+    """The step's loss ``(idx, kl_scale) -> Tensor ()``: gather, modality-dropout mask, ELBO per patient.
+
+    ``compiled=True``: the same function under ``torch.compile`` (one graph, forward and backward;
+    ``fallback_random`` keeps the eager random draws, so it consumes the RNG stream exactly as the
+    eager one). Compilation happens at the first call, for minibatches of that call's size; the
+    KL weight enters as a 0-d tensor (cached per value), so warm-up does not recompile.
+    """
+    n = train.n
+
+    def loss(idx, kl_scale):
+        batch = train.batch(idx)
+        mmask = module.random_modality_mask(batch.presence, config.modality_dropout)
+        return elbo_loss(module, batch, n, kl_scale, config.num_particles, mmask, config.elbo,
+                         config.modality_dropout_mode) / n
+
+    if not compiled:
+        return loss
+    fn = torch.compile(loss, fullgraph=True, dynamic=False, options={"fallback_random": True})
+    kl_cache: dict[float, torch.Tensor] = {}
+
+    def compiled_loss(idx, kl_scale):
+        kl = kl_cache.get(kl_scale)
+        if kl is None:   # one small host-to-device copy per KL value (per epoch), not per step
+            kl_cache.clear()
+            kl = kl_cache[kl_scale] = torch.tensor(kl_scale, dtype=train.presence.dtype, device=idx.device)
+        return fn(idx, kl)
+
+    return compiled_loss
+
+
+def compile_supported(module: FusionModule, config: TrainConfig) -> bool:
+    """True when the step can be compiled: the fused ELBO of a plain :class:`FusionModule` without Pyro sites.
+
+    Heads with global sample sites (survival, Bayesian heads), Bayesian modules and ``elbo="trace"`` run
+    Pyro code in the step and stay eager.
+    """
+    cls = type(module)
+    return (config.elbo == "fused" and cls.model is FusionModule.model and cls.guide is FusionModule.guide
+            and getattr(module, "weight_kl", None) is None and not has_global_head_sites(module))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class StepCompiler:
+    """Chooses the eager or the compiled step loss during :func:`train_svi` (``TrainConfig.compile``).
+
+    * ``"never"``: eager throughout.
+    * ``"always"``: compile before the first step.
+    * ``"auto"``: two eager epochs; compile if the rest of the fit at ``max_epochs`` would take at least
+      :data:`AUTO_COMPILE_MIN_SECONDS` eagerly; after one compiled epoch keep it only if that epoch was at
+      least :data:`AUTO_COMPILE_MIN_GAIN` faster than the faster eager epoch, else return to eager.
+
+    Compilation is a probe step (forward and backward on the first ``B`` patients) under
+    ``torch.random.fork_rng``, so it consumes no random draws and its cost (``info["compile_seconds"]``)
+    is measured apart from the epochs. A compile that fails (no C++ compiler, an unsupported op) falls
+    back to eager (``info["reason"]``; a warning with ``"always"``). Only full minibatches use the
+    compiled graph (the last, smaller one of an epoch stays eager: no recompilation).
+    ``info`` (``TrainResult.extra["compile"]``, ``FusionModel.fit_compile_``) records the decision and
+    the measured times.
+    """
+
+    def __init__(self, module: FusionModule, train: TensorStore, config: TrainConfig, batch_size: int):
+        mode = {True: "always", False: "never"}.get(config.compile, config.compile)
+        if mode not in COMPILE_MODES:
+            raise ValueError(f"compile={config.compile!r} is not supported; use 'auto', 'always' (True) or "
+                             "'never' (False).")
+        self.module, self.train, self.config, self.bs = module, train, config, batch_size
+        self.eager = make_loss_fn(module, train, config)
+        self.compiled = None
+        self.epoch_seconds: list[float] = []
+        supported = compile_supported(module, config)
+        self.state = "eager" if mode == "never" or not supported else ("compile" if mode == "always" else "measure")
+        self.info = {"mode": mode, "used": False, "compile_seconds": None, "eager_epoch_seconds": None,
+                     "compiled_epoch_seconds": None,
+                     "reason": "compile='never'" if mode == "never" else
+                     (None if supported else "not supported for this model (Pyro sites in the step or elbo='trace')")}
+
+    def loss_fn(self, batch_size: int):
+        """The loss to use for a minibatch of ``batch_size`` patients."""
+        return self.compiled if self.compiled is not None and batch_size == self.bs else self.eager
+
+    def start_epoch(self) -> None:
+        if self.state == "compile":
+            self._compile()
+
+    def end_epoch(self, seconds: float, epochs_left: int) -> None:
+        """Record the training time of the epoch just run (host-synced) and decide (``"auto"``)."""
+        if self.state == "measure":
+            self.epoch_seconds.append(seconds)
+            if len(self.epoch_seconds) >= 2:
+                eager = min(self.epoch_seconds)
+                self.info["eager_epoch_seconds"] = eager
+                if eager * epochs_left >= AUTO_COMPILE_MIN_SECONDS:
+                    self.state = "compile"
+                else:
+                    self.state = "eager"
+                    self.info["reason"] = (f"auto: the rest of the fit would take ~{eager * epochs_left:.0f} s eagerly "
+                                           f"(< {AUTO_COMPILE_MIN_SECONDS:.0f} s), too little to amortise compiling")
+        elif self.state == "trial":
+            self.info["compiled_epoch_seconds"] = seconds
+            eager = self.info["eager_epoch_seconds"]
+            if seconds > eager * (1 - AUTO_COMPILE_MIN_GAIN):
+                self.compiled, self.state, self.info["used"] = None, "eager", False
+                self.info["reason"] = (f"auto: a compiled epoch took {seconds:.3g} s vs {eager:.3g} s eager "
+                                       f"(less than {100 * AUTO_COMPILE_MIN_GAIN:.0f}% faster); back to eager")
+            else:
+                self.state = "compiled"
+                self.info["reason"] = f"auto: compiled epoch {seconds:.3g} s vs {eager:.3g} s eager"
+
+    def _compile(self) -> None:
+        dev = self.train.presence.device
+        mode = self.info["mode"]
+        try:
+            fn = make_loss_fn(self.module, self.train, self.config, compiled=True)
+            idx = torch.arange(self.bs, device=dev)
+            t = time.perf_counter()
+            with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+                fn(idx, 1.0).backward()
+            _sync(dev)
+            self.info["compile_seconds"] = time.perf_counter() - t
+        except Exception as exc:  # noqa: BLE001 - any compiler failure means: train eagerly
+            self.compiled, self.state = None, "eager"
+            self.info["reason"] = f"compile failed ({type(exc).__name__}: {str(exc).strip()[:300]}); eager"
+            if mode == "always":
+                warnings.warn(f"torch.compile of the training step failed ({type(exc).__name__}); training "
+                              "eagerly instead (same results, slower). Pass compile='never' to skip the attempt.",
+                              RuntimeWarning, stacklevel=4)
+            return
+        finally:
+            self.module.zero_grad(set_to_none=True)
+        self.compiled, self.info["used"] = fn, True
+        self.state = "trial" if mode == "auto" else "compiled"
 
 
 def validation_loss(module: FusionModule, store: TensorStore, chunk: int = 1024, method: str = "fused"
@@ -260,6 +414,7 @@ def train_svi(module: FusionModule, train: TensorStore, val: TensorStore | None,
         best = (_best_loss(loop["best_loss"]), loop["best_epoch"], st["best_state"])
         start, elapsed = st["epoch"] + 1, float(loop["seconds"])
     good = GoodState(module, optim)
+    compiler = StepCompiler(module, train, config, bs)
     guard = InterruptGuard()
     epochs = Epochs(start, config.max_epochs)
     t0 = time.perf_counter() - elapsed
@@ -270,14 +425,18 @@ def train_svi(module: FusionModule, train: TensorStore, val: TensorStore | None,
             good.save()
             module.train()
             kl_scale = min(1.0, (epoch + 1) / config.kl_warmup_epochs) if config.kl_warmup_epochs > 0 else 1.0
+            compiler.start_epoch()
+            t_epoch = time.perf_counter()
             perm = torch.randperm(n, generator=generator).to(device)
             total = torch.zeros((), dtype=train.presence.dtype, device=device)
             flags: list[torch.Tensor] = []
             for s in range(steps_per_epoch):
                 idx = perm[s * bs:(s + 1) * bs]
-                total = total + svi_step(module, optim, params, train, idx, kl_scale, config, flags)
+                total = total + svi_step(module, optim, params, train, idx, kl_scale, config, flags,
+                                         compiler.loss_fn(idx.numel()))
             # one host read per epoch: the loss sum and the number of faulty (skipped) steps
             total, n_faults = torch.stack([total.double(), torch.stack(flags).sum().double()]).tolist()
+            compiler.end_epoch(time.perf_counter() - t_epoch, config.max_epochs - epoch - 1)
             train_loss = total / steps_per_epoch
             val_loss = math.nan
             if val is not None and val.n > 0:
@@ -345,4 +504,5 @@ def train_svi(module: FusionModule, train: TensorStore, val: TensorStore | None,
     module.eval()
     return TrainResult(history=pd.DataFrame(rows), best_epoch=best[1], stopped_early=stopped_early or guard.interrupted,
                        seconds=time.perf_counter() - t0,
-                       extra={"interrupted": guard.interrupted, "retries": retries, "faults": fault_log})
+                       extra={"interrupted": guard.interrupted, "retries": retries, "faults": fault_log,
+                              "compile": compiler.info})
