@@ -8,7 +8,9 @@ minibatches of 256 from a cohort kept in memory.
 
 * ``bayesfuse``: :func:`bayesfuse.train.svi.svi_step` (the fit loop's step) on a
   :class:`~bayesfuse.module.FusionModule`: fused ELBO, modality dropout 0.25, masks,
-  gradient clipping, fused Adam. ``bayesfuse[trace]``: the same step with Pyro ``Trace_ELBO``.
+  gradient clipping, fused Adam. ``bayesfuse[trace]``: the same step with Pyro ``Trace_ELBO``;
+  ``bayesfuse[compile]``: the same step with the loss and backward under ``torch.compile``
+  (``fit(compile=True)``; compile seconds reported, the compiled loss checked against eager).
 * ``torch``: a hand-written torch ELBO of the same network (complete data: no masks, no
   modality dropout, no clipping) with ``torch.optim.Adam`` defaults.
 * ``numpyro``: NumPyro model/guide of the same network, ``SVI(Trace_ELBO, Adam).update``
@@ -174,7 +176,7 @@ def run_worker(threads: int, steps: int, block: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from bayesfuse.train.svi import TrainConfig, make_optimizer, svi_step
+    from bayesfuse.train.svi import TrainConfig, make_loss_fn, make_optimizer, svi_step
 
     module, store, x, y = build_bayesfuse(torch)
     plain = make_plain(torch, module)
@@ -215,6 +217,25 @@ def run_worker(threads: int, steps: int, block: int) -> dict:
     params_bf = list(module.parameters())
     import copy
 
+    from bayesfuse.train.svi import StepCompiler
+
+    module_c = copy.deepcopy(module)
+    opt_c = make_optimizer(module_c, LR)
+    params_c = list(module_c.parameters())
+    compiler = StepCompiler(module_c, store, TrainConfig(batch_size=BATCH, lr=LR, compile="always"), BATCH)
+    compiler.start_epoch()
+    loss_c = compiler.loss_fn(BATCH)
+    if not compiler.info["used"]:
+        raise SystemExit(f"compile failed: {compiler.info['reason']}")
+    with torch.random.fork_rng():
+        ref = [make_loss_fn(module_c, store, cfg)] + [loss_c]
+        vals = []
+        for f in ref:
+            torch.manual_seed(5)
+            vals.append(float(f(idx, 1.0)))
+    rel_compile = abs(vals[1] - vals[0]) / abs(vals[0])
+    if rel_compile > 1e-5:
+        raise SystemExit(f"compiled loss differs from eager: {vals}")
     module_tr = copy.deepcopy(module)
     opt_tr = make_optimizer(module_tr, LR)
     params_tr = list(module_tr.parameters())
@@ -227,6 +248,10 @@ def run_worker(threads: int, steps: int, block: int) -> dict:
     def step_tr():
         svi_step(module_tr, opt_tr, params_tr, store, torch.randint(0, N_COHORT, (BATCH,), generator=gen), 1.0,
                  cfg_trace)
+
+    def step_c():
+        svi_step(module_c, opt_c, params_c, store, torch.randint(0, N_COHORT, (BATCH,), generator=gen), 1.0, cfg,
+                 loss_fn=loss_c)
 
     def step_pl():
         i = torch.randint(0, N_COHORT, (BATCH,), generator=gen)
@@ -246,7 +271,8 @@ def run_worker(threads: int, steps: int, block: int) -> dict:
         loss.block_until_ready()
         nstate[0] = s
 
-    impls = {"bayesfuse": step_bf, "bayesfuse[trace]": step_tr, "torch": step_pl, "numpyro": step_np}
+    impls = {"bayesfuse": step_bf, "bayesfuse[compile]": step_c, "bayesfuse[trace]": step_tr, "torch": step_pl,
+             "numpyro": step_np}
     times = {k: [] for k in impls}
     for f in impls.values():  # warm-up (jit compile, allocator)
         for _ in range(20):
@@ -262,6 +288,7 @@ def run_worker(threads: int, steps: int, block: int) -> dict:
             "ratio_vs_torch": {k: v / med["torch"] for k, v in med.items()},
             "ratio_vs_numpyro": {k: v / med["numpyro"] for k, v in med.items()},
             "loss_check": check, "loss_check_max_rel_diff": rel, "trace_vs_fused_rel_diff": rel_trace,
+            "compile_seconds": compiler.info["compile_seconds"], "compiled_vs_eager_rel_diff": rel_compile,
             "loadavg_before": os.getloadavg()}
 
 
@@ -296,15 +323,17 @@ def main(argv=None):
             res["repeat"], res["loadavg_1min"] = r, load[0]
             results.append(res)
     print(f"{'threads':>7} {'rep':>3} {'load':>5} | " + " ".join(f"{k:>16}" for k in results[0]["median_ms"])
-          + " | bf/torch bf/numpyro trace/torch")
+          + " | bf/numpyro compiled/numpyro bf/torch compile s")
     for res in results:
         med, rt, rn = res["median_ms"], res["ratio_vs_torch"], res["ratio_vs_numpyro"]
         print(f"{res['threads']:>7} {res['repeat']:>3} {res['loadavg_1min']:>5.1f} | "
               + " ".join(f"{v:>13.2f} ms" for v in med.values())
-              + f" | {rt['bayesfuse']:>8.2f} {rn['bayesfuse']:>11.2f} {rt['bayesfuse[trace]']:>11.2f}")
+              + f" | {rn['bayesfuse']:>10.2f} {rn['bayesfuse[compile]']:>17.2f} {rt['bayesfuse']:>8.2f} "
+              f"{res['compile_seconds']:>9.1f}")
     print(f"loss check (max rel diff bayesfuse vs torch / numpyro at equal params and z): "
           f"{max(r['loss_check_max_rel_diff'] for r in results):.1e}; fused vs Pyro Trace_ELBO (same seed): "
-          f"{max(r['trace_vs_fused_rel_diff'] for r in results):.1e}")
+          f"{max(r['trace_vs_fused_rel_diff'] for r in results):.1e}; compiled vs eager (same seed): "
+          f"{max(r['compiled_vs_eager_rel_diff'] for r in results):.1e}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=1)
