@@ -213,32 +213,28 @@ def run_worker(threads: int, steps: int, block: int) -> dict:
     # ---- steps
     cfg = TrainConfig(batch_size=BATCH, lr=LR)
     cfg_trace = TrainConfig(batch_size=BATCH, lr=LR, elbo="trace")
-    opt_bf = make_optimizer(module, LR)
-    params_bf = list(module.parameters())
+    opt_bf, params_bf = make_optimizer(module, LR), list(module.parameters())
     import copy
 
     from bayesfuse.train.svi import StepCompiler
 
     module_c = copy.deepcopy(module)
-    opt_c = make_optimizer(module_c, LR)
-    params_c = list(module_c.parameters())
+    opt_c, params_c = make_optimizer(module_c, LR), list(module_c.parameters())
     compiler = StepCompiler(module_c, store, TrainConfig(batch_size=BATCH, lr=LR, compile="always"), BATCH)
-    compiler.start_epoch()
+    compiler.start_epoch()   # compiles (forward + backward probe), timed
     loss_c = compiler.loss_fn(BATCH)
     if not compiler.info["used"]:
         raise SystemExit(f"compile failed: {compiler.info['reason']}")
+    vals = []
     with torch.random.fork_rng():
-        ref = [make_loss_fn(module_c, store, cfg)] + [loss_c]
-        vals = []
-        for f in ref:
+        for f in (make_loss_fn(module_c, store, cfg), loss_c):   # eager vs compiled, same seed
             torch.manual_seed(5)
             vals.append(float(f(idx, 1.0)))
     rel_compile = abs(vals[1] - vals[0]) / abs(vals[0])
     if rel_compile > 1e-5:
         raise SystemExit(f"compiled loss differs from eager: {vals}")
     module_tr = copy.deepcopy(module)
-    opt_tr = make_optimizer(module_tr, LR)
-    params_tr = list(module_tr.parameters())
+    opt_tr, params_tr = make_optimizer(module_tr, LR), list(module_tr.parameters())
     opt_pl = torch.optim.Adam(plain.parameters(), lr=LR)
     gen = torch.Generator().manual_seed(11)
 
