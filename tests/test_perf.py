@@ -264,3 +264,24 @@ def test_compile_fallback_and_auto_rule(monkeypatch):
     assert info["eager_epoch_seconds"] * 2 < svi.AUTO_COMPILE_MIN_SECONDS
     with pytest.raises(ValueError, match="compile="):
         auto.fit(max_epochs=1, progress=False, compile="sometimes")
+
+
+@pytest.mark.slow   # a cold torch.compile: 30 s on a quiet machine, ~3 min under load
+@pytest.mark.skipif(not _has_cxx(), reason="torch.compile on the CPU needs a C++ compiler")
+def test_auto_compile_in_the_fit_loop_follows_the_eager_fit(monkeypatch):
+    from bayesfuse.train import svi
+
+    monkeypatch.setattr(svi, "AUTO_COMPILE_MIN_SECONDS", 0.0)   # any fit is "long enough": compile after 2 epochs
+    fits = {}
+    for mode in ("auto", False):
+        model, _ = _sim_model(dtype="float64")
+        model.fit(max_epochs=5, kl_warmup_epochs=2, batch_size=32, seed=3, progress=False, compile=mode)
+        fits[mode] = model
+    info = fits["auto"].fit_compile_
+    assert info["compile_seconds"] > 0 and info["eager_epoch_seconds"] > 0 and info["compiled_epoch_seconds"] > 0
+    # kept only if the compiled epoch was >= 3% faster than the faster eager one
+    assert info["used"] == (info["compiled_epoch_seconds"] <= info["eager_epoch_seconds"] * (1 - svi.AUTO_COMPILE_MIN_GAIN))
+    a, e = fits["auto"].history_["train_loss"].to_numpy(), fits[False].history_["train_loss"].to_numpy()
+    np.testing.assert_array_equal(a[:2], e[:2])   # the two eager epochs, and the probe drew no random numbers
+    np.testing.assert_allclose(a, e, rtol=1e-9)   # compiled epochs: the same fit up to float rounding
+    assert fits[False].fit_compile_["reason"] == "compile='never'"
