@@ -10,7 +10,7 @@ coverage (the guarantee: mean >= 1 - alpha). Real cohorts, negative controls and
 studies/abstention_validity/. ::
 
     PYTHONPATH=. python benchmarks/calibration.py [--n-splits 200] [--json out.json]
-    PYTHONPATH=. python benchmarks/calibration.py --quick      # smoke run (about a minute)
+    PYTHONPATH=. python benchmarks/calibration.py --quick      # smoke run (about 15 s)
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-risk", type=float, nargs="+", default=[0.05, 0.02])
     ap.add_argument("--delta", type=float, default=0.1)
     ap.add_argument("--alpha", type=float, default=0.1)
-    ap.add_argument("--separation", type=float, default=2.5, help="simulate(class_separation=...)")
+    ap.add_argument("--separation", type=float, default=4.0, help="simulate(class_separation=...)")
     ap.add_argument("--num-samples", type=int, default=100)
     ap.add_argument("--max-epochs", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)

@@ -66,29 +66,11 @@ FOOTNOTE = ("Cohorts: ../shared/data (tcga_gbmlgg Apache-2.0, tcga_rare6 MIT, cl
 class Row:
     """One zoo row: a cohort and the variant applied to its split.
 
-    Attributes
-    ----------
-    name : str
-        ``"<cls|surv>:<cohort>/<variant>"``, the key of the table and of ``--rows``.
-    task : {"classification", "survival"}
-    cohort : str
-        Key of :data:`LOADERS`.
-    target : str
-        Label column (classification) or ``"survival"``.
-    n_train : int, optional
-        Stratified subsample of the training patients.
-    missing : bool
-        Drop one modality from about half of the test patients.
-    noise : str, optional
-        Modality that receives 2,000 N(0, 1) features (a new Gaussian modality when absent).
-    modalities : tuple of str, optional
-        Keep only these modalities.
-    counts : tuple of str
-        Count modalities (log1p-CPM for the baselines).
-    seeds : tuple of int, optional
-        Seeds this row runs with (default: the ``--seeds`` given).
-    sim : dict, optional
-        ``simulate`` keyword arguments (simulator cohorts).
+    ``name`` is ``"<cls|surv>:<cohort>/<variant>"`` (the key of ``--rows``); ``target`` the label column (or
+    ``"survival"``); ``n_train`` a stratified training subsample; ``missing`` drops one modality from about half the
+    test patients; ``noise`` names the modality that receives 2,000 N(0, 1) features (new if absent); ``modalities``
+    keeps only those; ``counts`` are log1p-CPM for the baselines; ``seeds`` overrides ``--seeds``; ``sim`` holds the
+    ``simulate`` arguments of simulator cohorts.
     """
 
     name: str
