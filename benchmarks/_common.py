@@ -180,10 +180,10 @@ def post_outputs(post, grid, t, head: str = "survival"):
     return post.survival_function(head, grid), risk, own_time_survival(post, head, t)
 
 
-def run_cox(xtr, xte, tr_t, tr_e, grid, t, penalizer: float | str = 0.1, seed: int = 0, folds: int = 3):
-    """lifelines CoxPH on standardised features; ``penalizer="cv"``: the L2 penalty of :data:`COX_PENALTIES` with
-    the best ``folds``-fold inner-CV Harrell C on the training data (ties: the larger). Returns ``risk, surv (n, T),
-    s_own (n,)`` and, with ``"cv"``, the chosen penalty as a fourth value."""
+def run_cox(xtr, xte, tr_t, tr_e, grid, t, seed: int = 0, folds: int = 3):
+    """lifelines CoxPH on standardised features, the L2 penalty of :data:`COX_PENALTIES` with the best
+    ``folds``-fold inner-CV Harrell C on the training data (ties: the larger). Returns ``risk, surv (n, T),
+    s_own (n,), penalty``."""
     from lifelines import CoxPHFitter
     from sklearn.model_selection import StratifiedKFold
     from sklearn.preprocessing import StandardScaler
@@ -199,30 +199,27 @@ def run_cox(xtr, xte, tr_t, tr_e, grid, t, penalizer: float | str = 0.1, seed: i
     def fit(frame, tt, ee, pen):
         return CoxPHFitter(penalizer=pen).fit(frame.assign(T=tt, E=ee.astype(int)), "T", "E")
 
-    if penalizer == "cv":
-        scores = {}
-        for pen in COX_PENALTIES:
-            cs = []
-            for itr, iva in StratifiedKFold(folds, shuffle=True, random_state=seed).split(a, tr_e.astype(int)):
-                try:
-                    m = fit(a.iloc[itr].reset_index(drop=True), tr_t[itr], tr_e[itr], pen)
-                    cs.append(concordance_harrell(tr_t[iva], tr_e[iva], m.predict_partial_hazard(a.iloc[iva]).to_numpy()))
-                except Exception:  # noqa: BLE001  (lifelines convergence failure or a fold without events)
-                    cs.append(np.nan)
-            scores[pen] = np.nanmean(cs) if np.isfinite(cs).any() else -np.inf
-        for pen in sorted(COX_PENALTIES, key=lambda p: (-scores[p], -p)):
+    scores = {}
+    for pen in COX_PENALTIES:
+        cs = []
+        for itr, iva in StratifiedKFold(folds, shuffle=True, random_state=seed).split(a, tr_e.astype(int)):
             try:
-                cph = fit(a, tr_t, tr_e, pen)
-                break
-            except Exception:  # noqa: BLE001
-                continue
-    else:
-        cph = fit(a, tr_t, tr_e, penalizer)
+                m = fit(a.iloc[itr].reset_index(drop=True), tr_t[itr], tr_e[itr], pen)
+                cs.append(concordance_harrell(tr_t[iva], tr_e[iva], m.predict_partial_hazard(a.iloc[iva]).to_numpy()))
+            except Exception:  # noqa: BLE001  (lifelines convergence failure or a fold without events)
+                cs.append(np.nan)
+        scores[pen] = np.nanmean(cs) if np.isfinite(cs).any() else -np.inf
+    for pen in sorted(COX_PENALTIES, key=lambda p: (-scores[p], -p)):
+        try:
+            cph = fit(a, tr_t, tr_e, pen)
+            break
+        except Exception:  # noqa: BLE001
+            continue
     risk = cph.predict_partial_hazard(b).to_numpy()
     surv = cph.predict_survival_function(b, times=grid).to_numpy().T
     # S_i(t_i): one call on all patients' own times (rows: times, columns: patients), then the diagonal
     s_own = np.diag(cph.predict_survival_function(b, times=t).to_numpy()).copy()
-    return (risk, surv, s_own, pen) if penalizer == "cv" else (risk, surv, s_own)
+    return risk, surv, s_own, pen
 
 
 def run_rsf(xtr, xte, tr_t, tr_e, grid, t, seed: int = 0):

@@ -343,7 +343,7 @@ def survival_records(row: Row, train, test, seed: int, model_kwargs: dict, fit_k
                          "epochs": int(len(model.history_))}}
     xtr, xte = baseline_features(train.subset(ids=train.sample_ids[tr_ok]), test_eval)
     t0 = time.perf_counter()
-    cr, cs, co, pen = run_cox(xtr, xte, tr_t, tr_e, grid, t, penalizer="cv", seed=seed)
+    cr, cs, co, pen = run_cox(xtr, xte, tr_t, tr_e, grid, t, seed=seed)
     out["CoxPH"] = {**score("CoxPH", cr, cs, co), "fit_s": time.perf_counter() - t0, "penalizer": pen}
     t0 = time.perf_counter()
     rr, rs, ro = run_rsf(xtr, xte, tr_t, tr_e, grid, t, seed)
