@@ -198,6 +198,17 @@ def resolve_weight(spec: Head, n_features: int) -> float:
 
 
 def head_from_config(cfg: dict[str, Any]) -> Head:
+    """Rebuild a head specification from its ``to_config()`` dict (the inverse used when loading a saved model).
+
+    Parameters
+    ----------
+    cfg : dict
+        ``{"kind": "categorical" | "survival", **options}``.
+
+    Returns
+    -------
+    Head
+    """
     cfg = dict(cfg)
     kind = cfg.pop("kind")
     return _REGISTRY[kind](**cfg)

@@ -360,7 +360,7 @@ def test_model_rejects_nonpositive_times_unless_opted_in():
                                                           strict=False)),
 ])
 def test_realdata_acceptance(name, c_floor):
-    """Test-split Harrell C at least the measured lifelines CoxPH C on the same split (benchmarks/survival.py;
+    """Test-split Harrell C at least the measured lifelines CoxPH C on the same split (studies/survival_options/survival.py, penalizer 0.1;
     gbsg: the higher DeepSurv published C) and D-calibration not rejected. Numbers: docs/studies/survival.md."""
     from conftest import dataset_dir
 

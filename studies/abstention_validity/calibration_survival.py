@@ -1,6 +1,6 @@
-"""Survival section of benchmarks/calibration.py: SurvivalBound, the survival Abstainer, the multi-task Abstainer.
+"""Survival section of studies/abstention_validity/calibration.py: SurvivalBound, the survival Abstainer, the multi-task Abstainer.
 
-Run alone:  PYTHONPATH=. python benchmarks/calibration.py --only survival [--n-splits 200] [--json ...]
+Run alone:  PYTHONPATH=. python studies/abstention_validity/calibration.py --only survival [--n-splits 200] [--json ...]
 
 Protocol (per cohort: the simulator, tcga_gbmlgg, metabric, support, whas). ONE model per cohort is
 fitted on half of the patients (random, seed 0; fitting a model per re-split is impossible on this
