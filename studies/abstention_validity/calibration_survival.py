@@ -232,7 +232,7 @@ def bound_split(models, t, e, cal, te, c0, km, seed, true_t=None, te_bound=None)
     for name, (mkey, conformal) in BOUND_RULES.items():
         m = models[mkey]
         if conformal:
-            v = m.cdf_own(np.minimum(t[cs], c0), cs)
+            v = np.where(t[cs] >= c0, 1.0, m.cdf_own(np.minimum(t[cs], c0), cs))   # as SurvivalBound.fit
             beta = float(conformal_lower_level(v, np.ones(len(v)), 1.0, ALPHA))
         else:
             beta = ALPHA
