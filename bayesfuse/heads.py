@@ -92,8 +92,12 @@ class Survival(Head):
         +0.002 to +0.004 validation C on four cohorts but failed D-calibration on tcga_gbmlgg;
         :func:`bayesfuse.evaluation.select_survival_head` chooses it per dataset on training data
         (docs/survival.md).
-    smoothness : float
-        Prior scale of the random walk on the baseline log-hazard across pieces.
+    smoothness : float or "auto"
+        Prior sd of the random-walk step of the baseline log-hazard and of the weights between
+        neighbouring pieces (how far the hazard may change shape over time: 0 = proportional
+        hazards). ``"auto"`` (default) sets it from the training events per piece,
+        :func:`bayesfuse.model.survival_targets.auto_smoothness`: 0.1 for up to 16 events per
+        piece, rising as their square root to 0.5 at 400 (chosen on the cohort zoo, docs/model.md).
     weight : float or "auto"
         Multiplier of this head's log-likelihood in the ELBO (see :class:`Categorical`).
     nonpositive_times : {"error", "shift", "drop"}
@@ -123,7 +127,7 @@ class Survival(Head):
     event: str = "event"
     n_intervals: int = 12
     hidden: int = 0
-    smoothness: float = 0.5
+    smoothness: float | str = "auto"
     weight: float | str = "auto"
     nonpositive_times: str = "error"
     column: str | None = None
@@ -194,6 +198,17 @@ def resolve_weight(spec: Head, n_features: int) -> float:
 
 
 def head_from_config(cfg: dict[str, Any]) -> Head:
+    """Rebuild a head specification from its ``to_config()`` dict (the inverse used when loading a saved model).
+
+    Parameters
+    ----------
+    cfg : dict
+        ``{"kind": "categorical" | "survival", **options}``.
+
+    Returns
+    -------
+    Head
+    """
     cfg = dict(cfg)
     kind = cfg.pop("kind")
     return _REGISTRY[kind](**cfg)

@@ -12,11 +12,15 @@ minibatches are streamed. On CUDA the peak allocated device memory is reported a
 The simulator's float64 frames are shared with MultiModalData (8 bytes per cell, no copy) and
 the device store holds float32 values (4 bytes per cell for a Gaussian modality, whose observed
 values and encoder input share one tensor): grid points above ``--max-cells`` total cells
-(patients x features x modalities) are skipped and listed. ``benchmarks/memory_phases.py``
-reports the peak RSS of each phase of the user path (simulate, FusionModel, fit). Usage::
+(patients x features x modalities) are skipped and listed.
+``--phases`` instead reports, in this process, the peak RSS of each phase of the public user path at the first
+``--patients`` / ``--features`` / ``--modalities`` values: ``simulate`` (building the ``MultiModalData``), ``model``
+(``FusionModel(...)``: preprocessing fitted), ``fit`` (``fit(max_epochs=1)``: device tensors + one epoch), each with the
+kernel peak counter reset before it. Usage::
 
     python benchmarks/scaling.py --json scaling.json
     python benchmarks/scaling.py --patients 1000 10000 100000 --features 1000 --modalities 2
+    python benchmarks/scaling.py --phases --patients 100000 --features 1000 --modalities 2 --json memory.json
 """
 
 from __future__ import annotations
@@ -72,6 +76,42 @@ def worker(n: int, f: int, m: int, epochs: int, device: str, threads: int) -> di
     return out
 
 
+def phases(n: int, f: int, m: int, threads: int, validation_fraction: float) -> dict:
+    """Peak RSS and seconds of simulate -> FusionModel -> fit(max_epochs=1), the peak counter reset per phase."""
+    import warnings
+
+    import torch
+
+    torch.set_num_threads(threads)
+    warnings.simplefilter("ignore")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _mem import peak_rss_mib, reset_peak, rss_mib
+
+    import bayesfuse as bf
+
+    rows, state = [], {}
+    steps = {"simulate": lambda: bf.datasets.simulate(n_patients=n, latent_dim=4, test_fraction=0.0, seed=0,
+                                                      modalities={f"m{i}": ("gaussian", f) for i in range(m)})[0],
+             "model": lambda: bf.FusionModel(state["simulate"], heads={"subtype": "categorical"}, latent_dim=16,
+                                             hidden=128, device="cpu"),
+             "fit": lambda: state["model"].fit(max_epochs=1, batch_size=256, validation_fraction=validation_fraction,
+                                               kl_warmup_epochs=1, progress=False)}
+    overall = peak_rss_mib()
+    for name, fn in steps.items():
+        before = rss_mib()
+        reset_peak()
+        t0 = time.perf_counter()
+        state[name] = fn()
+        rows.append({"phase": name, "rss_before_mib": before, "peak_mib": peak_rss_mib(), "rss_after_mib": rss_mib(),
+                     "seconds": time.perf_counter() - t0})
+        overall = max(overall, rows[-1]["peak_mib"])
+        print(f"{name:>9}: before {before:7.0f} MiB  peak {rows[-1]['peak_mib']:7.0f} MiB  after "
+              f"{rows[-1]['rss_after_mib']:7.0f} MiB  {rows[-1]['seconds']:7.1f} s", flush=True)
+    print(f"whole-process peak RSS: {overall:.0f} MiB ({overall * 2**20 / 1e9:.2f} GB); load {os.getloadavg()[0]:.1f}")
+    return {"patients": n, "features": f, "modalities": m, "validation_fraction": validation_fraction, "phases": rows,
+            "peak_rss_mib": overall, "loadavg": os.getloadavg()}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--patients", type=int, nargs="+", default=[1000, 10000, 100000])
@@ -82,8 +122,16 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--phases", action="store_true", help="peak RSS per phase of the user path (one process)")
+    ap.add_argument("--validation-fraction", type=float, default=0.0, help="with --phases: fit(validation_fraction)")
     ap.add_argument("--worker", nargs=3, type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.phases:
+        res = phases(args.patients[0], args.features[0], args.modalities[0], args.threads, args.validation_fraction)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(res, fh, indent=1)
+        return
     if args.worker:
         print(json.dumps(worker(*args.worker, args.epochs, args.device, args.threads)))
         return

@@ -1,78 +1,28 @@
-"""Cohort zoo: bayesfuse vs simple baselines on many cohorts, one table (issue 14).
+"""Cohort zoo: bayesfuse vs simple baselines on many cohorts and variants, one table (issue 14).
 
-Every row is one (cohort, variant). Per row and seed, bayesfuse is fitted with the settings given on
-the command line (default: the package defaults) and compared with baselines on the same split in the
-same run:
-
-* classification: ``FusionModel(train, heads={target: "categorical"}, **model_kwargs)
-  .fit(seed=seed, progress=False, **fit_kwargs)``, ``predict(test, num_samples=200, seed=seed)``,
-  posterior-mean probabilities; accuracy, macro-F1, NLL, top-label ECE (15 equal-width bins) and its
-  consistency-resampling p-value (``bf.metrics.ece_consistency``). Baselines: L2 logistic regression
-  (C=1, standardised concatenated modalities, count modalities log1p-CPM; the feature preparation of
-  ``benchmarks/classification.py``) and a random forest (500 trees, seeded).
-* survival: ``heads={"survival": bf.heads.Survival(time="time", event="event",
-  nonpositive_times="drop")}``; Harrell C, IBS and the D-calibration p-value, evaluated as in
-  ``benchmarks/survival.py`` (risk = -posterior-mean RMST up to the last grid time; exact S_i(t_i)).
-  Baselines: lifelines CoxPH, L2 penalty chosen by 3-fold inner CV (Harrell C) on the training data
-  from {0.01, 0.1, 1, 10} (all features, standardised; no prefilter is needed: the largest zoo cohort
-  has 400 features, and the penalty handles p > n), and scikit-survival's RandomSurvivalForest
-  (``benchmarks/survival.py``'s ``run_rsf``: 200 trees, min leaf 15, seeded).
-
-Baselines see absent modalities and missing cells as the training mean of the feature
-(train-mean imputation of the absent block); bayesfuse sees them as absent.
-
-Variants (classification): ``full`` = the cohort's own train/test split; ``n100`` / ``n200`` = the
-labelled training patients stratified-subsampled to 100 / 200 (seeded by the row seed; skipped when
-the training set is not larger); ``missing`` = about half of the test patients lose one modality,
-chosen at random among those they have, never their only one (training data complete; skipped for
-single-modality cohorts); ``noise`` = 2,000 i.i.d. N(0, 1) features appended to one continuous
-modality (tcga_gbmlgg: protein, cll: drugs, wdbc: mean), or, for the count-only tcga_rare6, added as
-an extra Gaussian modality ``noise`` (appending Gaussian noise to counts would be distorted by the
-count transform). Survival: ``full``, ``n100``, ``n200`` (training patients with a usable time,
-stratified by event; test unchanged), single-modality rows (tcga_gbmlgg protein only, cll drugs
-only). SUPPORT's full row (7,098 training patients) runs with seed 0 only.
-
-Simulator rows (``bayesfuse.datasets.simulate``, subtype with 3 classes, 400 patients, the default
-modalities, class_separation 2.5 unless varied; the cohort is redrawn per seed): separation 1.5 / 4,
-n 150 / 1000, p = 50 / 2000 features per modality (two Gaussian + one Bernoulli modality), class
-imbalance (class S1 subsampled to ~10% of the cohort, train and test), missing_rate 0.3.
-
-Cohorts and provenance (nothing is written to the repository; parsed frames are cached as pickles
-under ``benchmarks/results/cache``, which is git-ignored, keyed by the files' mtimes and sizes):
-
-* ../shared/data: tcga_gbmlgg (Apache-2.0; subtype task drops the leakage columns mutation IDH1,
-  IDH2 and cnv_arm 1p, 19q), tcga_rare6 (MIT), cll (LGPL-3 data; subtype = IGHV status, the
-  mutations column IGHV is dropped), metabric, support, gbsg, whas (MIT). See each README.
-* ``wdbc``: scikit-learn's ``load_breast_cancer`` (Wisconsin Diagnostic Breast Cancer, UCI ML
-  repository, Wolberg, Street & Mangasarian 1995; CC BY 4.0; shipped with scikit-learn, BSD-3),
-  569 patients, malignant vs benign; split into three modalities by the dataset's own feature
-  groups (``mean``, ``error``, ``worst``; 10 features each); stratified 80/20 split (the shared
-  recipe, RandomState(0)).
-* ``gse7390``: scikit-survival's ``load_breast_cancer`` (GEO GSE7390, Desmedt et al., Clin Cancer
-  Res 2007; public GEO data; shipped with scikit-survival, GPL-3), 198 patients, time to distant
-  metastasis (days), modalities ``expression`` (76 probe sets) and ``clinical`` (age, size, ER,
-  grade one-hot); stratified 80/20 split by event (the shared recipe).
-
-Usage::
+Per row (cohort, variant) and seed, bayesfuse (the package defaults unless ``--model-kwargs`` / ``--fit-kwargs`` /
+``--head-kwargs`` say otherwise; 200 posterior draws) is compared on the same split in the same run with L2 logistic
+regression and a random forest (classification: accuracy, macro-F1, NLL, top-label ECE and its consistency p-value)
+or with lifelines CoxPH (L2 penalty by 3-fold inner CV) and scikit-survival's RSF (survival: Harrell C, IBS,
+D-calibration p). Baselines see absent modalities as the training mean; bayesfuse sees them as absent. Variants:
+``full`` (the cohort's split), ``n100`` / ``n200`` (stratified training subsample), ``missing`` (half the test
+patients lose one modality), ``noise`` (2,000 N(0, 1) features appended), single-modality survival rows, and
+simulator rows varying one factor at a time. Cohorts: ../shared/data (see each README; leakage columns dropped),
+scikit-learn's WDBC and scikit-survival's GSE7390 (see ``FOOTNOTE``); parsed data are cached under the git-ignored
+``benchmarks/results/cache``. Rule (on the means over seeds): ECE <= max(0.03, LR ECE), accuracy >= LR - 0.01,
+NLL <= LR NLL; C >= CoxPH C - 0.01 and D-calibration p > 0.05; ``margin``: by how much a criterion is missed. ::
 
     PYTHONPATH=. python benchmarks/zoo.py --task all --seeds 0 1 2 --tag baseline
     PYTHONPATH=. python benchmarks/zoo.py --quick --tag smoke
     PYTHONPATH=. python benchmarks/zoo.py --rows 'cls:tcga_*' --model-kwargs '{"latent_dim": 8}' --tag ld8
     PYTHONPATH=. python benchmarks/zoo.py --table benchmarks/results/zoo_baseline.json benchmarks/results/zoo_ld8.json
-
-Acceptance rule (issue 14, on the means over seeds): classification ECE <= max(0.03, LR ECE),
-accuracy >= LR accuracy - 0.01, NLL <= LR NLL; survival C >= CoxPH C - 0.01 and D-calibration
-p > 0.05. The ``margin`` column gives by how much each missed criterion is missed.
 """
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
-import hashlib
 import json
-import os
-import pickle
 import re
 import subprocess
 import sys
@@ -85,17 +35,25 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import classification as bench_cls  # noqa: E402  (benchmarks/classification.py)
-import survival as bench_surv  # noqa: E402  (benchmarks/survival.py)
+from _common import (  # noqa: E402
+    LEAKAGE,
+    REPO,
+    RESULTS,
+    baseline_features,
+    bayesfuse_classification,
+    eval_setup,
+    metrics,
+    post_outputs,
+    read_cached,
+    run_cox,
+    run_rsf,
+    sklearn_classifier,
+    write_json,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
 SCHEMA = "bayesfuse-zoo/1"
 NOISE_FEATURES = 2000
-COX_PENALTIES = (0.01, 0.1, 1.0, 10.0)
 ECE_FLOOR, ACC_SLACK, C_SLACK, DCAL_ALPHA = 0.03, 0.01, 0.01, 0.05
-GBMLGG_LEAKAGE = {"mutation": ["IDH1", "IDH2"], "cnv_arm": ["1p", "19q"]}
-CLL_LEAKAGE = {"mutations": ["IGHV"]}
 BASELINES = {"classification": ("LR", "RF"), "survival": ("CoxPH", "RSF")}
 FOOTNOTE = ("Cohorts: ../shared/data (tcga_gbmlgg Apache-2.0, tcga_rare6 MIT, cll LGPL-3, metabric/support/gbsg/"
             "whas MIT); wdbc = scikit-learn load_breast_cancer (UCI WDBC, CC BY 4.0); gse7390 = scikit-survival "
@@ -108,29 +66,11 @@ FOOTNOTE = ("Cohorts: ../shared/data (tcga_gbmlgg Apache-2.0, tcga_rare6 MIT, cl
 class Row:
     """One zoo row: a cohort and the variant applied to its split.
 
-    Attributes
-    ----------
-    name : str
-        ``"<cls|surv>:<cohort>/<variant>"``, the key of the table and of ``--rows``.
-    task : {"classification", "survival"}
-    cohort : str
-        Key of :data:`LOADERS`.
-    target : str
-        Label column (classification) or ``"survival"``.
-    n_train : int, optional
-        Stratified subsample of the training patients.
-    missing : bool
-        Drop one modality from about half of the test patients.
-    noise : str, optional
-        Modality that receives 2,000 N(0, 1) features (a new Gaussian modality when absent).
-    modalities : tuple of str, optional
-        Keep only these modalities.
-    counts : tuple of str
-        Count modalities (log1p-CPM for the baselines).
-    seeds : tuple of int, optional
-        Seeds this row runs with (default: the ``--seeds`` given).
-    sim : dict, optional
-        ``simulate`` keyword arguments (simulator cohorts).
+    ``name`` is ``"<cls|surv>:<cohort>/<variant>"`` (the key of ``--rows``); ``target`` the label column (or
+    ``"survival"``); ``n_train`` a stratified training subsample; ``missing`` drops one modality from about half the
+    test patients; ``noise`` names the modality that receives 2,000 N(0, 1) features (new if absent); ``modalities``
+    keeps only those; ``counts`` are log1p-CPM for the baselines; ``seeds`` overrides ``--seeds``; ``sim`` holds the
+    ``simulate`` arguments of simulator cohorts.
     """
 
     name: str
@@ -211,25 +151,6 @@ def select_rows(rows: list[Row], patterns: list[str] | None, task: str) -> list[
 
 
 # -------------------------------------------------------------------------------------- loading
-def read_cached(path: Path, drop_features: dict | None = None, cache_dir: Path | None = None):
-    """``MultiModalData.read_dir`` with a pickle cache keyed by the folder's file mtimes and sizes."""
-    import bayesfuse as bf
-
-    cache_dir = Path(cache_dir or RESULTS / "cache")
-    stamp = "-".join(f"{f.name}:{f.stat().st_mtime_ns}:{f.stat().st_size}" for f in sorted(path.iterdir()))
-    key = int.from_bytes(hashlib.sha1(f"{path.resolve()}|{stamp}".encode()).digest()[:6], "big")
-    cached = cache_dir / f"{path.name}-{key:x}.pkl"
-    if cached.exists():
-        with cached.open("rb") as fh:
-            data = pickle.load(fh)
-    else:
-        data = bf.MultiModalData.read_dir(path)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        with cached.open("wb") as fh:
-            pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL)
-    return data.drop_features(drop_features) if drop_features else data
-
-
 def shared_split(labels: pd.Series, test_share: float = 0.2) -> pd.Series:
     """The shared data's stratified 80/20 recipe (RandomState(0), strata in sorted label order)."""
     rs = np.random.RandomState(0)
@@ -301,7 +222,7 @@ def load_cohort(row: Row, seed: int, data_root: Path):
         return load_gse7390()
     drop = None
     if row.task == "classification":
-        drop = {"tcga_gbmlgg": GBMLGG_LEAKAGE, "cll": CLL_LEAKAGE}.get(row.cohort)
+        drop = LEAKAGE.get(row.cohort)
     return read_cached(Path(data_root) / row.cohort, drop)
 
 
@@ -382,172 +303,50 @@ def make_split(row: Row, seed: int, data_root: Path):
     return train, test, info
 
 
-# ------------------------------------------------------------------------------------- features
-def baseline_features(train, test, counts: tuple = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Concatenated modalities for the baselines (``benchmarks/classification.py``'s ``_concat``;
-    count modalities log1p-CPM), absent blocks and missing cells imputed by the training mean."""
-    def concat(data):
-        frames = []
-        for m in data.modality_names:
-            ids = data.modality(m).index
-            one = data.select_modalities([m]).subset(ids=list(ids))
-            frames.append(bench_cls._concat(one, "log_cpm" if m in counts else None))
-        return pd.concat(frames, axis=1).reindex(data.sample_ids)
-
-    xtr = concat(train)
-    xte = concat(test).reindex(columns=xtr.columns)
-    a, b = xtr.to_numpy(np.float64), xte.to_numpy(np.float64)
-    mu = np.nan_to_num(np.nanmean(np.where(np.isnan(a).all(0), 0.0, a), axis=0))
-    # numpy, not DataFrame.fillna(Series): pandas fills column by column (minutes for 56k genes)
-    a, b = np.where(np.isnan(a), mu, a), np.where(np.isnan(b), mu, b)
-    return (pd.DataFrame(a, index=xtr.index, columns=xtr.columns),
-            pd.DataFrame(b, index=xte.index, columns=xtr.columns))
-
-
-# ------------------------------------------------------------------------------- classification
-def class_metrics(probs: np.ndarray, y: np.ndarray) -> dict:
-    """Accuracy, macro-F1, NLL, Brier, top-label ECE and its consistency p-value (bayesfuse.metrics)."""
-    from bayesfuse.metrics import classification_metrics, ece_consistency
-
-    probs = np.asarray(probs, dtype=np.float64)
-    probs = probs / probs.sum(axis=1, keepdims=True)
-    m = classification_metrics(probs, y).__dict__
-    c = ece_consistency(probs, y, seed=0)
-    return {**m, "ece_p": c.p_value, "ece_null_mean": c.null_mean}
-
-
-def run_bayesfuse_classification(train, test, target: str, seed: int, model_kwargs: dict, fit_kwargs: dict,
-                                 head_kwargs: dict) -> dict:
-    """Fit bayesfuse, predict the test split, score the posterior-mean probabilities."""
-    import bayesfuse as bf
-    from bayesfuse.evaluation.classification import aligned_labels
-
-    head = bf.heads.Categorical(**head_kwargs) if head_kwargs else "categorical"
-    model = bf.FusionModel(train, heads={target: head}, **model_kwargs)
-    t0 = time.perf_counter()
-    model.fit(seed=seed, progress=False, **fit_kwargs)
-    fit_s = time.perf_counter() - t0
-    post = model.predict(test, num_samples=200, seed=seed)
-    rows, y = aligned_labels(post, test.targets[target], target)
-    probs = post.probs(target).mean(axis=0)[rows]
-    return {**class_metrics(probs, y), "fit_s": fit_s, "epochs": int(len(model.history_))}
-
-
-def run_sklearn_classifier(clf, xtr, ytr, xte, yte, scale: bool) -> dict:
-    """Fit an sklearn classifier on the labelled training rows; score its test probabilities."""
-    from sklearn.preprocessing import StandardScaler
-
-    from bayesfuse.metrics import encode_labels
-
-    ktr, kte = ytr.notna().to_numpy(), yte.notna().to_numpy()
-    a, b = xtr.to_numpy()[ktr], xte.to_numpy()[kte]
-    t0 = time.perf_counter()
-    if scale:
-        sc = StandardScaler().fit(a)
-        a, b = sc.transform(a), sc.transform(b)
-    clf.fit(a, ytr[ktr].astype(str).to_numpy())
-    fit_s = time.perf_counter() - t0
-    y = encode_labels(yte[kte].astype(str).to_numpy(), list(clf.classes_))
-    return {**class_metrics(clf.predict_proba(b), y), "fit_s": fit_s}
-
-
+# --------------------------------------------------------------------------------------- methods
 def classification_records(row: Row, train, test, seed: int, model_kwargs: dict, fit_kwargs: dict,
                            head_kwargs: dict) -> dict[str, dict]:
     """bayesfuse, logistic regression and random forest metrics of one row and seed."""
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.linear_model import LogisticRegression
-
-    out = {"bayesfuse": run_bayesfuse_classification(train, test, row.target, seed, model_kwargs, fit_kwargs,
-                                                     head_kwargs.get("categorical", {}))}
+    out = {"bayesfuse": bayesfuse_classification(train, test, row.target, seed, model_kwargs, fit_kwargs,
+                                                 head_kwargs.get("categorical", {}))}
     xtr, xte = baseline_features(train, test, row.counts)
-    ytr, yte = train.targets[row.target], test.targets[row.target]
-    out["LR"] = run_sklearn_classifier(LogisticRegression(C=1.0, max_iter=5000), xtr, ytr, xte, yte, scale=True)
-    rf = RandomForestClassifier(n_estimators=500, random_state=seed, n_jobs=1)
-    out["RF"] = run_sklearn_classifier(rf, xtr, ytr, xte, yte, scale=False)
+    for meth in ("LR", "RF"):
+        out[meth] = sklearn_classifier(meth, xtr, train.targets[row.target], xte, test.targets[row.target], seed)
     return out
-
-
-# ------------------------------------------------------------------------------------- survival
-def cox_cv(xtr: pd.DataFrame, xte: pd.DataFrame, tr_t, tr_e, grid, t, seed: int, folds: int = 3):
-    """lifelines CoxPH with the L2 penalty chosen by ``folds``-fold inner CV (Harrell C) on the training data.
-
-    Returns ``risk, surv (n, T), s_own (n,), penalizer``.
-    """
-    from lifelines import CoxPHFitter
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.preprocessing import StandardScaler
-
-    from bayesfuse.metrics import concordance_harrell
-
-    keep = (xtr.std(axis=0) > 0).to_numpy()
-    sc = StandardScaler().fit(xtr.loc[:, keep])
-    cols = [f"f{i}" for i in range(int(keep.sum()))]
-    a = pd.DataFrame(sc.transform(xtr.loc[:, keep]), columns=cols)
-    b = pd.DataFrame(sc.transform(xte.loc[:, keep]), columns=cols)
-
-    def fit(frame, tt, ee, pen):
-        df = frame.assign(T=tt, E=ee.astype(int))
-        return CoxPHFitter(penalizer=pen, l1_ratio=0.0).fit(df, "T", "E")
-
-    scores = {}
-    kf = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    for pen in COX_PENALTIES:
-        cs = []
-        for itr, iva in kf.split(a, tr_e.astype(int)):
-            try:
-                m = fit(a.iloc[itr].reset_index(drop=True), tr_t[itr], tr_e[itr], pen)
-                cs.append(concordance_harrell(tr_t[iva], tr_e[iva], m.predict_partial_hazard(a.iloc[iva]).to_numpy()))
-            except Exception:  # noqa: BLE001  (lifelines convergence failure or a fold without events)
-                cs.append(np.nan)
-        scores[pen] = np.nanmean(cs) if np.isfinite(cs).any() else -np.inf
-    # best mean C; ties go to the larger penalty
-    for pen in sorted(COX_PENALTIES, key=lambda p: (-scores[p], -p)):
-        try:
-            cph = fit(a, tr_t, tr_e, pen)
-            break
-        except Exception:  # noqa: BLE001
-            continue
-    risk = cph.predict_partial_hazard(b).to_numpy()
-    surv = cph.predict_survival_function(b, times=grid).to_numpy().T
-    s_own = np.diag(cph.predict_survival_function(b, times=t).to_numpy()).copy()
-    return risk, surv, s_own, pen
-
-
-def run_bayesfuse_survival(train, test_eval, grid, t, seed: int, model_kwargs: dict, fit_kwargs: dict,
-                           head_kwargs: dict):
-    """Fit bayesfuse's survival head; return ``risk, surv (n, T), s_own, fit_s, epochs`` (survival.py's outputs)."""
-    import bayesfuse as bf
-
-    head = bf.heads.Survival(**{"time": "time", "event": "event", "nonpositive_times": "drop", **head_kwargs})
-    model = bf.FusionModel(train, heads={"survival": head}, **model_kwargs)
-    t0 = time.perf_counter()
-    model.fit(seed=seed, progress=False, **fit_kwargs)
-    fit_s = time.perf_counter() - t0
-    post = model.predict(test_eval, num_samples=200, seed=seed)
-    surv_draws, risk, s_own = bench_surv._post_outputs(post, grid, t)
-    return risk, surv_draws.mean(0), s_own, fit_s, int(len(model.history_))
 
 
 def survival_records(row: Row, train, test, seed: int, model_kwargs: dict, fit_kwargs: dict,
                      head_kwargs: dict) -> dict[str, dict]:
     """bayesfuse, penalised CoxPH and RSF metrics (Harrell C, Uno C, IBS, D-cal p) of one row and seed."""
-    test_eval, t, e, tr_ok, tr_t, tr_e, grid = bench_surv.eval_setup(train, test)
+    import bayesfuse as bf
+    from bayesfuse.metrics import interval_coverage
+
+    test_eval, t, e, tr_ok, tr_t, tr_e, grid = eval_setup(train, test)
 
     def score(name, risk, surv, s_own):
-        m = bench_surv.metrics(name, tr_t, tr_e, t, e, risk, surv, grid, s_own)
+        m = metrics(name, tr_t, tr_e, t, e, risk, surv, grid, s_own)
         m.pop("method")
         return m
 
-    risk, surv, s_own, fit_s, epochs = run_bayesfuse_survival(train, test_eval, grid, t, seed, model_kwargs,
-                                                              fit_kwargs, head_kwargs.get("survival", {}))
-    out = {"bayesfuse": {**score("bayesfuse", risk, surv, s_own), "fit_s": fit_s, "epochs": epochs}}
-    train_ok = train.subset(ids=train.sample_ids[tr_ok])
-    xtr, xte = baseline_features(train_ok, test_eval)
+    head = bf.heads.Survival(**{"time": "time", "event": "event", "nonpositive_times": "drop",
+                                **head_kwargs.get("survival", {})})
+    model = bf.FusionModel(train, heads={"survival": head}, **model_kwargs)
     t0 = time.perf_counter()
-    cr, cs, co, pen = cox_cv(xtr, xte, tr_t, tr_e, grid, t, seed)
+    model.fit(seed=seed, progress=False, **fit_kwargs)
+    fit_s = time.perf_counter() - t0
+    surv_draws, risk, s_own = post_outputs(model.predict(test_eval, num_samples=200, seed=seed), grid, t)
+    # 90% credible band of S(t|x) vs Kaplan-Meier in predicted-risk tertiles at the test-time quartiles; "pred":
+    # the band widened by the KM estimate's own Greenwood error
+    band = {f"band_coverage{k}": interval_coverage(t, e, surv_draws, grid, np.quantile(t, [0.25, 0.5, 0.75]), groups=3,
+                                                   prob=0.9, km_error=bool(k)).coverage for k in ("", "_pred")}
+    out = {"bayesfuse": {**score("bayesfuse", risk, surv_draws.mean(0), s_own), **band, "fit_s": fit_s,
+                         "epochs": int(len(model.history_))}}
+    xtr, xte = baseline_features(train.subset(ids=train.sample_ids[tr_ok]), test_eval)
+    t0 = time.perf_counter()
+    cr, cs, co, pen = run_cox(xtr, xte, tr_t, tr_e, grid, t, seed=seed)
     out["CoxPH"] = {**score("CoxPH", cr, cs, co), "fit_s": time.perf_counter() - t0, "penalizer": pen}
     t0 = time.perf_counter()
-    rr, rs, ro = bench_surv.run_rsf(xtr, xte, tr_t, tr_e, grid, t, seed)
+    rr, rs, ro = run_rsf(xtr, xte, tr_t, tr_e, grid, t, seed)
     out["RSF"] = {**score("RSF", rr, rs, ro), "fit_s": time.perf_counter() - t0}
     for m in out.values():
         m["n_events_train"], m["n_events_test"] = int(tr_e.sum()), int(e.sum())
@@ -622,13 +421,6 @@ def run_zoo(rows: list[Row], seeds: list[int], model_kwargs: dict, fit_kwargs: d
             for r, s, f in futs:
                 collect(r, s, f.result())
     return doc
-
-
-def write_json(doc: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, default=float, allow_nan=True))
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------ summary + rule

@@ -155,11 +155,13 @@ def _slack(n_runs, n_test, n_sel):
 
 def test_positive_control_covers_the_true_survival_time():
     cov, _, strict = _coverage_runs(120)
-    # against the true T (no censoring doubt); expected >= 1 - alpha, conservative by the cap at c0
+    # against the true T (no censoring doubt); expected >= 1 - alpha
     assert cov.mean() >= 1 - ALPHA - _slack(120, 400, 300 * 0.73)
-    # not vacuous: the score event {V >= beta} (bound below the predictive quantile) is nearly exact; the
-    # rest of the excess is patients capped at c0 who survive past it
-    assert strict.mean() <= 1 - ALPHA + 1 / (300 * 0.73) + _slack(120, 400, 300 * 0.73)
+    # and not conservative: patients past c0 take the top score, so {T >= L} is the score event {V >= beta}
+    # and coverage is exact up to the order statistic's 1 / (n_selected + 1) (the score capped at F(c0 | x)
+    # instead gave 0.93 here: long survivors counted as misses lowered every bound)
+    assert cov.mean() <= 1 - ALPHA + 1 / (300 * 0.73) + _slack(120, 400, 300 * 0.73)
+    assert strict.mean() <= cov.mean() + 1e-12
 
 
 def test_negative_control_overconfident_model_fails_without_conformal_and_is_rescued():

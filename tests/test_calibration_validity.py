@@ -7,7 +7,7 @@ probabilities are deliberately over-confident (LTT does not trust them); an over
 model with a naive plug-in threshold must violate it (negative control).
 
 Slow tests (real data, ``-m slow``): the same on cross-fitted tcga_gbmlgg / tcga_rare6
-predictions via benchmarks/calibration.py.
+predictions via studies/abstention_validity/calibration.py.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def test_multi_start_survives_an_early_confident_error():
 
 # ------------------------------------------------------------------------------------ real data
 def _bench():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "calibration.py"
+    path = Path(__file__).resolve().parents[1] / "studies" / "abstention_validity" / "calibration.py"
     spec = importlib.util.spec_from_file_location("bench_calibration", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

@@ -9,15 +9,19 @@ fails on a broken link.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import importlib.util
+import inspect
 import os
+import pkgutil
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -38,42 +42,106 @@ def _directives() -> set[str]:
     return found
 
 
-def _documented_as(name: str, directives: set[str]) -> str | None:
-    """The API-reference path under which public ``name`` is documented, or None.
+#: public modules besides those in ``bayesfuse.__all__``: every name of their ``__all__`` needs an API entry
+EXTRA_PUBLIC_MODULES = ["bayesfuse.data", "bayesfuse.model", "bayesfuse.posterior", "bayesfuse.sklearn",
+                        "bayesfuse.diagnostics.reference"]
+#: subpackages that are building blocks of FusionModel (docs/architecture.md), not a user API
+INTERNAL_MODULES = {"bayesfuse.cli": "the `bayesfuse` command, documented as a command",
+                    "bayesfuse.module": "Pyro modules behind FusionModel", "bayesfuse.nn": "torch encoders / decoders",
+                    "bayesfuse.train": "the SVI loop behind FusionModel.fit",
+                    "bayesfuse.distributions": "the piecewise-exponential survival likelihood"}
+
+
+def _public_modules() -> list[str]:
+    top = [getattr(bayesfuse, n).__name__ for n in bayesfuse.__all__ if isinstance(getattr(bayesfuse, n), ModuleType)]
+    return top + EXTRA_PUBLIC_MODULES
+
+
+def _public_names() -> list[tuple[str, str]]:
+    """``(module, name)`` of every public name: ``bayesfuse.__all__`` and the ``__all__`` of each public module
+    (a module without ``__all__``: its public names defined there)."""
+    out = [("bayesfuse", n) for n in bayesfuse.__all__ if n != "__version__"]
+    for path in _public_modules():
+        mod = importlib.import_module(path)
+        names = getattr(mod, "__all__", None)
+        if names is None:
+            names = [n for n in vars(mod) if not n.startswith("_") and getattr(getattr(mod, n), "__module__", "") == path]
+        out += [(path, n) for n in names]
+    return out
+
+
+def _documented_as(name: str, directives: set[str], module: str = "bayesfuse") -> str | None:
+    """The API-reference path under which public ``module.name`` is documented, or None.
 
     A module is documented by its own directive; an object by a directive of its defining path, or through a
-    module directive whose namespace exports it (a module page renders the members of its ``__all__``).
+    module directive whose namespace exports it (a module page renders the members of its ``__all__``, or without
+    one the public names defined in it).
     """
-    obj = getattr(bayesfuse, name)
-    if isinstance(obj, type(bayesfuse)):
+    obj = getattr(importlib.import_module(module), name)
+    if isinstance(obj, ModuleType):
         return obj.__name__ if obj.__name__ in directives else None
-    path = f"{obj.__module__}.{obj.__qualname__}"
-    if path in directives:
-        return path
+    if hasattr(obj, "__qualname__") and hasattr(obj, "__module__"):
+        path = f"{obj.__module__}.{obj.__qualname__}"
+        if path in directives:
+            return path
     for d in sorted(directives):
         try:
             mod = importlib.import_module(d)
         except ImportError:
             continue
-        if obj.__name__ in getattr(mod, "__all__", ()) and getattr(mod, obj.__name__) is obj:
-            return f"{d}.{obj.__name__}"
+        exported = getattr(mod, "__all__", None)
+        if exported is None:     # a module page without __all__ renders the public names defined in it
+            exported = [n for n in vars(mod) if not n.startswith("_") and getattr(getattr(mod, n), "__module__", "") == d]
+        if name in exported and getattr(mod, name) is obj:
+            return f"{d}.{name}"
     return None
 
 
-PUBLIC = [n for n in bayesfuse.__all__ if n != "__version__"]
+def _has_docstring(obj) -> bool:
+    """mkdocstrings hides objects without a docstring (``show_if_no_docstring`` is off): a public function or
+    class needs one (a dataclass's generated ``Name(field, ...)`` text does not count)."""
+    if not (inspect.isfunction(obj) or inspect.isclass(obj)):
+        return True
+    doc = obj.__dict__.get("__doc__") if inspect.isclass(obj) else obj.__doc__
+    return bool(doc and doc.strip()) and not doc.startswith(f"{obj.__name__}(")
 
 
 def test_every_public_name_is_in_the_api_reference():
     directives = _directives()
     assert directives, "no ::: directives found under docs/api/"
-    missing = [n for n in PUBLIC if _documented_as(n, directives) is None]
+    missing = [f"{m}.{n}" for m, n in _public_names() if _documented_as(n, directives, m) is None]
     assert not missing, f"public names without an API page: {missing}; add '::: <path>' to a docs/api/*.md page"
+    undocumented = [f"{m}.{n}" for m, n in _public_names()
+                    if not _has_docstring(getattr(importlib.import_module(m), n))]
+    assert not undocumented, f"public names without a docstring (the API page would omit them): {undocumented}"
+
+
+def test_every_subpackage_is_public_or_internal():
+    """A new subpackage must be classified, so its names cannot slip past the check above."""
+    subs = {f"bayesfuse.{m.name}" for m in pkgutil.iter_modules(bayesfuse.__path__) if not m.name.startswith("_")}
+    public = {p for p in _public_modules() if p.count(".") == 1}
+    assert subs - public - set(INTERNAL_MODULES) == set()
+    assert public & set(INTERNAL_MODULES) == set()
 
 
 def test_public_name_check_can_fail():
-    """Negative control: without the FusionModel page the check above reports FusionModel."""
+    """Negative controls: without the FusionModel page, or the metrics page, the checks report those names; an
+    object without a docstring is reported."""
     directives = _directives() - {"bayesfuse.model.fusion_model.FusionModel"}
     assert _documented_as("FusionModel", directives) is None
+    no_metrics = _directives() - {"bayesfuse.metrics"}
+    assert _documented_as("concordance_harrell", no_metrics, "bayesfuse.metrics") is None
+    assert _documented_as("concordance_harrell", _directives(), "bayesfuse.metrics") == \
+        "bayesfuse.metrics.concordance_harrell"
+
+    def no_doc():
+        pass
+
+    @dataclasses.dataclass
+    class NoDoc:
+        x: int
+
+    assert not _has_docstring(no_doc) and not _has_docstring(NoDoc) and _has_docstring(bayesfuse.FusionModel)
 
 
 def test_api_directives_resolve():
@@ -118,8 +186,8 @@ def test_mkdocs_build_strict(tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     html = "".join(p.read_text() for p in (tmp_path / "site" / "api").rglob("*.html"))
     directives = _directives()
-    for name in PUBLIC:
-        assert f'id="{_documented_as(name, directives)}"' in html, f"{name} has no rendered API entry"
+    unrendered = [f"{m}.{n}" for m, n in _public_names() if f'id="{_documented_as(n, directives, m)}"' not in html]
+    assert not unrendered, f"public names with no rendered API entry: {unrendered}"
     assert (tmp_path / "site" / "notebooks" / "02_survival" / "index.html").exists()
 
 

@@ -206,6 +206,35 @@ def test_cuts_from_training_events_only():
     assert len(spec.baseline) == 2 and np.all(np.isfinite(spec.baseline))
 
 
+def test_auto_smoothness_rule_follows_events_per_piece():
+    from bayesfuse.model.survival_targets import auto_smoothness
+
+    assert auto_smoothness(60, 12) == pytest.approx(0.1)              # 5 events per piece: floor
+    assert auto_smoothness(16 * 12, 12) == pytest.approx(0.1)         # the floor's edge
+    assert auto_smoothness(100 * 12, 12) == pytest.approx(0.25)       # 0.025 * sqrt(100)
+    assert auto_smoothness(4800, 12) == pytest.approx(0.5)            # 400 per piece: cap
+    assert auto_smoothness(1e6, 12) == pytest.approx(0.5)
+    values = [auto_smoothness(e, 12) for e in (0, 100, 500, 1000, 2000, 5000)]
+    assert values == sorted(values)
+
+
+def test_auto_smoothness_resolved_from_training_events_and_explicit_value_kept():
+    rng = np.random.default_rng(0)
+    t = rng.exponential(1.0, 3000)
+    e = (rng.random(3000) < 0.8).astype(int)
+    spec = fit_survival_spec("s", Survival(n_intervals=6), _targets(t, e))
+    expected = float(np.clip(0.025 * np.sqrt(e.sum() / 6), 0.1, 0.5))
+    assert spec.smoothness == pytest.approx(expected) and 0.1 < spec.smoothness <= 0.5
+    few = fit_survival_spec("s", Survival(n_intervals=6), _targets(t[:60], e[:60]))
+    assert few.smoothness == pytest.approx(0.1)
+    kept = fit_survival_spec("s", Survival(n_intervals=6, smoothness=0.7), _targets(t, e))
+    assert kept.smoothness == 0.7
+    with pytest.raises(bf.exceptions.ArgumentError, match="smoothness"):
+        fit_survival_spec("s", Survival(smoothness="wide"), _targets(t, e))
+    with pytest.raises(ValueError, match="still 'auto'"):
+        SurvivalHeadModule.from_spec(Survival(cuts=[1.0], baseline=[0.0, 0.0], weight=1.0), 3)
+
+
 # ----------------------------------------------------------------------------- end to end (simulated)
 @pytest.fixture(scope="module")
 def sim_fit():
@@ -331,7 +360,7 @@ def test_model_rejects_nonpositive_times_unless_opted_in():
                                                           strict=False)),
 ])
 def test_realdata_acceptance(name, c_floor):
-    """Test-split Harrell C at least the measured lifelines CoxPH C on the same split (benchmarks/survival.py;
+    """Test-split Harrell C at least the measured lifelines CoxPH C on the same split (studies/survival_options/survival.py, penalizer 0.1;
     gbsg: the higher DeepSurv published C) and D-calibration not rejected. Numbers: docs/studies/survival.md."""
     from conftest import dataset_dir
 

@@ -161,7 +161,7 @@ def ltt_fixed_sequence(scores, errors, max_risk: float, delta: float, grid=None,
         ``2**j * n_min(delta / starts)`` calibration patients; the certified set is the union.
         ``1`` (default) is plain fixed-sequence testing, which stops for good when the few
         most confident calibration patients contain an error; ``starts=4`` is robust to
-        that at the price of a larger ``n_min`` (benchmarks/calibration.py, docs/calibration.md).
+        that at the price of a larger ``n_min`` (studies/abstention_validity/calibration.py, docs/calibration.md).
 
     Returns
     -------

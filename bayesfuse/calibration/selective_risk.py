@@ -12,6 +12,7 @@ __all__ = ["ABSTAIN", "RiskCoverage", "clopper_pearson"]
 
 #: Sentinel written in the ``label`` column of :meth:`Abstainer.predict` for refused patients.
 ABSTAIN: str = "I don't know"
+"""The label that ``Abstainer.predict`` gives a refused patient."""
 
 def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Exact (Clopper-Pearson) two-sided confidence interval of a binomial proportion ``k / n``.

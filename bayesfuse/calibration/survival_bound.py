@@ -178,9 +178,10 @@ def _sub_post(post: Posterior, idx: np.ndarray) -> Posterior:
 class SurvivalBound:
     """Lower predictive bound ``L(x)`` on the survival time with ``P(T >= L(X)) >= 1 - alpha``.
 
-    Conformity score: the posterior-predictive CDF of ``T`` at ``min(T_obs, c0)``,
-    ``V_i = 1 - mean_s S_s(min(T_obs_i, c0) | x_i)`` over the survival head's draws, on the
-    calibration patients whose censoring time is at least the cut-off ``c0`` (Candès, Lei & Ren
+    Conformity score: the posterior-predictive CDF of ``T`` at the observed time,
+    ``V_i = 1 - mean_s S_s(T_i | x_i)`` over the survival head's draws, and ``V_i = 1`` when
+    ``T_i >= c0`` (covered by any bound, which never exceeds ``c0``; so ``T >= L`` exactly when
+    ``V >= beta``), on the calibration patients whose censoring time is at least the cut-off ``c0`` (Candès, Lei & Ren
     2023; the censoring time of a patient with an event before ``c0`` is unseen, and whether it
     exceeds ``c0`` is drawn from the censoring model: kept with probability ``G(c0) / G(T_obs)``,
     Sesia & Svetnik 2024). The bound is the posterior-predictive quantile of ``T`` at the conformal
@@ -282,6 +283,9 @@ class SurvivalBound:
         lh = np.asarray(post.draws[head]["log_hazard"])
         cuts = post.survival_cuts(head)
         v = 1.0 - _surv.predictive_survival_at(lh[:, sel], cuts, np.minimum(time[sel], c0))
+        # past the cut-off the patient is covered by every bound (L <= c0 <= T): the top score, so the
+        # conformal level is not lowered for long survivors whose quantile lies beyond c0
+        v = np.where(time[sel] >= c0, 1.0, v)
         w = 1.0 / np.clip(_at_least(self.censoring_, np.full(n, c0), post)[sel], 1e-300, None)
         self.head_ = head
         self.horizon_ = float(c0)

@@ -147,6 +147,8 @@ class SurvivalHeadModule(HeadModule):
         w = spec.weight
         if isinstance(w, str):
             raise ValueError("Survival head weight is still 'auto'; FusionModel resolves it at construction.")
+        if isinstance(spec.smoothness, str):
+            raise ValueError("Survival head smoothness is still 'auto'; FusionModel resolves it at construction.")
         covariates = getattr(spec, "covariates", None)
         if covariates and not getattr(spec, "covariate_dims", None):
             raise ValueError("Survival head has covariates but no covariate_dims; FusionModel sets them at "

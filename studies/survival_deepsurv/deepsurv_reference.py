@@ -39,7 +39,7 @@ What is reproduced
 * C-index: ``lifelines.utils.concordance_index(t, -h, e)`` on the test split, checked equal to
   ``bayesfuse.metrics.concordance_harrell(t, e, h)`` (DeepSurv itself scores ``-exp(h)``: the same order).
 
-Split and features: those of benchmarks/survival.py (``load``, ``features``, ``eval_setup``): the dataset's
+Split and features: those of studies/survival_options/survival.py (``load``, ``features``, ``eval_setup``): the dataset's
 ``split`` column (= the h5 file's train / test groups), test patients with time <= 0 left out of the metric
 (metabric: 1, censored at 0, which enters no comparable pair, so C is unchanged).
 
@@ -69,7 +69,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # benchmarks/survival.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "survival_options"))  # studies/survival_options/survival.py
 
 # DeepSurv repository, experiments/deepsurv/models/<name>_model_selu_revision.0.json
 CONFIGS = {

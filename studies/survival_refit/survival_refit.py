@@ -8,7 +8,7 @@ fixed latent draws of the training patients (an independent reference) and (b) t
 
 ``--validation``: per cohort and partition, ONE fit (``survival_refit="none"``), then the same
 fitted model evaluated as fitted and after each refit (paired: identical encoders and latent
-draws; only the head's parameter posterior differs). Metrics of benchmarks/survival.py.
+draws; only the head's parameter posterior differs). Metrics of studies/survival_options/survival.py.
 
     PYTHONPATH=. python studies/survival_refit/survival_refit.py --measure --datasets tcga_gbmlgg metabric
     PYTHONPATH=. python studies/survival_refit/survival_refit.py --validation --val-seeds 1 2 3 --json out.json
@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import survival as sb  # noqa: E402  (benchmarks/survival.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "survival_options"))
+import survival as sb  # noqa: E402  (studies/survival_options/survival.py)
 
 import bayesfuse as bf  # noqa: E402
 from bayesfuse.metrics import interval_coverage  # noqa: E402

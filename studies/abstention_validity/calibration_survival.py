@@ -1,6 +1,6 @@
-"""Survival section of benchmarks/calibration.py: SurvivalBound, the survival Abstainer, the multi-task Abstainer.
+"""Survival section of studies/abstention_validity/calibration.py: SurvivalBound, the survival Abstainer, the multi-task Abstainer.
 
-Run alone:  PYTHONPATH=. python benchmarks/calibration.py --only survival [--n-splits 200] [--json ...]
+Run alone:  PYTHONPATH=. python studies/abstention_validity/calibration.py --only survival [--n-splits 200] [--json ...]
 
 Protocol (per cohort: the simulator, tcga_gbmlgg, metabric, support, whas). ONE model per cohort is
 fitted on half of the patients (random, seed 0; fitting a model per re-split is impossible on this
@@ -232,7 +232,7 @@ def bound_split(models, t, e, cal, te, c0, km, seed, true_t=None, te_bound=None)
     for name, (mkey, conformal) in BOUND_RULES.items():
         m = models[mkey]
         if conformal:
-            v = m.cdf_own(np.minimum(t[cs], c0), cs)
+            v = np.where(t[cs] >= c0, 1.0, m.cdf_own(np.minimum(t[cs], c0), cs))   # as SurvivalBound.fit
             beta = float(conformal_lower_level(v, np.ones(len(v)), 1.0, ALPHA))
         else:
             beta = ALPHA

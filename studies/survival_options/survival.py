@@ -1,15 +1,19 @@
-"""Survival benchmark: bayesfuse survival head vs lifelines CoxPH and scikit-survival RSF.
+"""Survival benchmark as it was while the survival defaults were studied (was benchmarks/survival.py).
+
+bayesfuse survival head vs lifelines CoxPH (penalizer 0.1) and scikit-survival RSF. The release benchmark is now
+the survival rows of benchmarks/zoo.py; this copy keeps the options of the study (validation partitions, head
+selection, ensembles, the duplicate check) and is imported by studies/survival_refit and studies/survival_deepsurv.
 
 Same train/test split (the dataset's own ``split`` column), same run. Prints a table of
 Harrell C, Uno C, IBS and the D-calibration p-value per dataset and method, the published
 DeepSurv C-index, and the 90% credible-band coverage of S(t|x) against Kaplan-Meier within
 predicted-risk tertiles at three horizons (bayesfuse only). Writes JSON with ``--json``.
 
-    PYTHONPATH=. python benchmarks/survival.py --datasets metabric whas --json out.json
-    PYTHONPATH=. python benchmarks/survival.py --datasets tcga_gbmlgg --plot docs/img/survival_tcga_gbmlgg.png
-    PYTHONPATH=. python benchmarks/survival.py --select 3 --json out.json   # hidden chosen on train only
-    PYTHONPATH=. python benchmarks/survival.py --leakage                     # train/test duplicate check only
-    PYTHONPATH=. python benchmarks/survival.py --validation --val-seeds 1 2 3 --ensemble 5 --no-baselines
+    PYTHONPATH=. python studies/survival_options/survival.py --datasets metabric whas --json out.json
+    PYTHONPATH=. python studies/survival_options/survival.py --datasets tcga_gbmlgg --plot docs/img/survival_tcga_gbmlgg.png
+    PYTHONPATH=. python studies/survival_options/survival.py --select 3 --json out.json   # hidden chosen on train only
+    PYTHONPATH=. python studies/survival_options/survival.py --leakage                     # train/test duplicate check only
+    PYTHONPATH=. python studies/survival_options/survival.py --validation --val-seeds 1 2 3 --ensemble 5 --no-baselines
 
 RandomSurvivalForest (scikit-survival, GPL-3) is used here only as a benchmark baseline.
 """
@@ -36,7 +40,7 @@ from bayesfuse.metrics import (
     interval_coverage,
 )
 
-DATA = Path(os.environ.get("BAYESFUSE_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+DATA = Path(os.environ.get("BAYESFUSE_SHARED_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
 DEEPSURV_C = {"metabric": 0.6545, "support": 0.6189, "gbsg": 0.6684, "whas": 0.8667}
 DATASETS = ["metabric", "support", "gbsg", "whas", "tcga_gbmlgg"]
 

@@ -1,7 +1,7 @@
-"""Render the markdown tables of docs/studies/calibration.md from a ``benchmarks/calibration.py --json`` file.
+"""Render the markdown tables of docs/studies/calibration.md from a ``studies/abstention_validity/calibration.py --json`` file.
 
-    PYTHONPATH=. python benchmarks/calibration.py --json results/calibration.json
-    PYTHONPATH=. python benchmarks/calibration_tables.py results/calibration.json > tables.md
+    PYTHONPATH=. python studies/abstention_validity/calibration.py --json results/calibration.json
+    PYTHONPATH=. python studies/abstention_validity/calibration_tables.py results/calibration.json > tables.md
 
 Prints, in order: violation share on the test halves, against the simulator population, test halves / pool
 (real data), base error, the paired usefulness table, the unseen-class tables (AUROC, refusal per gate at
@@ -152,7 +152,7 @@ def conformal_table(studies) -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("json", help="output of benchmarks/calibration.py --json")
+    ap.add_argument("json", help="output of studies/abstention_validity/calibration.py --json")
     args = ap.parse_args(argv)
     with open(args.json) as fh:
         res = json.load(fh)
