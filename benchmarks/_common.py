@@ -2,6 +2,7 @@
 regression, random forest, lifelines CoxPH, scikit-survival RSF), the metrics every script reports the same
 way, thread setup, fresh-process workers and peak-RSS measurement (Linux /proc; no psutil needed)."""
 
+import contextlib
 import hashlib
 import json
 import os
@@ -29,19 +30,18 @@ def quiet(threads: int = 1) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    try:
+    with contextlib.suppress(ImportError):   # threadpoolctl is optional
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(threads)
-    except ImportError:
-        pass
     warnings.filterwarnings("ignore")
 
 
 def run_child(script, *args, env: dict | None = None):
     """``python script *args`` in a fresh process: ``(its last stdout line as JSON or None on failure,
     process)``."""
-    proc = subprocess.run([sys.executable, str(script), *map(str, args)], env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, str(script), *map(str, args)], env=env, capture_output=True,
+                          text=True)
     return (json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None), proc
 
 

@@ -1,9 +1,8 @@
 """Peak RSS and epoch time of a backed (on-disk) AnnData cohort larger than the tables' memory.
 
-Writes ``--modalities`` ``.h5ad`` files (``{path}_m0.h5ad``, ... and ``{path}.targets.csv``; ``--delete``
-removes them) of ``--patients`` x ``--features`` float32 values in row chunks (low-rank signal plus noise, 3
-classes), then per mode in a fresh process reads them (``backed``: ``read_h5ad(backed="r")``, values stay on
-disk; ``memory``: loaded), builds ``FusionModel`` and fits one epoch; peak RSS and seconds per phase. Usage::
+Writes ``{path}_m*.h5ad`` + ``{path}.targets.csv`` in row chunks, then per ``--mode`` in a fresh process reads
+them (``backed``: on disk; ``memory``: loaded), builds ``FusionModel``, fits one epoch: peak RSS and seconds
+per phase (docs/benchmarks.md, section 3). Usage::
 
     python benchmarks/backed_scale.py --patients 100000 --modalities 2 --features 10000 --path /tmp/bs --delete
     python benchmarks/backed_scale.py --mode memory ...   # the in-memory comparison (needs ~3x the RAM)
@@ -70,7 +69,7 @@ def run(path: str, mode: str, batch_size: int, modalities: int) -> dict:
 
     def phase(name):   # peak RSS so far and the seconds since the previous phase
         t = time.perf_counter()
-        out["phases"][name] = {"peak_rss_mib": round(rss_mib(peak=True), 1), "seconds": round(t - clock[0], 2)}
+        out["phases"][name] = {"peak_rss_mib": round(rss_mib(True), 1), "seconds": round(t - clock[0], 2)}
         clock[0] = t
 
     phase("import")

@@ -1,11 +1,7 @@
 """Release check of the abstention and conformal guarantees, on the simulator where the population is known.
 
-A model fitted on ``--train`` simulated patients predicts ``--pool`` + ``--population`` fresh ones; per split
-``bf.Abstainer`` and ``bf.ConformalSets`` are fitted on ``--n-cal`` pool patients and scored on the
-population: the share of splits whose accepted error exceeds ``max_risk`` (guarantee: <= ``delta`` + binomial
-slack), the mean coverage, and the conformal coverage (guarantee: mean >= 1 - alpha). Real cohorts:
-studies/abstention_validity/.
-::
+``bf.Abstainer`` and ``bf.ConformalSets`` fitted on ``--n-cal`` calibration patients per split and scored on a
+fresh simulated population: violation share, coverage, conformal coverage (docs/benchmarks.md). ::
 
     PYTHONPATH=. python benchmarks/calibration.py [--n-splits 200] [--json out.json]
     PYTHONPATH=. python benchmarks/calibration.py --quick      # smoke run (about 15 s)
@@ -53,7 +49,7 @@ def run(args) -> dict:
         row["conformal_coverage"], row["mean_set_size"] = coverage(sets, y), float(sets["size"].mean())
         rows.append(row)
     df = pd.DataFrame(rows)
-    # delta + the binomial slack: the violation share that n_splits Bernoulli(delta) draws exceed with prob. 5%
+    # delta + binomial slack: the violation share n_splits Bernoulli(delta) draws exceed with probability 5%
     allowed = float(binom.ppf(0.95, args.n_splits, args.delta) / args.n_splits)
     base_error = float(np.mean(np.asarray(population.predict("subtype"), dtype=object)
                                != y.reindex(pop_ids).to_numpy(dtype=object)))

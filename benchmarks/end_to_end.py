@@ -1,8 +1,7 @@
 """Wall time of read + fit + predict(num_samples=500) on the shared TCGA data sets.
 
-Cases: ``tcga_gbmlgg`` subtype head (leakage features dropped), the same with a survival head, ``tcga_rare6``
-origin head on raw RNA counts; default ``fit`` settings, seed 0. Test accuracy checks that the timed fit
-learned. ::
+``tcga_gbmlgg`` subtype (leakage features dropped), + survival, ``tcga_rare6`` origin on raw counts; default
+``fit``, seed 0; test accuracy checks that the timed fit learned. ::
 
     PYTHONPATH=. python benchmarks/end_to_end.py --threads 2 --json end_to_end.json
 """

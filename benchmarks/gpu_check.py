@@ -4,12 +4,9 @@ Run on a machine with CUDA after the README's install command (this script insta
 
     python benchmarks/gpu_check.py --json gpu_check.json          # < 8 minutes on one H100/H200
 
-1. ``pytest -m gpu tests`` in a subprocess. 2. The same fits (same seeds) on the CPU and on CUDA, on
-``tcga_gbmlgg`` and a simulated ``--patients`` x ``--modalities`` x ``--features`` cohort: test accuracy
-within ``--tol-acc`` and mean test NLL within ``--tol-nll`` of each other. 3. Throughput at ``--batch-sizes``:
-median ``svi_step`` time, samples/s, peak GPU memory, the share of a measured FP32 GEMM rate (``--compile``:
-also the compiled step). Exit status 0 when every part passed, 1 when one failed, 2 without a CUDA device (a
-clear message). ``--device cpu`` runs the same path on the CPU (``tests/test_gpu_check.py``, tiny sizes).
+``pytest -m gpu``, CPU-vs-CUDA fits within ``--tol-acc`` / ``--tol-nll``, step throughput at ``--batch-sizes``
+(docs/benchmarks.md, section 6). Exit status 0 when every part passed, 1 when one failed, 2 without a CUDA
+device (a clear message). ``--device cpu`` runs the same path on the CPU (``tests/test_gpu_check.py``).
 """
 
 import argparse
@@ -85,12 +82,8 @@ def agreement(name: str, train, test, device: str, seeds, tol_acc: float, tol_nl
 def step_flops(module, batch: int) -> float:
     """Matmul FLOPs of one training step (forward, weight and input gradients of every Linear)."""
     first = {id(enc.net[0]) for enc in module.encoders.values()}   # no input gradient: x needs none
-    flops = 0.0
-    for layer in module.modules():
-        if isinstance(layer, torch.nn.Linear):
-            mac = batch * layer.in_features * layer.out_features
-            flops += 2 * mac * (2 if id(layer) in first else 3)
-    return flops
+    return float(sum(2 * batch * lin.in_features * lin.out_features * (2 if id(lin) in first else 3)
+                     for lin in module.modules() if isinstance(lin, torch.nn.Linear)))
 
 
 def gemm_rate(dev, n: int = 8192) -> float:

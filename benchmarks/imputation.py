@@ -1,10 +1,7 @@
 """Imputation and missing-modality benchmark (prints tables; optional JSON).
 
-Per dataset, ``modality_dropout`` and seed: each test-split modality is hidden in turn and imputed by
-bayesfuse and by baselines fitted on the same training patients (train mean, ``KNNImputer``,
-``IterativeImputer``): Pearson r / RMSE (medians over features), interval coverage; then subtype accuracy,
-NLL, ECE and predictive entropy with all modalities and with each hidden. The options studied before the
-defaults are in studies/imputation_options/. ::
+Each test modality hidden in turn, imputed by bayesfuse and by baselines (train mean, KNN, iterative imputer),
+then subtype metrics with each hidden, per ``modality_dropout`` and seed (docs/benchmarks.md). ::
 
     PYTHONPATH=. python benchmarks/imputation.py --dataset tcga_gbmlgg --dropouts 0.25 --seeds 0 1 2 --recalibrate
     PYTHONPATH=. python benchmarks/imputation.py --dataset cll --json cll.json
@@ -24,6 +21,7 @@ from _common import DATA, LEAKAGE, quiet, write_json  # noqa: E402
 
 import bayesfuse as bf  # noqa: E402
 from bayesfuse import metrics as M  # noqa: E402
+from bayesfuse.data.preprocessing import ModalityTransform  # noqa: E402
 from bayesfuse.evaluation import evaluate_imputation  # noqa: E402
 
 IMPUTE = {"tcga_gbmlgg": ["protein", "cnv_arm", "mutation", "cnv_gene", "clinical"], "cll": ["drugs", "mutations"]}
@@ -122,8 +120,6 @@ def run(dataset: str, dropouts: list[float], seeds: list[int], num_samples: int 
     train, test = data.subset(split="train"), data.subset(split="test")
     print(f"\n=== {dataset}: train {train.n_samples}, test {test.n_samples}; {dict(data.missingness_patterns())}")
     results: dict = {"dataset": dataset, "bayesfuse": [], "downstream": [], "baselines": []}
-    from bayesfuse.data.preprocessing import ModalityTransform
-
     # The model's features (same fit as FusionModel.__init__) so baselines score the same columns.
     features = {m: ModalityTransform.fit(m, train.modality(m)).features for m in train.modality_names}
     for m in IMPUTE[dataset] if with_baselines else ():

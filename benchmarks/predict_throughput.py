@@ -1,10 +1,7 @@
 """Posterior-predictive throughput: draws x patients per second, with bounded memory.
 
-A model with a categorical head is fitted briefly on a simulated cohort (2 Gaussian modalities), then
-``FusionModel.predict`` scores ``--patients`` patients with ``--num-samples`` draws in chunks of
-``--batch-size``, with and without the latent draws (``return_latent``) and the calibration map (``calib``):
-wall time, draws x patients per second, the size of the returned arrays and the peak RSS increment during
-predict. Usage::
+``predict`` of ``--patients`` simulated patients, ``--num-samples`` draws, ``--batch-size`` chunks,
+with / without latent draws and calibration: seconds, draws x patients / s, output size, peak RSS increase. ::
 
     python benchmarks/predict_throughput.py --patients 10000 --num-samples 1000 --json predict.json
 """
@@ -50,7 +47,7 @@ def main(argv=None):
             rows.append({"patients": args.patients, "num_samples": args.num_samples, "batch_size": bs,
                          "return_latent": keep, "calibrated": cal, "seconds": wall,
                          "draws_x_patients_per_s": args.num_samples * args.patients / wall,
-                         "output_mib": out_mib, "peak_increment_mib": (rss_mib(peak=True) - base) if ok else None})
+                         "output_mib": out_mib, "peak_increment_mib": (rss_mib(True) - base) if ok else None})
             del post
     print(f"patients={args.patients} num_samples={args.num_samples} threads={args.threads} "
           f"load(1 min)={os.getloadavg()[0]:.1f}")

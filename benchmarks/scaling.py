@@ -1,12 +1,8 @@
 """Time per epoch and peak memory versus patients, features per modality and modalities.
 
-Each grid point runs in a fresh subprocess on simulated data (Gaussian modalities, one categorical head,
-latent 16, hidden 128, batch 256, no validation split): setup time, time per epoch (wall time of ``--epochs``
-epochs / epochs), whole-process peak RSS and the peak RSS increment during training (flat in patients when
-minibatches stream); on CUDA also the peak allocated device memory. Points above ``--max-cells`` cells are
-skipped and listed. ``--phases`` reports, in this process, the peak RSS of each phase of the user path
-(simulate, ``FusionModel(...)``, ``fit(max_epochs=1)``) at the first ``--patients`` / ``--features`` /
-``--modalities``. Usage::
+One fresh subprocess per grid point (simulated Gaussian modalities, one categorical head): setup s, epoch s,
+peak RSS and its increase during training (CUDA: peak device memory); points above ``--max-cells`` skipped.
+``--phases``: peak RSS per phase of the user path at the first sizes (docs/benchmarks.md, section 3). Usage::
 
     python benchmarks/scaling.py --json scaling.json
     python benchmarks/scaling.py --patients 1000 10000 100000 --features 1000 --modalities 2
@@ -79,7 +75,7 @@ def phases(n: int, f: int, m: int, threads: int, validation_fraction: float) -> 
         before, _ = reset_peak()
         t0 = time.perf_counter()
         state[name] = fn()
-        r = {"phase": name, "rss_before_mib": before, "peak_mib": rss_mib(peak=True), "rss_after_mib": rss_mib(),
+        r = {"phase": name, "rss_before_mib": before, "peak_mib": rss_mib(True), "rss_after_mib": rss_mib(),
              "seconds": time.perf_counter() - t0}
         rows.append(r)
         overall = max(overall, r["peak_mib"])
@@ -119,8 +115,8 @@ def main(argv=None):
                 point = {"patients": n, "features": f, "modalities": m}
                 if n * f * m > args.max_cells:
                     cells = n * f * m
-                    skipped.append({**point, "reason": f"{cells:.1e} cells > --max-cells {args.max_cells:.1e} "
-                                    f"(~{cells * 12 / 2**30:.0f} GiB of float64 frames + float32 store)"})
+                    skipped.append({**point, "reason": f"{cells:.1e} cells > --max-cells {args.max_cells:.1e}"
+                                    f" (~{cells * 12 / 2**30:.0f} GiB of float64 frames + float32 store)"})
                     continue
                 r, proc = run_child(__file__, "--worker", n, f, m, "--epochs", args.epochs,
                                     "--device", args.device, "--threads", args.threads)

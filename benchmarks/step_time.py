@@ -1,12 +1,8 @@
 """Step time of bayesfuse's training step versus plain torch and NumPyro + jax.jit.
 
-One model in all of them (two Gaussian modalities of 1000 + 500 features, MLP encoders to a product of
-Gaussian experts over ``z`` (D = 32), MLP decoders, a linear 5-class head, one-particle ELBO, Adam,
-minibatches of 256): ``bayesfuse`` (``svi_step``: fused ELBO, masks, modality dropout, clipping),
-``bayesfuse[trace]`` (Pyro ``Trace_ELBO``), ``bayesfuse[compile]`` (``fit(compile=True)``), ``torch`` (a
-hand-written ELBO) and ``numpyro`` (``SVI.update`` under ``jax.jit``). The losses are checked equal at equal
-parameters and ``z`` before timing. Each thread count runs in its own pinned subprocess; implementations are
-timed round-robin in blocks. Usage::
+One model (2 Gaussian modalities, latent 32, a 5-class head, batch 256) as ``bayesfuse`` (``svi_step``),
+``bayesfuse[trace]``, ``bayesfuse[compile]``, hand-written ``torch`` and ``numpyro`` under ``jax.jit``, losses
+checked equal first; one pinned subprocess per thread count, timed round-robin (docs/benchmarks.md). Usage::
 
     python benchmarks/step_time.py --threads 1 2 --steps 300 --json step_time.json
 """
@@ -75,8 +71,8 @@ def make_plain(torch, module):
             return -elbo.sum() * (n_total / y.shape[0])
 
     plain = PlainVAE()
-    pairs = [(plain.head, module.heads["y"].net)] + [(d[m], s[m].net) for m in DIMS for d, s in
-                                                     ((plain.enc, module.encoders), (plain.dec, module.decoders))]
+    pairs = [(plain.head, module.heads["y"].net)] + [(plain.enc[m], module.encoders[m].net) for m in DIMS] + [
+        (plain.dec[m], module.decoders[m].net) for m in DIMS]
     with torch.no_grad():
         for a, b in [ab for d, s in pairs for ab in zip(d.parameters(), s.parameters())]:
             a.copy_(b)
@@ -168,7 +164,7 @@ def run_worker(threads: int, steps: int, block: int) -> dict:
         l_tr = float(elbo_loss(module, batch, N_COHORT, method="trace"))
         torch.manual_seed(3)
         l_fu = float(elbo_loss(module, batch, N_COHORT, method="fused"))
-    nargs = (xs, yj, jnp.arange(BATCH), N_COHORT, False)   # -ELBO at z: log q(z) - log p(x, y, z), dropout off
+    nargs = (xs, yj, jnp.arange(BATCH), N_COHORT, False)   # -ELBO at z: log q(z) - log p(x, y, z); no dropout
     l_np = float(log_density(nguide, nargs, {}, {"z": z})[0] - log_density(nmodel, nargs, {}, {"z": z})[0])
     check = {"bayesfuse_fused": l_bf, "plain_torch": l_pl, "numpyro": l_np,
              "pyro_trace_elbo_seed3": l_tr, "bayesfuse_fused_seed3": l_fu}
@@ -197,13 +193,12 @@ def run_worker(threads: int, steps: int, block: int) -> dict:
     rel_compile = abs(vals[1] - vals[0]) / abs(vals[0])
     if rel_compile > 1e-5:
         raise SystemExit(f"compiled loss differs from eager: {vals}")
-    opt_pl = torch.optim.Adam(plain.parameters(), lr=LR)
-    gen = torch.Generator().manual_seed(11)
+    opt_pl, gen = torch.optim.Adam(plain.parameters(), lr=LR), torch.Generator().manual_seed(11)
 
     def bf_step(mod, config, loss_fn=None):
         opt, params = make_optimizer(mod, LR), list(mod.parameters())
-        return lambda: svi_step(mod, opt, params, store, torch.randint(0, N_COHORT, (BATCH,), generator=gen), 1.0,
-                                config, loss_fn=loss_fn)
+        return lambda: svi_step(mod, opt, params, store, torch.randint(0, N_COHORT, (BATCH,), generator=gen),
+                                1.0, config, loss_fn=loss_fn)
 
     def step_pl():
         i = torch.randint(0, N_COHORT, (BATCH,), generator=gen)
@@ -263,7 +258,8 @@ def main(argv=None):
             if args.omp_wait_policy != "default":
                 env["OMP_WAIT_POLICY"] = args.omp_wait_policy
             load = os.getloadavg()
-            res, proc = run_child(__file__, "--worker", t, "--steps", args.steps, "--block", args.block, env=env)
+            res, proc = run_child(__file__, "--worker", t, "--steps", args.steps, "--block", args.block,
+                                  env=env)
             if res is None:
                 raise SystemExit(proc.stderr)
             res["repeat"], res["loadavg_1min"], res["omp_wait_policy"] = r, load[0], args.omp_wait_policy

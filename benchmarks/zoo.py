@@ -1,10 +1,7 @@
 """Cohort zoo: bayesfuse vs simple baselines on many cohorts and variants, one table (issue 14).
 
-Per row (cohort, variant) and seed, bayesfuse (package defaults unless ``--model-kwargs`` / ``--fit-kwargs`` /
-``--head-kwargs``) is compared on the same split with L2 logistic regression and a random forest
-(classification) or lifelines CoxPH and scikit-survival's RSF (survival); the rows, metrics and the acceptance
-rule are in docs/benchmarks.md and the table's legend. Parsed data are cached under
-``benchmarks/results/cache``. ::
+Each row (cohort, variant) and seed compares bayesfuse with LR and a random forest (classification) or CoxPH
+and RSF (survival) on the same split; rows, metrics and rule: docs/benchmarks.md and the table's legend. ::
 
     PYTHONPATH=. python benchmarks/zoo.py --task all --seeds 0 1 2 --tag baseline
     PYTHONPATH=. python benchmarks/zoo.py --quick --tag smoke
@@ -56,11 +53,6 @@ class Row:
     seeds: tuple | None = None
     sim: dict = field(default_factory=dict)
 
-    @property
-    def variant(self) -> str:
-        return self.name.split("/", 1)[1]
-
-
 def _variants(prefix: str, cohort: str, target: str, task: str, noise: str | None, counts: tuple = (),
               missing: bool = True) -> list[Row]:
     """The full / n100 / n200 (/ missing / noise) rows of one real cohort."""
@@ -75,13 +67,12 @@ def _variants(prefix: str, cohort: str, target: str, task: str, noise: str | Non
 
 def _sim_rows() -> list[Row]:
     """Simulator rows: one factor varied at a time around the base cohort."""
-    def p_mods(p):
-        return {"expression": ("gaussian", p), "methylation": ("gaussian", p), "mutation": ("bernoulli", p)}
-
+    p_mods = {p: {"expression": ("gaussian", p), "methylation": ("gaussian", p), "mutation": ("bernoulli", p)}
+              for p in (50, 2000)}
     base = {"n_patients": 400, "class_separation": 2.5}
     vary = {"base": {}, "sep1.5": {"class_separation": 1.5}, "sep4": {"class_separation": 4.0},
-            "n150": {"n_patients": 150}, "n1000": {"n_patients": 1000}, "p50": {"modalities": p_mods(50)},
-            "p2000": {"modalities": p_mods(2000)}, "imbalance": {"n_patients": 600, "imbalance": 0.1},
+            "n150": {"n_patients": 150}, "n1000": {"n_patients": 1000}, "p50": {"modalities": p_mods[50]},
+            "p2000": {"modalities": p_mods[2000]}, "imbalance": {"n_patients": 600, "imbalance": 0.1},
             "missing0.3": {"missing_rate": 0.3}}
     return [Row(f"cls:sim/{k}", "classification", "sim", "subtype", sim={**base, **v}) for k, v in vary.items()]
 
@@ -112,11 +103,8 @@ def select_rows(rows: list[Row], patterns: list[str] | None, task: str) -> list[
     rows = [r for r in rows if task == "all" or r.task == task]
     if not patterns:
         return rows
-
-    def hit(name, pat):
-        return fnmatch.fnmatch(name, pat) if any(ch in pat for ch in "*?[") else re.search(pat, name) is not None
-
-    return [r for r in rows if any(hit(r.name, p) for p in patterns)]
+    return [r for r in rows if any(fnmatch.fnmatch(r.name, p) if any(ch in p for ch in "*?[")
+                                   else re.search(p, r.name) for p in patterns)]
 
 
 def shared_split(labels: pd.Series, test_share: float = 0.2) -> pd.Series:
@@ -152,7 +140,6 @@ def load_gse7390():
     import bayesfuse as bf
 
     x, y = load_breast_cancer()
-    x = x.copy()
     x.index = pd.Index([f"gse7390-{i:03d}" for i in range(len(x))], name="sample_id")
     clin = pd.DataFrame({"age": x["age"], "size": x["size"], "er": (x["er"] == "positive").astype(float)})
     for g in ("well differentiated", "intermediate", "poorly differentiated"):
@@ -223,9 +210,8 @@ def drop_one_modality(data, seed: int, share: float = 0.5):
         return data, None
     rng = np.random.default_rng(20_000 + seed)
     k = min(eligible.size, int(round(share * data.n_samples)))
-    chosen = rng.choice(eligible, k, replace=False)
     lost: dict[str, list] = {m: [] for m in data.modality_names}
-    for i in chosen:
+    for i in rng.choice(eligible, k, replace=False):
         has = [m for m in data.modality_names if pres.iloc[i][m]]
         lost[has[rng.integers(len(has))]].append(data.sample_ids[i])
     mods = {m: data.modality(m).drop(index=lost[m]) for m in data.modality_names}
@@ -244,7 +230,8 @@ def make_split(row: Row, seed: int, data_root: Path):
     info: dict = {}
     if row.n_train:
         tt = train.targets   # survival: the event indicator of the patients with a usable time (> 0)
-        strata = tt[row.target] if row.task == "classification" else tt["event"].where(tt["time"].astype(float) > 0)
+        strata = tt[row.target] if row.task == "classification" else \
+            tt["event"].where(tt["time"].astype(float) > 0)
         sub = stratified_subsample(train, row.n_train, strata, seed)
         if sub is None:
             return None, None, {"skipped": f"training set has {strata.notna().sum()} usable patients "
@@ -265,7 +252,8 @@ def classification_records(row: Row, train, test, seed: int, model_kwargs: dict,
                                                  head_kwargs.get("categorical", {}))}
     xtr, xte = C.baseline_features(train, test, row.counts)
     for meth in ("LR", "RF"):
-        out[meth] = C.sklearn_classifier(meth, xtr, train.targets[row.target], xte, test.targets[row.target], seed)
+        out[meth] = C.sklearn_classifier(meth, xtr, train.targets[row.target], xte, test.targets[row.target],
+                                         seed)
     return out
 
 
@@ -309,7 +297,8 @@ def run_one(row: Row, seed: int, model_kwargs: dict, fit_kwargs: dict, head_kwar
             data_root: Path | str | None = None) -> list[dict]:
     """All records (one per method, or one ``skipped`` / ``error`` record) of ``row`` and ``seed``."""
     C.quiet()
-    base = {"row": row.name, "task": row.task, "cohort": row.cohort, "variant": row.variant, "seed": int(seed)}
+    base = {"row": row.name, "task": row.task, "cohort": row.cohort, "variant": row.name.split("/", 1)[1],
+            "seed": int(seed)}
     t0 = time.perf_counter()
     try:
         train, test, info = make_split(row, seed, Path(data_root or C.DATA))
@@ -322,12 +311,8 @@ def run_one(row: Row, seed: int, model_kwargs: dict, fit_kwargs: dict, head_kwar
     sizes = {"n_train": int(train.n_samples), "n_test": int(test.n_samples),
              "n_features": int(sum(train.modality(m).shape[1] for m in train.modality_names)),
              "n_modalities": len(train.modality_names), "wall_s": time.perf_counter() - t0, **info}
-    return [{**base, "method": meth, **sizes, **_floats(m)} for meth, m in res.items()]
-
-
-def _floats(d: dict) -> dict:
-    """JSON-safe copy (numpy scalars -> float / int)."""
-    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in d.items()}
+    js = [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in m.items()} for m in res.values()]
+    return [{**base, "method": meth, **sizes, **m} for meth, m in zip(res, js)]
 
 
 def git_commit() -> str | None:
@@ -415,10 +400,8 @@ def acceptance(task: str, bf: dict, ref: dict) -> tuple[bool, dict[str, float]]:
 
 def format_misses(misses: dict[str, float]) -> str:
     """``"ECE +0.033, acc -0.020"``: the sign says which side of its bound the metric fell."""
-    def num(v):
-        return f"{v:.3f}" if v >= 5e-4 else f"{v:.1e}"
-
-    return ", ".join(f"{k} {'-' if k in ('acc', 'C', 'Dcal p') else '+'}{num(v)}" for k, v in misses.items())
+    return ", ".join(f"{k} {'-' if k in ('acc', 'C', 'Dcal p') else '+'}{v:{'.3f' if v >= 5e-4 else '.1e'}}"
+                     for k, v in misses.items())
 
 
 CELLS = {"classification": [("acc", "accuracy"), ("F1", "macro_f1"), ("NLL", "nll"), ("ECE", "ece")],
@@ -466,11 +449,8 @@ def render_table(docs: list[dict]) -> str:
         cells.append(_cell([b.get("fit_s") if b else None for b in bfs] + [ref.get("fit_s"), (alt or {}).get("fit_s")],
                            ".1f"))
         for b in bfs:
-            if b is None:
-                cells.append("-")
-                continue
-            ok, misses = acceptance(task, b, ref)
-            cells.append("pass" if ok else f"**miss** {format_misses(misses)}")
+            ok, misses = acceptance(task, b, ref) if b else (False, {})
+            cells.append("-" if b is None else "pass" if ok else f"**miss** {format_misses(misses)}")
         lines.append("| " + " | ".join(cells) + " |")
     legend = ("Means over seeds. Cells: bayesfuse / logistic regression (L2, C=1) / random forest (500 trees) for "
               "classification (acc, macro-F1, NLL, top-label ECE, 15 bins; 'bf ECE p' = consistency-resampling "
@@ -494,7 +474,7 @@ def miss_list(doc: dict) -> list[tuple[str, dict]]:
     return out
 
 
-def parse_args(argv=None):
+def main(argv=None) -> dict | None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", nargs="*", help="glob or regex filters on row names (e.g. 'cls:tcga_*' 'n100$')")
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
@@ -510,11 +490,7 @@ def parse_args(argv=None):
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--list", action="store_true", help="print the selected row names and exit")
     ap.add_argument("--table", nargs="+", metavar="JSON", help="re-render the table from saved results (no fitting)")
-    return ap.parse_args(argv)
-
-
-def main(argv=None) -> dict | None:
-    args = parse_args(argv)
+    args = ap.parse_args(argv)
     if args.table:
         return print(render_table([json.loads(Path(p).read_text()) for p in args.table]))
     rows = select_rows(all_rows(), list(QUICK) if args.quick and not args.rows else args.rows, args.task)
