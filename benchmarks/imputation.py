@@ -132,10 +132,10 @@ def run(dataset: str, dropouts: list[float], seeds: list[int], num_samples: int 
         assert features == {m: tf.features for m, tf in model.transforms.items()}
         print(f"-- modality_dropout={p} seed={seed}: {model.fit_seconds_:.1f}s, best epoch {model.best_epoch_}")
         gauss = [m for m in IMPUTE[dataset] if model.transforms[m].likelihood == "gaussian"]
-        for recal, mods in ((False, IMPUTE[dataset]), (True, gauss if recalibrate else [])):
+        for recal in (False, True) if recalibrate else (False,):
             if recal:   # fitted on the model's own early-stopping patients (no gradient step on them)
                 recs = model.calibrate_imputation(modalities=gauss, mode=recalibrate, seed=seed)
-            for m in mods:
+            for m in gauss if recal else IMPUTE[dataset]:
                 ev = evaluate_imputation(model, test, m, num_samples=num_samples, seed=seed)
                 row = {"dropout": p, "seed": seed, "recalibrated": recal, **ev.as_row()}
                 if recal:
