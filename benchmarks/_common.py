@@ -1,12 +1,14 @@
-"""Harness shared by the benchmark scripts: cohort loading, baseline features, the baselines (L2 logistic regression,
-random forest, lifelines CoxPH, scikit-survival RSF) and the metrics every script reports the same way."""
+"""Harness shared by the benchmark scripts: cohort loading, baseline features, the baselines (L2 logistic
+regression, random forest, lifelines CoxPH, scikit-survival RSF), the metrics every script reports the same
+way, thread setup, fresh-process workers and peak-RSS measurement (Linux /proc; no psutil needed)."""
 
-from __future__ import annotations
-
+import contextlib
 import hashlib
 import json
 import os
 import pickle
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,23 +24,63 @@ COX_PENALTIES = (0.01, 0.1, 1.0, 10.0)
 
 
 def quiet(threads: int = 1) -> None:
-    """One torch / BLAS thread (the shared machine) and no warnings."""
+    """``threads`` torch / BLAS threads (the shared machine) and no warnings."""
     import warnings
 
     import torch
 
     torch.set_num_threads(threads)
-    try:
+    with contextlib.suppress(ImportError):   # threadpoolctl is optional
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(threads)
-    except ImportError:
-        pass
     warnings.filterwarnings("ignore")
 
 
+def run_child(script, *args, env: dict | None = None):
+    """``python script *args`` in a fresh process: ``(its last stdout line as JSON or None on failure,
+    process)``."""
+    proc = subprocess.run([sys.executable, str(script), *map(str, args)], env=env, capture_output=True,
+                          text=True)
+    return (json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None), proc
+
+
+def step_times(step, n: int, warmup: int = 0, sync=None) -> list[float]:
+    """Seconds of each of ``n`` calls of ``step()`` after ``warmup`` untimed ones; ``sync()`` (a device
+    synchronisation) before and after each."""
+    sync, times = sync or (lambda: None), []
+    for _ in range(warmup + n):
+        sync()
+        t = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t)
+    return times[warmup:]
+
+
+def rss_mib(peak: bool = False) -> float:
+    """Resident set size (``peak``: its peak since start or the last :func:`reset_peak`), MiB."""
+    key = "VmHWM:" if peak else "VmRSS:"
+    with open("/proc/self/status") as fh:
+        return next((int(ln.split()[1]) / 1024.0 for ln in fh if ln.startswith(key)), float("nan"))
+
+
+def reset_peak(collect: bool = False) -> tuple[float, bool]:
+    """``(current RSS, reset?)``: the kernel's peak-RSS counter reset (``echo 5 > /proc/self/clear_refs``;
+    False if refused), after a garbage collection when ``collect``."""
+    if collect:
+        __import__("gc").collect()
+    base = rss_mib()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return base, True
+    except OSError:
+        return base, False
+
+
 def read_cached(path: Path, drop_features: dict | None = None, cache_dir: Path | None = None):
-    """``MultiModalData.read_dir`` with a pickle cache (git-ignored) keyed by the folder's file mtimes and sizes."""
+    """``MultiModalData.read_dir`` with a pickle cache (git-ignored) keyed by the folder's file mtimes and
+    sizes."""
     import bayesfuse as bf
 
     cache_dir = Path(cache_dir or RESULTS / "cache")
@@ -46,13 +88,11 @@ def read_cached(path: Path, drop_features: dict | None = None, cache_dir: Path |
     key = int.from_bytes(hashlib.sha1(f"{path.resolve()}|{stamp}".encode()).digest()[:6], "big")
     cached = cache_dir / f"{path.name}-{key:x}.pkl"
     if cached.exists():
-        with cached.open("rb") as fh:
-            data = pickle.load(fh)
+        data = pickle.loads(cached.read_bytes())
     else:
         data = bf.MultiModalData.read_dir(path)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        with cached.open("wb") as fh:
-            pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        cached.write_bytes(pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
     return data.drop_features(drop_features) if drop_features else data
 
 
@@ -65,7 +105,6 @@ def write_json(doc, path: Path | str) -> None:
     os.replace(tmp, path)
 
 
-# ------------------------------------------------------------------------------------ features
 def concat(data, counts: tuple = ()) -> pd.DataFrame:
     """Modalities side by side (``"<modality>:<feature>"`` columns, NaN where absent); counts as log1p-CPM."""
     frames = []
@@ -89,7 +128,6 @@ def baseline_features(train, test, counts: tuple = ()) -> tuple[pd.DataFrame, pd
             pd.DataFrame(b, index=xte.index, columns=xtr.columns))
 
 
-# ------------------------------------------------------------------------------ classification
 def class_metrics(probs: np.ndarray, y: np.ndarray) -> dict:
     """Accuracy, macro-F1, NLL, Brier, top-label ECE (15 bins) and its consistency-resampling p-value."""
     from bayesfuse.metrics import classification_metrics, ece_consistency
@@ -101,7 +139,8 @@ def class_metrics(probs: np.ndarray, y: np.ndarray) -> dict:
 
 
 def sklearn_classifier(name: str, xtr, ytr, xte, yte, seed: int = 0) -> dict:
-    """``"LR"`` (L2, C=1, standardised) or ``"RF"`` (500 trees) fitted on the labelled training rows; test metrics."""
+    """``"LR"`` (L2, C=1, standardised) or ``"RF"`` (500 trees) fitted on the labelled training rows; test
+    metrics."""
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -126,7 +165,8 @@ def sklearn_classifier(name: str, xtr, ytr, xte, yte, seed: int = 0) -> dict:
 def bayesfuse_classification(train, test, target: str, seed: int, model_kwargs: dict | None = None,
                              fit_kwargs: dict | None = None, head_kwargs: dict | None = None,
                              num_samples: int = 200) -> dict:
-    """Fit bayesfuse, predict the test split, score the posterior-mean probabilities (plus fit / predict seconds)."""
+    """Fit bayesfuse, predict the test split, score the posterior-mean probabilities (plus fit / predict
+    seconds)."""
     import bayesfuse as bf
     from bayesfuse.evaluation.classification import aligned_labels
 
@@ -141,15 +181,10 @@ def bayesfuse_classification(train, test, target: str, seed: int, model_kwargs: 
             "predict_s": time.perf_counter() - t0 - fit_s, "epochs": int(len(model.history_))}
 
 
-# ------------------------------------------------------------------------------------ survival
 def eval_setup(train, test):
-    """Scored test patients and the shared evaluation inputs of every method.
-
-    Returns ``(test_eval, t, e, tr_ok, tr_t, tr_e, grid)``: the test patients with a usable time (> 0), their
-    times / events, the training mask of times > 0 and those times / events (the IPCW censoring estimate;
-    baselines train on them), and the 25-point grid (quantiles 10-90% of test event times, inside both
-    follow-ups) for IBS.
-    """
+    """``(test_eval, t, e, tr_ok, tr_t, tr_e, grid)``: the test patients with a time > 0, their times /
+    events, the training mask of times > 0 and those times / events (IPCW; baselines train on them), and the
+    IBS grid (25 quantiles 10-90% of test event times, inside both follow-ups)."""
     t, e = test.targets["time"].to_numpy(float), test.targets["event"].to_numpy(float).astype(bool)
     ok = t > 0
     test_eval, t, e = test.subset(ids=test.sample_ids[ok]), t[ok], e[ok]
@@ -161,12 +196,13 @@ def eval_setup(train, test):
     return test_eval, t, e, tr_ok, tr_t, tr_e, grid
 
 
-def metrics(name, tr_t, tr_e, t, e, risk, surv_grid, grid, s_own) -> dict:
-    """Harrell C, Uno C (tau = last grid time), IBS over the grid inside the test follow-up, D-calibration p."""
+def metrics(tr_t, tr_e, t, e, risk, surv_grid, grid, s_own) -> dict:
+    """Harrell C, Uno C (tau = last grid time), IBS over the grid inside the test follow-up, D-calibration
+    p."""
     from bayesfuse.metrics import concordance_harrell, concordance_uno, d_calibration, integrated_brier_score
 
     inside = (grid >= t.min()) & (grid < t.max())
-    return {"method": name, "harrell_c": concordance_harrell(t, e, risk),
+    return {"harrell_c": concordance_harrell(t, e, risk),
             "uno_c": concordance_uno(tr_t, tr_e, t, e, risk, tau=float(grid.max())),
             "ibs": integrated_brier_score(tr_t, tr_e, t, e, surv_grid[:, inside], grid[inside]),
             "dcal_p": d_calibration(s_own, e).p_value}

@@ -1,34 +1,24 @@
 """Peak RSS and epoch time of a backed (on-disk) AnnData cohort larger than the tables' memory.
 
-Writes ``--modalities`` ``.h5ad`` files of ``--patients`` x ``--features`` float32 values each, in row
-chunks (a shared low-rank signal plus noise, 3 classes; never a whole matrix in memory), then in a fresh
-process per mode:
-
-* ``backed``: ``anndata.read_h5ad(path, backed="r")`` -> ``MultiModalData.from_anndata`` (values
-  stay on disk: ``BackedModality``) -> ``FusionModel`` (preprocessing streamed over row chunks) ->
-  ``fit(max_epochs=1)`` (the tensor store is filled chunk by chunk);
-* ``memory``: ``anndata.read_h5ad(path)`` (the whole matrix loaded) -> the same steps.
-
-Reported per phase: peak RSS (``/proc/self/status`` VmHWM, benchmarks/_mem.py) and seconds. The
-training tensors themselves (float32, patients x features) are resident in both modes: they are
-the model's device store. Usage::
+Writes ``{path}_m*.h5ad`` + ``{path}.targets.csv`` in row chunks, then per ``--mode`` in a fresh process reads
+them (``backed``: on disk; ``memory``: loaded), builds ``FusionModel``, fits one epoch: peak RSS and seconds
+per phase (docs/benchmarks.md, section 3). Usage::
 
     python benchmarks/backed_scale.py --patients 100000 --modalities 2 --features 10000 --path /tmp/bs --delete
     python benchmarks/backed_scale.py --mode memory ...   # the in-memory comparison (needs ~3x the RAM)
-
-Files: ``{path}_m0.h5ad``, ``{path}_m1.h5ad``, ... and ``{path}.targets.csv``; ``--delete`` removes them.
 """
-
-from __future__ import annotations
 
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import quiet, rss_mib, run_child, write_json  # noqa: E402
 
 
 def files(path: str, modalities: int) -> list[str]:
@@ -67,42 +57,35 @@ def write_cohort(path: str, n: int, f: int, modalities: int = 2, rank: int = 8, 
 
 
 def run(path: str, mode: str, batch_size: int, modalities: int) -> dict:
-    import warnings
-
-    import torch
-
-    torch.set_num_threads(1)
-    warnings.simplefilter("ignore")
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    quiet()
     import anndata as ad
     import pandas as pd
-    from _mem import peak_rss_mib
 
     import bayesfuse as bf
 
     out = {"mode": mode, "phases": {}}
 
-    def phase(name, t0):
-        out["phases"][name] = {"peak_rss_mib": round(peak_rss_mib(), 1), "seconds": round(time.perf_counter() - t0, 2)}
+    clock = [time.perf_counter()]
 
-    t = time.perf_counter()
-    phase("import", t)
-    t = time.perf_counter()
+    def phase(name):   # peak RSS so far and the seconds since the previous phase
+        t = time.perf_counter()
+        out["phases"][name] = {"peak_rss_mib": round(rss_mib(True), 1), "seconds": round(t - clock[0], 2)}
+        clock[0] = t
+
+    phase("import")
     adatas = {f"m{i}": ad.read_h5ad(fn, backed="r" if mode == "backed" else None)
               for i, fn in enumerate(files(path, modalities))}
     obs = pd.read_csv(path + ".targets.csv", index_col=0)
     data = bf.MultiModalData.from_anndata(adatas, obs=obs)
     out["shape"] = [adatas["m0"].shape[0], len(adatas), adatas["m0"].shape[1]]
-    phase("read", t)
-    t = time.perf_counter()
+    phase("read")
     model = bf.FusionModel(data, heads={"subtype": "categorical"}, latent_dim=16, hidden=128, device="cpu")
     out["model_features"] = {m: tf.n_features for m, tf in model.transforms.items()}
-    phase("model (preprocessing fit)", t)
-    t = time.perf_counter()
+    phase("model (preprocessing fit)")
     model.fit(max_epochs=1, batch_size=batch_size, validation_fraction=0.1, progress=False, seed=0)
-    phase("fit (store + 1 epoch)", t)
+    phase("fit (store + 1 epoch)")
     out["epoch_seconds"] = round(float(model.fit_seconds_), 2)
-    out["peak_rss_mib"] = round(peak_rss_mib(), 1)
+    out["peak_rss_mib"] = round(rss_mib(peak=True), 1)
     return out
 
 
@@ -130,20 +113,18 @@ def main(argv=None):
               f"({sum(map(os.path.getsize, paths)) / 2**30:.2f} GiB) in {time.perf_counter() - t:.0f} s", flush=True)
     results = []
     for mode in (("backed", "memory") if args.mode == "both" else (args.mode,)):
-        proc = subprocess.run([sys.executable, __file__, "--path", args.path, "--batch-size", str(args.batch_size),
-                               "--modalities", str(args.modalities), "--_child", mode], capture_output=True, text=True)
-        if proc.returncode != 0:
+        res, proc = run_child(__file__, "--path", args.path, "--batch-size", args.batch_size,
+                              "--modalities", args.modalities, "--_child", mode)
+        if res is None:
             print(f"{mode}: failed (rc {proc.returncode})\n{proc.stderr[-2000:]}")
             continue
-        res = json.loads(proc.stdout.strip().splitlines()[-1])
         results.append(res)
         print(f"\n{mode}: {' x '.join(map(str, res['shape']))}; peak RSS {res['peak_rss_mib']:.0f} MiB; "
               f"one epoch {res['epoch_seconds']:.1f} s")
         for name, p in res["phases"].items():
             print(f"  {name:28s} peak RSS {p['peak_rss_mib']:8.0f} MiB   {p['seconds']:7.1f} s")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=1)
+        write_json(results, args.json)
     if args.delete:
         for fn in [*paths, args.path + ".targets.csv"]:
             os.remove(fn)

@@ -1,14 +1,10 @@
 """Wall time of read + fit + predict(num_samples=500) on the shared TCGA data sets.
 
-Cases: ``tcga_gbmlgg`` subtype head (leakage features IDH1, IDH2, 1p, 19q dropped, as the README says), the same with
-a survival head, and ``tcga_rare6`` origin head on raw RNA counts (56k genes; the model keeps the 2000 most variable).
-Default ``fit`` settings (early stopping on a 10% validation split), seed 0, torch threads as given. Test accuracy
-is printed as a check that the timed fit learned. ::
+``tcga_gbmlgg`` subtype (leakage features dropped), + survival, ``tcga_rare6`` origin on raw counts; default
+``fit``, seed 0; test accuracy checks that the timed fit learned. ::
 
     PYTHONPATH=. python benchmarks/end_to_end.py --threads 2 --json end_to_end.json
 """
-
-from __future__ import annotations
 
 import argparse
 import os

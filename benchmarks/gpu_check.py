@@ -4,35 +4,27 @@ Run on a machine with CUDA after the README's install command (this script insta
 
     python benchmarks/gpu_check.py --json gpu_check.json          # < 8 minutes on one H100/H200
 
-1. ``pytest -m gpu tests`` (the gpu-marked tests), in a subprocess.
-2. Agreement: the same fit (same seeds) on the CPU and on CUDA, on ``tcga_gbmlgg`` (subtype head, leakage
-   features dropped; ``--seeds`` fits per device) and on a simulated ``--patients`` x ``--modalities`` x
-   ``--features`` cohort (``--epochs`` epochs). CUDA draws differ from CPU draws, so the fits agree in
-   distribution, not bit for bit: test accuracy within ``--tol-acc`` and mean test NLL within ``--tol-nll``
-   (nats) of each other (means over seeds), else the check fails.
-3. Throughput on the simulated cohort at ``--batch-sizes`` (256 ... 16,384): median step time of
-   ``svi_step`` (device-synced), samples/s, peak GPU memory, and the achieved share of the device's
-   FP32 rate: step FLOPs (the Linear layers' forward, weight-gradient and input-gradient matmuls,
-   counted from the module) / step time, over a measured 8192^3 FP32 GEMM (TF32 off, torch's default).
-   With ``--compile`` also the compiled step (``fit(compile=True)``) and its compile seconds.
-
-Exit status 0 when every part passed, 1 when one failed, 2 without a CUDA device (a clear message).
-``--device cpu`` runs the same path on the CPU (used by ``tests/test_gpu_check.py`` with tiny sizes).
+``pytest -m gpu``, CPU-vs-CUDA fits within ``--tol-acc`` / ``--tol-nll``, step throughput at ``--batch-sizes``
+(docs/benchmarks.md, section 6). Exit status 0 when every part passed, 1 when one failed, 2 without a CUDA
+device (a clear message). ``--device cpu`` runs the same path on the CPU (``tests/test_gpu_check.py``).
 """
 
-from __future__ import annotations
-
 import argparse
-import json
-import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("BAYESFUSE_SHARED_DATA", ROOT / ".." / "shared" / "data"))
-LEAKAGE = {"mutation": ["IDH1", "IDH2"], "cnv_arm": ["1p", "19q"]}
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DATA, LEAKAGE, REPO, bayesfuse_classification, step_times, write_json  # noqa: E402
+
+
+class NoCUDA(SystemExit):
+    """No CUDA device: the message is the exit code's text; run as a script the exit status is 2."""
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -58,50 +50,23 @@ def parse(argv=None) -> argparse.Namespace:
 
 
 def require_device(device: str):
-    import torch
-
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"gpu_check: no CUDA device is available (torch {torch.__version__}, built with CUDA "
+        raise NoCUDA(f"gpu_check: no CUDA device is available (torch {torch.__version__}, built with CUDA "
                          f"{torch.version.cuda}). Run it on a machine with an NVIDIA GPU and a CUDA build of torch, "
                          "or pass --device cpu to exercise the CPU path.")
     return dev
 
 
-def sync(dev) -> None:
-    import torch
-
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
-def fit_metrics(train, test, device: str, seed: int, **fit) -> dict:
-    """Fit on ``train``, predict ``test`` (100 draws); accuracy and mean NLL of the subtype head."""
-    import numpy as np
-
-    import bayesfuse as bf
-
-    t = time.perf_counter()
-    model = bf.FusionModel(train, heads={"subtype": "categorical"}, device=device)
-    model.fit(seed=seed, progress=False, **fit)
-    t_fit = time.perf_counter() - t
-    t = time.perf_counter()
-    post = model.predict(test, num_samples=100, seed=seed)
-    t_pred = time.perf_counter() - t
-    p = post.mean_probs("subtype").to_numpy()
-    y = test.targets["subtype"].astype(str).to_numpy()
-    code = {str(c): i for i, c in enumerate(post.classes("subtype"))}
-    yi = np.array([code.get(v, -1) for v in y])
-    ok = yi >= 0
-    return {"accuracy": float((p.argmax(1)[ok] == yi[ok]).mean()),
-            "nll": float(-np.log(np.clip(p[ok, yi[ok]], 1e-12, None)).mean()),
-            "fit_s": t_fit, "predict_s": t_pred, "epochs": len(model.history_)}
+def syncer(dev):
+    """``sync()`` of ``dev`` (None on the CPU)."""
+    return (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else None
 
 
 def agreement(name: str, train, test, device: str, seeds, tol_acc: float, tol_nll: float, **fit) -> dict:
-    import numpy as np
-
-    runs = {d: [fit_metrics(train, test, d, s, **fit) for s in seeds] for d in ("cpu", device)}
+    """The same fits on the CPU and on ``device``: test accuracy and mean NLL (100 draws) within tolerance."""
+    runs = {d: [bayesfuse_classification(train, test, "subtype", s, {"device": d}, fit, num_samples=100)
+                for s in seeds] for d in ("cpu", device)}
     mean = {d: {k: float(np.mean([r[k] for r in rs])) for k in ("accuracy", "nll", "fit_s", "predict_s")}
             for d, rs in runs.items()}
     d_acc = abs(mean["cpu"]["accuracy"] - mean[device]["accuracy"])
@@ -116,37 +81,19 @@ def agreement(name: str, train, test, device: str, seeds, tol_acc: float, tol_nl
 
 def step_flops(module, batch: int) -> float:
     """Matmul FLOPs of one training step (forward, weight and input gradients of every Linear)."""
-    import torch
-
     first = {id(enc.net[0]) for enc in module.encoders.values()}   # no input gradient: x needs none
-    flops = 0.0
-    for layer in module.modules():
-        if isinstance(layer, torch.nn.Linear):
-            mac = batch * layer.in_features * layer.out_features
-            flops += 2 * mac * (2 if id(layer) in first else 3)
-    return flops
+    return float(sum(2 * batch * lin.in_features * lin.out_features * (2 if id(lin) in first else 3)
+                     for lin in module.modules() if isinstance(lin, torch.nn.Linear)))
 
 
 def gemm_rate(dev, n: int = 8192) -> float:
     """Measured FP32 GEMM FLOP/s (``n`` x ``n`` x ``n``; smaller on the CPU)."""
-    import torch
-
     n = n if dev.type == "cuda" else 512
     a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
-    a @ b
-    sync(dev)
-    reps = 10
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    sync(dev)
-    return 2 * n ** 3 * reps / (time.perf_counter() - t)
+    return 2 * n ** 3 * 10 / sum(step_times(lambda: a @ b, 10, warmup=1, sync=syncer(dev)))
 
 
 def throughput(data, dev, batch_sizes, steps: int, compile_step: bool) -> list[dict]:
-    import numpy as np
-    import torch
-
     import bayesfuse as bf
     from bayesfuse.train.svi import StepCompiler, TrainConfig, make_optimizer, svi_step
 
@@ -165,18 +112,14 @@ def throughput(data, dev, batch_sizes, steps: int, compile_step: bool) -> list[d
             comp.start_epoch()
             loss_fn = comp.loss_fn(bs)
             gen = torch.Generator().manual_seed(1)
+            idx = iter([torch.randint(0, store.n, (bs,), generator=gen).to(dev) for _ in range(steps + 3)])
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
-            times = []
-            for i in range(steps + 3):
-                idx = torch.randint(0, store.n, (bs,), generator=gen).to(dev)
-                sync(dev)
-                t = time.perf_counter()
-                svi_step(module, optim, params, store, idx, 1.0, cfg, loss_fn=loss_fn)
-                sync(dev)
-                if i >= 3:   # warm-up
-                    times.append(time.perf_counter() - t)
-            step = float(np.median(times))
+
+            def one_step():
+                svi_step(module, optim, params, store, next(idx), 1.0, cfg, loss_fn=loss_fn)  # noqa: B023
+
+            step = float(np.median(step_times(one_step, steps, warmup=3, sync=syncer(dev))))
             flops = step_flops(module, bs)
             row = {"batch_size": bs, "compiled": compiled and comp.info["used"], "step_ms": 1000 * step,
                    "samples_per_s": bs / step, "achieved_tflops": flops / step / 1e12,
@@ -195,12 +138,8 @@ def throughput(data, dev, batch_sizes, steps: int, compile_step: bool) -> list[d
 def main(argv=None) -> int:
     args = parse(argv)
     dev = require_device(args.device)
-    import warnings
-
-    import torch
-
     warnings.simplefilter("ignore")
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(REPO))
     import bayesfuse as bf
 
     t0 = time.perf_counter()
@@ -210,7 +149,7 @@ def main(argv=None) -> int:
     ok = True
     if not args.no_tests:
         proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests"],
-                              cwd=ROOT, capture_output=True, text=True)
+                              cwd=REPO, capture_output=True, text=True)
         tail = proc.stdout.strip().splitlines()[-1:] or [""]
         out["gpu_tests"] = {"returncode": proc.returncode, "summary": tail[0]}
         ok &= proc.returncode == 0
@@ -223,19 +162,20 @@ def main(argv=None) -> int:
                                   str(dev), args.seeds[:1], args.tol_acc, args.tol_nll, max_epochs=args.epochs,
                                   kl_warmup_epochs=1, batch_size=big, validation_fraction=0.0)]
     if not args.no_tcga:
-        tcga = bf.MultiModalData.read_dir(DATA / "tcga_gbmlgg", drop_features=LEAKAGE)
+        tcga = bf.MultiModalData.read_dir(DATA / "tcga_gbmlgg", drop_features=LEAKAGE["tcga_gbmlgg"])
         out["agreement"].append(agreement("tcga_gbmlgg", tcga.subset(split="train"), tcga.subset(split="test"),
                                           str(dev), args.seeds, args.tol_acc, args.tol_nll))
     ok &= all(a["ok"] for a in out["agreement"])
     out["throughput"] = throughput(train, dev, args.batch_sizes, args.steps, args.compile)
-    out["seconds"] = time.perf_counter() - t0
-    out["ok"] = bool(ok)
+    out["seconds"], out["ok"] = time.perf_counter() - t0, bool(ok)
     print(f"gpu_check {'passed' if ok else 'FAILED'} in {out['seconds']:.0f} s", flush=True)
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(out, fh, indent=1, default=str)
+        write_json(out, args.json)
     return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except NoCUDA as exc:
+        sys.exit(print(exc.code, file=sys.stderr) or 2)

@@ -1,24 +1,16 @@
 """Imputation and missing-modality benchmark (prints tables; optional JSON).
 
-For each dataset: train on the train split, then on the test split hide one modality at a time, impute it with
-bayesfuse (:func:`bayesfuse.evaluation.evaluate_imputation`) and with baselines fitted on the same training patients
-(train mean with the train marginal as interval, scikit-learn ``KNNImputer`` and ``IterativeImputer`` on the
-standardised concatenated features); score per-feature Pearson r / RMSE (medians over features) and interval
-coverage; downstream, subtype accuracy, NLL, ECE and predictive entropy with all modalities and with each hidden.
-Repeated per ``modality_dropout`` and seed. The options studied before the defaults were fixed (MOFA+, dropout
-modes, temperature scaling, train-only selection) are in studies/imputation_options/. ::
+Each test modality hidden in turn, imputed by bayesfuse and by baselines (train mean, KNN, iterative imputer),
+then subtype metrics with each hidden, per ``modality_dropout`` and seed (docs/benchmarks.md). ::
 
     PYTHONPATH=. python benchmarks/imputation.py --dataset tcga_gbmlgg --dropouts 0.25 --seeds 0 1 2 --recalibrate
     PYTHONPATH=. python benchmarks/imputation.py --dataset cll --json cll.json
 """
 
-from __future__ import annotations
-
 import argparse
 import itertools
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,22 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, LEAKAGE, quiet, write_json  # noqa: E402
 
 import bayesfuse as bf  # noqa: E402
+from bayesfuse import metrics as M  # noqa: E402
+from bayesfuse.data.preprocessing import ModalityTransform  # noqa: E402
 from bayesfuse.evaluation import evaluate_imputation  # noqa: E402
-from bayesfuse.metrics import (  # noqa: E402
-    accuracy,
-    binary_imputation_metrics,
-    ece,
-    ece_consistency,
-    encode_labels,
-    imputation_metrics,
-    nll,
-    predictive_entropy,
-)
 
 IMPUTE = {"tcga_gbmlgg": ["protein", "cnv_arm", "mutation", "cnv_gene", "clinical"], "cll": ["drugs", "mutations"]}
 
 
-# ------------------------------------------------------------------ baselines
 def _matrix(data: bf.MultiModalData, features: dict[str, list[str]]) -> np.ndarray:
     """Concatenated raw features (n, sum F), NaN where a modality is absent or a cell missing."""
     ids = pd.Index(data.sample_ids)
@@ -65,17 +48,13 @@ def baselines(train: bf.MultiModalData, test: bf.MultiModalData, modality: str, 
 
     held = test.modality(modality)
     test_h = test.subset(ids=held.index).drop_modalities([modality])
-    x_tr = _matrix(train, features)
-    x_te = _matrix(test_h, features)
+    x_tr, x_te = _matrix(train, features), _matrix(test_h, features)
     mu, sd = np.nanmean(x_tr, axis=0), np.nanstd(x_tr, axis=0)
     sd = np.where(sd > 1e-8, sd, 1.0)
     keep = np.isfinite(mu)
-    start = 0
-    sl = {}
-    for m, cols in features.items():
-        sl[m] = slice(start, start + len(cols))
-        start += len(cols)
-    cols = sl[modality]
+    names = list(features)
+    start = sum(len(features[m]) for m in names[:names.index(modality)])
+    cols = slice(start, start + len(features[modality]))
     truth = held[features[modality]].to_numpy(dtype=np.float64)
     rows = []
     # Train mean; its predictive interval is the train marginal (per-feature quantiles).
@@ -83,27 +62,21 @@ def baselines(train: bf.MultiModalData, test: bf.MultiModalData, modality: str, 
     mean = np.broadcast_to(np.nanmean(tr_m, axis=0), truth.shape)
     obs = np.isfinite(truth)
     q = np.nanquantile(tr_m, [0.25, 0.75, 0.05, 0.95], axis=0)
-    pm = imputation_metrics(truth, np.stack([mean, mean]))
+    pm = M.imputation_metrics(truth, np.stack([mean, mean]))
     binary = bool(np.all(np.isin(truth[obs], (0.0, 1.0))))
     bx = _binary(truth, mean) if binary else {}
     rows.append({"method": "train-mean", "pearson_r": float("nan"), "rmse": pm.rmse, **bx,
                  "coverage_50": float((((truth >= q[0]) & (truth <= q[1])) & obs).sum() / obs.sum()),
                  "coverage_90": float((((truth >= q[2]) & (truth <= q[3])) & obs).sum() / obs.sum()),
                  "seconds": 0.0})
-    z_tr = ((x_tr - mu) / sd)[:, keep]
-    z_te = ((x_te - mu) / sd)[:, keep]
-    col_idx = np.flatnonzero(keep)
-    pos = np.searchsorted(col_idx, np.arange(cols.start, cols.stop))
+    z_tr, z_te = ((x_tr - mu) / sd)[:, keep], ((x_te - mu) / sd)[:, keep]
+    pos = np.searchsorted(np.flatnonzero(keep), np.arange(cols.start, cols.stop))
     for name, imp in (("KNNImputer(k=10)", KNNImputer(n_neighbors=10)),
                       ("IterativeImputer", IterativeImputer(max_iter=10, random_state=seed,
                                                             n_nearest_features=100))):
-        t0 = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            imp.fit(z_tr)
-            out = imp.transform(z_te)
-        pred = out[:, pos] * sd[cols] + mu[cols]
-        pm = imputation_metrics(truth, np.stack([pred, pred]))
+        t0 = time.perf_counter()   # warnings: off (quiet())
+        pred = imp.fit(z_tr).transform(z_te)[:, pos] * sd[cols] + mu[cols]
+        pm = M.imputation_metrics(truth, np.stack([pred, pred]))
         bx = _binary(truth, np.clip(pred, 0.0, 1.0)) if binary else {}
         rows.append({"method": name, "pearson_r": pm.pearson_r, "rmse": pm.rmse, **bx, "coverage_50": float("nan"),
                      "coverage_90": float("nan"), "seconds": time.perf_counter() - t0})
@@ -112,11 +85,10 @@ def baselines(train: bf.MultiModalData, test: bf.MultiModalData, modality: str, 
 
 def _binary(truth: np.ndarray, prob: np.ndarray) -> dict:
     """AUROC (median over features with >= 3 ones), Brier, log loss of a 0/1 imputation."""
-    b = binary_imputation_metrics(truth, prob)
+    b = M.binary_imputation_metrics(truth, prob)
     return {"auroc": b.auroc, "brier": b.brier, "log_loss": b.log_loss}
 
 
-# ----------------------------------------------------------------- downstream
 def subtype_metrics(model: bf.FusionModel, test: bf.MultiModalData, head: str = "subtype") -> list[dict]:
     """Subtype metrics with all modalities and with each modality hidden in turn."""
     y_all = test.targets[head]
@@ -124,17 +96,15 @@ def subtype_metrics(model: bf.FusionModel, test: bf.MultiModalData, head: str = 
     rows = []
     for hidden in [None, *model.modalities]:
         d = test if hidden is None else test.drop_modalities([hidden])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", bf.exceptions.NoModalityWarning)
-            post = model.predict(d, num_samples=200, seed=0)
+        post = model.predict(d, num_samples=200, seed=0)   # NoModalityWarning: off (quiet())
         draws = post.probs(head)[:, known]
         probs = draws.mean(axis=0)
-        y = encode_labels(y_all[known].to_numpy(), post.classes(head))
-        cons = ece_consistency(probs, y, n_resamples=2000, seed=0)
-        rows.append({"hidden": hidden or "(none)", "accuracy": accuracy(probs, y), "nll": nll(probs, y),
-                     "ece": ece(probs, y), "ece_null_mean": cons.null_mean, "ece_p": cons.p_value,
+        y = M.encode_labels(y_all[known].to_numpy(), post.classes(head))
+        cons = M.ece_consistency(probs, y, n_resamples=2000, seed=0)
+        rows.append({"hidden": hidden or "(none)", "accuracy": M.accuracy(probs, y), "nll": M.nll(probs, y),
+                     "ece": M.ece(probs, y), "ece_null_mean": cons.null_mean, "ece_p": cons.p_value,
                      "mean_top_prob": float(probs.max(1).mean()),
-                     "mean_entropy": float(predictive_entropy(draws).mean()), "n": int(known.sum())})
+                     "mean_entropy": float(M.predictive_entropy(draws).mean()), "n": int(known.sum())})
     return rows
 
 
@@ -150,8 +120,6 @@ def run(dataset: str, dropouts: list[float], seeds: list[int], num_samples: int 
     train, test = data.subset(split="train"), data.subset(split="test")
     print(f"\n=== {dataset}: train {train.n_samples}, test {test.n_samples}; {dict(data.missingness_patterns())}")
     results: dict = {"dataset": dataset, "bayesfuse": [], "downstream": [], "baselines": []}
-    from bayesfuse.data.preprocessing import ModalityTransform
-
     # The model's features (same fit as FusionModel.__init__) so baselines score the same columns.
     features = {m: ModalityTransform.fit(m, train.modality(m)).features for m in train.modality_names}
     for m in IMPUTE[dataset] if with_baselines else ():
@@ -163,21 +131,18 @@ def run(dataset: str, dropouts: list[float], seeds: list[int], num_samples: int 
         model.fit(seed=seed, modality_dropout=p, progress=False, **(fit_kwargs or {}))
         assert features == {m: tf.features for m, tf in model.transforms.items()}
         print(f"-- modality_dropout={p} seed={seed}: {model.fit_seconds_:.1f}s, best epoch {model.best_epoch_}")
-        for m in IMPUTE[dataset]:
-            ev = evaluate_imputation(model, test, m, num_samples=num_samples, seed=seed)
-            row = {"dropout": p, "seed": seed, "recalibrated": False, **ev.as_row()}
-            results["bayesfuse"].append(row)
-            print(_line("impute", m, row), flush=True)
-        if recalibrate:
-            # fitted on the model's own early-stopping patients (no gradient step on them); Gaussian modalities only
-            gauss = [m for m in IMPUTE[dataset] if model.transforms[m].likelihood == "gaussian"]
-            recs = model.calibrate_imputation(modalities=gauss, mode=recalibrate, seed=seed)
-            for m in gauss:
+        gauss = [m for m in IMPUTE[dataset] if model.transforms[m].likelihood == "gaussian"]
+        for recal in (False, True) if recalibrate else (False,):
+            if recal:   # fitted on the model's own early-stopping patients (no gradient step on them)
+                recs = model.calibrate_imputation(modalities=gauss, mode=recalibrate, seed=seed)
+            for m in gauss if recal else IMPUTE[dataset]:
                 ev = evaluate_imputation(model, test, m, num_samples=num_samples, seed=seed)
-                row = {"dropout": p, "seed": seed, "recalibrated": True, **ev.as_row(),
-                       "slope": float(np.median(recs[m].slope)), "recal_mode": recs[m].mode}
+                row = {"dropout": p, "seed": seed, "recalibrated": recal, **ev.as_row()}
+                if recal:
+                    row.update(slope=float(np.median(recs[m].slope)), recal_mode=recs[m].mode)
                 results["bayesfuse"].append(row)
-                print(_line("recal ", m, row) + f"  ({recs[m].mode}, slope median {row['slope']:.3f})", flush=True)
+                print(_line("recal " if recal else "impute", m, row)
+                      + (f"  ({recs[m].mode}, slope median {row['slope']:.3f})" if recal else ""), flush=True)
         for row in subtype_metrics(model, test):
             results["downstream"].append({"dropout": p, "seed": seed, **row})
     pd.set_option("display.width", 200)

@@ -1,24 +1,19 @@
 """Posterior-predictive throughput: draws x patients per second, with bounded memory.
 
-A model with a categorical head is fitted briefly on a simulated cohort (2 Gaussian modalities),
-then ``FusionModel.predict`` scores ``--patients`` patients with ``--num-samples`` draws in chunks
-of ``--batch-size``, with and without keeping the latent draws (``return_latent``). Reported:
-wall time, draws x patients per second, the size of the returned arrays and the peak RSS
-increment during predict (kernel peak counter reset via /proc/self/clear_refs). Usage::
+``predict`` of ``--patients`` simulated patients, ``--num-samples`` draws, ``--batch-size`` chunks,
+with / without latent draws and calibration: seconds, draws x patients / s, output size, peak RSS increase. ::
 
     python benchmarks/predict_throughput.py --patients 10000 --num-samples 1000 --json predict.json
-
-``calib True`` applies the categorical head's calibration map to every draw (the default whenever
-a model has one, i.e. after ``fit()`` with held-out patients).
 """
 
-from __future__ import annotations
-
 import argparse
-import json
 import os
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import quiet, reset_peak, rss_mib, write_json  # noqa: E402
 
 
 def main(argv=None):
@@ -30,15 +25,7 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(args.threads)
-    import warnings
-
-    warnings.simplefilter("ignore")
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from _mem import peak_rss_mib, reset_peak, rss_mib
-
+    quiet(args.threads)
     import bayesfuse as bf
 
     data, _ = bf.datasets.simulate(n_patients=args.patients, modalities={"a": ("gaussian", 200),
@@ -51,11 +38,7 @@ def main(argv=None):
     rows = []
     for bs in args.batch_size:
         for keep, cal in ((False, False), (True, False), (False, True)):
-            import gc
-
-            gc.collect()
-            base = rss_mib()
-            ok = reset_peak()
+            base, ok = reset_peak(collect=True)
             t = time.perf_counter()
             post = model.predict(data, num_samples=args.num_samples, seed=0, batch_size=bs, return_latent=keep,
                                  calibrated=cal)
@@ -64,7 +47,7 @@ def main(argv=None):
             rows.append({"patients": args.patients, "num_samples": args.num_samples, "batch_size": bs,
                          "return_latent": keep, "calibrated": cal, "seconds": wall,
                          "draws_x_patients_per_s": args.num_samples * args.patients / wall,
-                         "output_mib": out_mib, "peak_increment_mib": (peak_rss_mib() - base) if ok else None})
+                         "output_mib": out_mib, "peak_increment_mib": (rss_mib(True) - base) if ok else None})
             del post
     print(f"patients={args.patients} num_samples={args.num_samples} threads={args.threads} "
           f"load(1 min)={os.getloadavg()[0]:.1f}")
@@ -73,8 +56,7 @@ def main(argv=None):
         print(f"{r['batch_size']:>6} {str(r['return_latent']):>6} {str(r['calibrated']):>6} | {r['seconds']:>8.2f} "
               f"{r['draws_x_patients_per_s']:>12.3g} | {r['output_mib']:>10.0f} {r['peak_increment_mib'] or 0:>9.0f}")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+        write_json(rows, args.json)
 
 
 if __name__ == "__main__":

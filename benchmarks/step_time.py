@@ -1,45 +1,26 @@
 """Step time of bayesfuse's training step versus plain torch and NumPyro + jax.jit.
 
-One and the same model in all three: two Gaussian modalities (1000 + 500 features), encoders
-``Linear-LayerNorm-GELU-Dropout(0.1)-Linear`` to a Gaussian expert over ``z`` (D = 32), product
-of experts with the N(0, I) prior, decoders ``Linear-LayerNorm-GELU-Linear`` with a learned
-per-feature scale, a linear 5-class head; the Monte-Carlo ELBO with one particle; Adam;
-minibatches of 256 from a cohort kept in memory.
-
-* ``bayesfuse``: :func:`bayesfuse.train.svi.svi_step` (the fit loop's step) on a
-  :class:`~bayesfuse.module.FusionModule`: fused ELBO, modality dropout 0.25, masks,
-  gradient clipping, fused Adam. ``bayesfuse[trace]``: the same step with Pyro ``Trace_ELBO``;
-  ``bayesfuse[compile]``: the same step with the loss and backward under ``torch.compile``
-  (``fit(compile=True)``; compile seconds reported, the compiled loss checked against eager).
-* ``torch``: a hand-written torch ELBO of the same network (complete data: no masks, no
-  modality dropout, no clipping) with ``torch.optim.Adam`` defaults.
-* ``numpyro``: NumPyro model/guide of the same network, ``SVI(Trace_ELBO, Adam).update``
-  under ``jax.jit`` (``block_until_ready`` each step).
-
-Before timing, the three losses are compared at equal parameters (the torch weights are
-copied into the others) and equal ``z`` (encoder dropout off).
-
-Each thread count runs in its own subprocess (XLA's thread pool is fixed at start-up); within a
-process the implementations are timed round-robin in blocks of 10 steps, so load from other
-users hits all of them alike. Usage::
+One model (2 Gaussian modalities, latent 32, a 5-class head, batch 256) as ``bayesfuse`` (``svi_step``),
+``bayesfuse[trace]``, ``bayesfuse[compile]``, hand-written ``torch`` and ``numpyro`` under ``jax.jit``, losses
+checked equal first; one pinned subprocess per thread count, timed round-robin (docs/benchmarks.md). Usage::
 
     python benchmarks/step_time.py --threads 1 2 --steps 300 --json step_time.json
 """
 
-from __future__ import annotations
-
 import argparse
+import copy
 import json
 import os
-import subprocess
 import sys
-import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import quiet, run_child, step_times, write_json  # noqa: E402
 
 DIMS = {"a": 1000, "b": 500}
 LATENT, HIDDEN, CLASSES, BATCH, N_COHORT, LR = 32, 256, 5, 256, 4096, 1e-3
 
 
-# --------------------------------------------------------------------------- torch
 def build_bayesfuse(torch, seed=0):
     from bayesfuse.module.batch import TensorStore
     from bayesfuse.module.fusion_module import FusionModule
@@ -90,19 +71,16 @@ def make_plain(torch, module):
             return -elbo.sum() * (n_total / y.shape[0])
 
     plain = PlainVAE()
+    pairs = [(plain.head, module.heads["y"].net)] + [(plain.enc[m], module.encoders[m].net) for m in DIMS] + [
+        (plain.dec[m], module.decoders[m].net) for m in DIMS]
     with torch.no_grad():
-        for m in DIMS:
-            for a, b in zip(plain.enc[m].parameters(), module.encoders[m].net.parameters()):
-                a.copy_(b)
-            for a, b in zip(plain.dec[m].parameters(), module.decoders[m].net.parameters()):
-                a.copy_(b)
-            plain.raw_scale[m].copy_(module.decoders[m].raw_scale)
-        for a, b in zip(plain.head.parameters(), module.heads["y"].net.parameters()):
+        for a, b in [ab for d, s in pairs for ab in zip(d.parameters(), s.parameters())]:
             a.copy_(b)
+        for m in DIMS:
+            plain.raw_scale[m].copy_(module.decoders[m].raw_scale)
     return plain
 
 
-# --------------------------------------------------------------------------- numpyro
 def make_numpyro(module, x, y):
     import jax
     import jax.numpy as jnp
@@ -152,40 +130,26 @@ def make_numpyro(module, x, y):
         with numpyro.plate("patients", idx.shape[0]), numpyro.handlers.scale(scale=n_total / idx.shape[0]):
             numpyro.sample("z", ndist.Normal(wloc / prec, jax.lax.rsqrt(prec)).to_event(1))
 
-    xs = {m: jnp.asarray(v.numpy()) for m, v in x.items()}
-    yj = jnp.asarray(y.numpy())
     svi = SVI(model, guide, numpyro.optim.Adam(LR), Trace_ELBO())
-    return svi, model, guide, xs, yj
+    return svi, model, guide, {m: jnp.asarray(v.numpy()) for m, v in x.items()}, jnp.asarray(y.numpy())
 
 
-def numpyro_elbo_at(model, guide, xs, yj, idx, z, n_total):
-    """-ELBO at a given z: log q(z) - log p(x, y, z) with the initial (copied) parameters."""
-    from numpyro.infer.util import log_density
-
-    lp, _ = log_density(model, (xs, yj, idx, n_total, False), {}, {"z": z})
-    lq, _ = log_density(guide, (xs, yj, idx, n_total, False), {}, {"z": z})
-    return float(lq - lp)
-
-
-# --------------------------------------------------------------------------- driver
 def run_worker(threads: int, steps: int, block: int) -> dict:
-    import numpy as np
-    import torch
-
-    torch.set_num_threads(threads)
+    quiet(threads)
     import jax
     import jax.numpy as jnp
+    import numpy as np
+    import torch
+    from numpyro.infer.util import log_density
 
-    from bayesfuse.train.svi import TrainConfig, make_loss_fn, make_optimizer, svi_step
+    from bayesfuse.module.fused_elbo import fused_elbo_loss
+    from bayesfuse.train.svi import TrainConfig, elbo_loss, make_loss_fn, make_optimizer, svi_step
 
     module, store, x, y = build_bayesfuse(torch)
     plain = make_plain(torch, module)
     svi, nmodel, nguide, xs, yj = make_numpyro(module, x, y)
 
     # ---- identical model: equal -ELBO at equal parameters and equal z (dropout off)
-    from bayesfuse.module.fused_elbo import fused_elbo_loss
-    from bayesfuse.train.svi import elbo_loss
-
     module.eval()
     plain.eval()
     idx = torch.arange(BATCH)
@@ -195,12 +159,13 @@ def run_worker(threads: int, steps: int, block: int) -> dict:
         l_bf = float(fused_elbo_loss(module, batch, N_COHORT, eps=eps))
         l_pl = float(plain.loss({m: v[idx] for m, v in x.items()}, y[idx], N_COHORT, eps))
         loc, scale, _ = module.posterior(batch)
-        z = (loc + eps * scale).numpy()
+        z = jnp.asarray((loc + eps * scale).numpy())
         torch.manual_seed(3)
         l_tr = float(elbo_loss(module, batch, N_COHORT, method="trace"))
         torch.manual_seed(3)
         l_fu = float(elbo_loss(module, batch, N_COHORT, method="fused"))
-    l_np = numpyro_elbo_at(nmodel, nguide, xs, yj, jnp.arange(BATCH), jnp.asarray(z), N_COHORT)
+    nargs = (xs, yj, jnp.arange(BATCH), N_COHORT, False)   # -ELBO at z: log q(z) - log p(x, y, z); no dropout
+    l_np = float(log_density(nguide, nargs, {}, {"z": z})[0] - log_density(nmodel, nargs, {}, {"z": z})[0])
     check = {"bayesfuse_fused": l_bf, "plain_torch": l_pl, "numpyro": l_np,
              "pyro_trace_elbo_seed3": l_tr, "bayesfuse_fused_seed3": l_fu}
     rel = max(abs(l_pl - l_bf), abs(l_np - l_bf)) / abs(l_bf)
@@ -212,14 +177,9 @@ def run_worker(threads: int, steps: int, block: int) -> dict:
 
     # ---- steps
     cfg = TrainConfig(batch_size=BATCH, lr=LR)
-    cfg_trace = TrainConfig(batch_size=BATCH, lr=LR, elbo="trace")
-    opt_bf, params_bf = make_optimizer(module, LR), list(module.parameters())
-    import copy
-
+    module_c, module_tr = copy.deepcopy(module), copy.deepcopy(module)
     from bayesfuse.train.svi import StepCompiler
 
-    module_c = copy.deepcopy(module)
-    opt_c, params_c = make_optimizer(module_c, LR), list(module_c.parameters())
     compiler = StepCompiler(module_c, store, TrainConfig(batch_size=BATCH, lr=LR, compile="always"), BATCH)
     compiler.start_epoch()   # compiles (forward + backward probe), timed
     loss_c = compiler.loss_fn(BATCH)
@@ -233,21 +193,12 @@ def run_worker(threads: int, steps: int, block: int) -> dict:
     rel_compile = abs(vals[1] - vals[0]) / abs(vals[0])
     if rel_compile > 1e-5:
         raise SystemExit(f"compiled loss differs from eager: {vals}")
-    module_tr = copy.deepcopy(module)
-    opt_tr, params_tr = make_optimizer(module_tr, LR), list(module_tr.parameters())
-    opt_pl = torch.optim.Adam(plain.parameters(), lr=LR)
-    gen = torch.Generator().manual_seed(11)
+    opt_pl, gen = torch.optim.Adam(plain.parameters(), lr=LR), torch.Generator().manual_seed(11)
 
-    def step_bf():
-        svi_step(module, opt_bf, params_bf, store, torch.randint(0, N_COHORT, (BATCH,), generator=gen), 1.0, cfg)
-
-    def step_tr():
-        svi_step(module_tr, opt_tr, params_tr, store, torch.randint(0, N_COHORT, (BATCH,), generator=gen), 1.0,
-                 cfg_trace)
-
-    def step_c():
-        svi_step(module_c, opt_c, params_c, store, torch.randint(0, N_COHORT, (BATCH,), generator=gen), 1.0, cfg,
-                 loss_fn=loss_c)
+    def bf_step(mod, config, loss_fn=None):
+        opt, params = make_optimizer(mod, LR), list(mod.parameters())
+        return lambda: svi_step(mod, opt, params, store, torch.randint(0, N_COHORT, (BATCH,), generator=gen),
+                                1.0, config, loss_fn=loss_fn)
 
     def step_pl():
         i = torch.randint(0, N_COHORT, (BATCH,), generator=gen)
@@ -256,29 +207,23 @@ def run_worker(threads: int, steps: int, block: int) -> dict:
         loss.backward()
         opt_pl.step()
 
-    state = svi.init(jax.random.PRNGKey(0), xs, yj, jnp.arange(BATCH), N_COHORT)
+    nstate = [svi.init(jax.random.PRNGKey(0), xs, yj, jnp.arange(BATCH), N_COHORT)]
     update = jax.jit(svi.update, static_argnums=(4,))
     rng = np.random.default_rng(0)
-    nstate = [state]
 
     def step_np():
-        i = jnp.asarray(rng.integers(0, N_COHORT, BATCH))
-        s, loss = update(nstate[0], xs, yj, i, N_COHORT)
+        nstate[0], loss = update(nstate[0], xs, yj, jnp.asarray(rng.integers(0, N_COHORT, BATCH)), N_COHORT)
         loss.block_until_ready()
-        nstate[0] = s
 
-    impls = {"bayesfuse": step_bf, "bayesfuse[compile]": step_c, "bayesfuse[trace]": step_tr, "torch": step_pl,
-             "numpyro": step_np}
+    impls = {"bayesfuse": bf_step(module, cfg), "bayesfuse[compile]": bf_step(module_c, cfg, loss_c),
+             "bayesfuse[trace]": bf_step(module_tr, TrainConfig(batch_size=BATCH, lr=LR, elbo="trace")),
+             "torch": step_pl, "numpyro": step_np}
     times = {k: [] for k in impls}
     for f in impls.values():  # warm-up (jit compile, allocator)
-        for _ in range(20):
-            f()
+        step_times(f, 0, warmup=20)
     while min(len(v) for v in times.values()) < steps:
         for k, f in impls.items():
-            for _ in range(block):
-                t = time.perf_counter()
-                f()
-                times[k].append(time.perf_counter() - t)
+            times[k] += step_times(f, block)
     med = {k: 1000 * float(np.median(v)) for k, v in times.items()}
     return {"threads": threads, "steps": steps, "median_ms": med,
             "ratio_vs_torch": {k: v / med["torch"] for k, v in med.items()},
@@ -295,15 +240,12 @@ def main(argv=None):
     ap.add_argument("--block", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=1, help="independent processes per thread count")
     ap.add_argument("--omp-wait-policy", default="default", choices=("PASSIVE", "ACTIVE", "default"),
-                    help="OMP_WAIT_POLICY of the workers. PASSIVE keeps 2-thread torch usable on a loaded machine "
-                         "(1141 -> 28 ms per step at load 3) but is slower on a quiet one (25.6 vs 14.7 ms)")
+                    help="OMP_WAIT_POLICY of the workers (PASSIVE: for a loaded machine; docs/benchmarks.md)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker is not None:
-        # XLA:CPU (jax 0.10) does not honour intra_op_parallelism_threads: without pinning, the
-        # "1 thread" NumPyro run used both cores (10.3 ms vs 15.3 ms pinned). Pin every
-        # implementation of a worker to the same `t` cores so the comparison is fair.
+        # XLA:CPU ignores intra_op_parallelism_threads: pin every implementation to the same `t` cores
         if hasattr(os, "sched_setaffinity") and args.worker < (os.cpu_count() or 1):
             os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:args.worker]))
         print(json.dumps(run_worker(args.worker, args.steps, args.block)))
@@ -316,11 +258,10 @@ def main(argv=None):
             if args.omp_wait_policy != "default":
                 env["OMP_WAIT_POLICY"] = args.omp_wait_policy
             load = os.getloadavg()
-            out = subprocess.run([sys.executable, __file__, "--worker", str(t), "--steps", str(args.steps),
-                                  "--block", str(args.block)], env=env, capture_output=True, text=True)
-            if out.returncode:
-                raise SystemExit(out.stderr)
-            res = json.loads(out.stdout.strip().splitlines()[-1])
+            res, proc = run_child(__file__, "--worker", t, "--steps", args.steps, "--block", args.block,
+                                  env=env)
+            if res is None:
+                raise SystemExit(proc.stderr)
             res["repeat"], res["loadavg_1min"], res["omp_wait_policy"] = r, load[0], args.omp_wait_policy
             results.append(res)
     print(f"{'threads':>7} {'rep':>3} {'load':>5} | " + " ".join(f"{k:>16}" for k in results[0]["median_ms"])
@@ -336,8 +277,7 @@ def main(argv=None):
           f"{max(r['trace_vs_fused_rel_diff'] for r in results):.1e}; compiled vs eager (same seed): "
           f"{max(r['compiled_vs_eager_rel_diff'] for r in results):.1e}")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=1)
+        write_json(results, args.json)
 
 
 if __name__ == "__main__":
