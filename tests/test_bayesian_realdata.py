@@ -25,7 +25,7 @@ def test_bayesian_heads_calibrated_on_gbmlgg():
     d = d.drop_features({"mutation": ["IDH1", "IDH2"], "cnv_arm": ["1p", "19q"]})
     tr, te = d.subset(split="train"), d.subset(split="test")
     res = {}
-    for mode, kw in [("none", {}), ("heads", {}), ("heads, no refit", {"head_refit_steps": 0})]:
+    for mode, kw in [("none", {}), ("heads", {}), ("heads, no refit", {"advanced": bf.AdvancedConfig(head_refit_steps=0)})]:
         res[mode] = [_scores(bf.FusionModel(tr, heads={"subtype": "categorical"},
                                             bayesian=mode.split(",")[0], **kw).fit(seed=100 * s, progress=False),
                              te, "subtype") for s in (0, 1)]
