@@ -24,8 +24,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -38,7 +40,6 @@ import bayesfuse as bf
 from bayesfuse.evaluation import evaluate_imputation
 from bayesfuse.metrics import (
     accuracy,
-    binary_imputation_metrics,
     ece,
     ece_consistency,
     encode_labels,
@@ -46,6 +47,21 @@ from bayesfuse.metrics import (
     nll,
     predictive_entropy,
 )
+
+
+def _bench_imputation():
+    """benchmarks/imputation.py under its own module name (this study's file has the same name)."""
+    bench = Path(__file__).resolve().parents[2] / "benchmarks"
+    sys.path.insert(0, str(bench))              # for its ``_common`` import
+    spec = importlib.util.spec_from_file_location("bench_imputation", bench / "imputation.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# the release benchmark's baselines: one definition for the benchmark and this study
+_bench = _bench_imputation()
+_binary, _matrix, baselines = _bench._binary, _bench._matrix, _bench.baselines
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 CONFIG = {
@@ -56,78 +72,6 @@ CONFIG = {
 
 
 # ------------------------------------------------------------------ baselines
-def _matrix(data: bf.MultiModalData, features: dict[str, list[str]]) -> np.ndarray:
-    """Concatenated raw features (n, sum F), NaN where a modality is absent or a cell missing."""
-    ids = pd.Index(data.sample_ids)
-    blocks = []
-    for m, cols in features.items():
-        block = pd.DataFrame(np.nan, index=ids, columns=cols)
-        if m in data.modality_names:
-            df = data.modality(m)
-            block.loc[df.index, cols] = df[cols].to_numpy()
-        blocks.append(block.to_numpy(dtype=np.float64))
-    return np.concatenate(blocks, axis=1)
-
-
-def baselines(train: bf.MultiModalData, test: bf.MultiModalData, modality: str, features: dict[str, list[str]],
-              seed: int = 0) -> list[dict]:
-    """Train-mean, KNNImputer and IterativeImputer for ``modality`` hidden in the test patients."""
-    from sklearn.experimental import enable_iterative_imputer  # noqa: F401
-    from sklearn.impute import IterativeImputer, KNNImputer
-
-    held = test.modality(modality)
-    test_h = test.subset(ids=held.index).drop_modalities([modality])
-    x_tr = _matrix(train, features)
-    x_te = _matrix(test_h, features)
-    mu, sd = np.nanmean(x_tr, axis=0), np.nanstd(x_tr, axis=0)
-    sd = np.where(sd > 1e-8, sd, 1.0)
-    keep = np.isfinite(mu)
-    start = 0
-    sl = {}
-    for m, cols in features.items():
-        sl[m] = slice(start, start + len(cols))
-        start += len(cols)
-    cols = sl[modality]
-    truth = held[features[modality]].to_numpy(dtype=np.float64)
-    rows = []
-    # Train mean; its predictive interval is the train marginal (per-feature quantiles).
-    tr_m = x_tr[:, cols]
-    mean = np.broadcast_to(np.nanmean(tr_m, axis=0), truth.shape)
-    obs = np.isfinite(truth)
-    q = np.nanquantile(tr_m, [0.25, 0.75, 0.05, 0.95], axis=0)
-    pm = imputation_metrics(truth, np.stack([mean, mean]))
-    binary = bool(np.all(np.isin(truth[obs], (0.0, 1.0))))
-    bx = _binary(truth, mean) if binary else {}
-    rows.append({"method": "train-mean", "pearson_r": float("nan"), "rmse": pm.rmse, **bx,
-                 "coverage_50": float((((truth >= q[0]) & (truth <= q[1])) & obs).sum() / obs.sum()),
-                 "coverage_90": float((((truth >= q[2]) & (truth <= q[3])) & obs).sum() / obs.sum()),
-                 "seconds": 0.0})
-    z_tr = ((x_tr - mu) / sd)[:, keep]
-    z_te = ((x_te - mu) / sd)[:, keep]
-    col_idx = np.flatnonzero(keep)
-    pos = np.searchsorted(col_idx, np.arange(cols.start, cols.stop))
-    for name, imp in (("KNNImputer(k=10)", KNNImputer(n_neighbors=10)),
-                      ("IterativeImputer", IterativeImputer(max_iter=10, random_state=seed,
-                                                            n_nearest_features=100))):
-        t0 = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            imp.fit(z_tr)
-            out = imp.transform(z_te)
-        pred = out[:, pos] * sd[cols] + mu[cols]
-        pm = imputation_metrics(truth, np.stack([pred, pred]))
-        bx = _binary(truth, np.clip(pred, 0.0, 1.0)) if binary else {}
-        rows.append({"method": name, "pearson_r": pm.pearson_r, "rmse": pm.rmse, **bx, "coverage_50": float("nan"),
-                     "coverage_90": float("nan"), "seconds": time.perf_counter() - t0})
-    return rows
-
-
-def _binary(truth: np.ndarray, prob: np.ndarray) -> dict:
-    """AUROC (median over features with >= 3 ones), Brier, log loss of a 0/1 imputation."""
-    b = binary_imputation_metrics(truth, prob)
-    return {"auroc": b.auroc, "brier": b.brier, "log_loss": b.log_loss}
-
-
 def mofa_baseline(train: bf.MultiModalData, test: bf.MultiModalData, modality: str,
                   features: dict[str, list[str]], factors: int = 15, seed: int = 0) -> dict | None:
     """MOFA+ (mofapy2, optional): one transductive fit on train + test with ``modality`` hidden in test.

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -39,6 +40,9 @@ from bayesfuse.metrics import (
     integrated_brier_score,
     interval_coverage,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from _common import eval_setup  # noqa: E402  (the zoo's harness: one definition of the scored patients and grid)
 
 DATA = Path(os.environ.get("BAYESFUSE_SHARED_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
 DEEPSURV_C = {"metabric": 0.6545, "support": 0.6189, "gbsg": 0.6684, "whas": 0.8667}
@@ -67,25 +71,6 @@ def load(name: str, validation: bool = False, val_seed: int = 1):
 def features(data: bf.MultiModalData) -> pd.DataFrame:
     return pd.concat([data.modality(m).add_prefix(f"{m}:") for m in data.modality_names], axis=1) \
         .reindex(data.sample_ids).fillna(0.0)
-
-
-def eval_setup(train, test):
-    """Scored test patients and the shared evaluation inputs of every method.
-
-    Returns ``(test_eval, t, e, tr_ok, tr_t, tr_e, grid)``: the test patients with a usable time,
-    their times / events, the training mask of times > 0 and those times / events (the IPCW
-    censoring estimate; baselines train on them), and the
-    25-point grid (quantiles 10-90% of test event times, inside both follow-ups) for IBS / AUC.
-    """
-    t_all, e_all, ok = eval_arrays(test)
-    test_eval = test.subset(ids=test.sample_ids[ok])
-    t, e = t_all[ok], e_all[ok]
-    tr = train.targets
-    tr_ok = tr["time"].to_numpy(float) > 0
-    tr_t, tr_e = tr["time"].to_numpy(float)[tr_ok], tr["event"].to_numpy(float)[tr_ok].astype(bool)
-    grid = np.quantile(t[e] if e.sum() > 10 else t, np.linspace(0.1, 0.9, 25))
-    grid = np.unique(grid[(grid < min(t.max(), tr_t.max())) & (grid > 0)])
-    return test_eval, t, e, tr_ok, tr_t, tr_e, grid
 
 
 def eval_arrays(test):
