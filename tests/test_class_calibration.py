@@ -9,6 +9,7 @@ saved and reloaded, switched off by calibrate=False.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy.special import log_softmax
@@ -128,6 +129,7 @@ def test_map_never_sees_test_patients(overconfident, tmp_path):
                            hidden=32).fit(max_epochs=120, seed=0, progress=False,
                                                        early_stopping="elbo")
     assert refit.class_calibration_["subtype"].to_config() == before
+    pd.testing.assert_series_equal(refit.modality_reliability_, model.modality_reliability_)
     model.predict(noisy_data.subset(split="test"), 50)
     assert model.class_calibration_["subtype"].to_config() == before
     assert set(model.train_config_["validation_ids"]).isdisjoint(test.sample_ids)
@@ -146,11 +148,12 @@ def test_calibrate_false_and_explicit_calibrate(overconfident):
     data, train, test, model = overconfident
     off = bf.FusionModel(train, heads={"subtype": "categorical"}, latent_dim=4, hidden=32)
     off.fit(max_epochs=120, seed=0, progress=False, calibrate=False, early_stopping="elbo")
-    assert off.class_calibration_ == {}
-    np.testing.assert_array_equal(off.predict(test, 20).probs("subtype"),
-                                  model.predict(test, 20, calibrated=False).probs("subtype"))
+    assert off.class_calibration_ == {} and np.all(off.modality_reliability_ == 1.0)
     maps = off.calibrate()             # default: the fit's own early-stopping patients
     assert maps["subtype"] == model.class_calibration_["subtype"]
+    pd.testing.assert_series_equal(off.modality_reliability_, model.modality_reliability_)
+    np.testing.assert_array_equal(off.predict(test, 20, calibrated=False).probs("subtype"),
+                                  model.predict(test, 20, calibrated=False).probs("subtype"))
     with pytest.raises(bf.exceptions.DataError, match="No held-out patients"):
         bf.FusionModel(train, heads={"subtype": "categorical"}, latent_dim=4, hidden=32).fit(
             max_epochs=5, validation_fraction=0.0, progress=False, seed=0).calibrate()

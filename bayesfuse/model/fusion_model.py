@@ -331,7 +331,9 @@ class FusionModel:
             per missingness pattern, :class:`bayesfuse.posterior.class_calibration.ClassCalibration`)
             on the early-stopping validation patients, which the SVI fit never trains on, and
             apply it in :meth:`predict` to every draw (``class_calibration_``; saved with the
-            model). Needs ``validation_fraction > 0``. ``False``: raw head probabilities.
+            model), after fitting each modality's reliability on the same patients
+            (``modality_reliability_``, see :meth:`calibrate`). Needs ``validation_fraction > 0``.
+            ``False``: raw head probabilities and every reliability 1.
         checkpoint_dir, checkpoint_every : str or Path, int
             Write an atomic checkpoint (parameters, optimizer state, RNG states, loop state; safetensors
             + JSON, no pickle) to ``checkpoint_dir/epoch-NNNNNN/`` after every ``checkpoint_every``-th
@@ -427,7 +429,11 @@ class FusionModel:
         :class:`bayesfuse.ConformalSets`' calibration patients: their guarantees need patients
         that fitted nothing.
 
-        Each patient is predicted under every subset of its modalities (up to 5 modalities; see
+        First each modality's reliability (a multiplier of its expert's precision in the product
+        of experts, ``modality_reliability_``) is fitted on these patients
+        (:func:`bayesfuse.model.modality_reliability.fit_modality_reliability`): an expert that is
+        over-confident on patients it was not trained on is discounted. Then each patient is
+        predicted under every subset of its modalities (up to 5 modalities; see
         :func:`bayesfuse.model.head_calibration.calibration_patterns`) and one temperature per
         missingness pattern is fitted, shrunk towards a pooled temperature (empirical Bayes,
         docs/model.md "Post-hoc calibration").
@@ -445,6 +451,7 @@ class FusionModel:
             Also stored in ``class_calibration_`` (replacing any earlier map).
         """
         from bayesfuse.model.head_calibration import fit_class_calibration  # noqa: PLC0415
+        from bayesfuse.model.modality_reliability import fit_modality_reliability  # noqa: PLC0415
 
         self._check_fitted()
         if data is None:
@@ -458,6 +465,7 @@ class FusionModel:
         if not isinstance(data, MultiModalData):
             raise TypeError("data must be a bf.MultiModalData of labelled held-out patients.")
         self.class_calibration_ = {}
+        fit_modality_reliability(self, data, num_samples=num_samples, seed=seed)
         self.class_calibration_ = fit_class_calibration(self, data, num_samples=num_samples, seed=seed)
         return self.class_calibration_
 
@@ -543,7 +551,8 @@ class FusionModel:
             the patient's missingness-pattern temperature, so probabilities, uncertainty,
             abstention and conformal sets all see the same calibrated draws. Default: whenever
             a map is fitted (``Posterior.extra["class_calibration"]`` records each applied map).
-            ``False``: the raw head draws.
+            ``False``: the head draws before the temperature. The modalities' reliabilities
+            (``modality_reliability_``) are part of the fitted posterior and apply either way.
         shared_noise : bool
             ``False`` (default): every patient gets its own noise for ``z`` (drawn in fixed blocks
             of patients, so a patient's draws depend on its row position). ``True``: one noise
@@ -628,6 +637,18 @@ class FusionModel:
             latent_scale=torch.cat(scales).double().numpy(), presence=presence.astype(bool),
             modality_precision=torch.cat(precs, dim=1).permute(1, 0, 2).double().numpy(), seed=int(seed),
             extra={"class_calibration": {h: maps[h].to_config() for h in temps}} if temps else {})
+
+    @property
+    def modality_reliability_(self) -> pd.Series:
+        """Each modality's expert-precision multiplier in the product of experts (1 = as trained).
+
+        Fitted by :meth:`calibrate` (so by default at the end of :meth:`fit`) on the held-out patients, by
+        :func:`bayesfuse.model.modality_reliability.fit_modality_reliability`; values below 1 mark a
+        modality whose expert was over-confident on patients it was not trained on.
+        """
+        module = self._check_fitted()
+        return pd.Series(module.reliability.detach().cpu().double().numpy(), index=self.modalities,
+                         name="reliability")
 
     def latent(self, data: MultiModalData, num_samples: int = 200, seed: int = 0):
         """Fused posterior of ``z`` per patient, mean and sd (:class:`bayesfuse.posterior.Latent`;

@@ -220,6 +220,7 @@ def _build_loaded(cls, path: Path | None, config: dict, device, tensors: dict[st
     model.module = model._build_module()
     state = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
     missing, unexpected = model.module.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k != "reliability"]   # saved before reliability existed: all ones
     if missing or unexpected:
         raise ModelFormatError(f"Saved weights do not match the model configuration (missing {missing[:3]}, "
                                f"unexpected {unexpected[:3]}); the directory may be corrupted.")

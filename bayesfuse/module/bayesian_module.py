@@ -110,7 +110,7 @@ class BayesianFusionModule(FusionModule):
         and the expert precisions (M, S, B, D) or (M, B, D).
         """
         loc, scale = self.experts(batch)
-        mask = batch.presence
+        mask = batch.presence * self.reliability.to(batch.presence.dtype).unsqueeze(-1)
         if loc.dim() == 4:  # (M, S, B, D)
             mask = mask.unsqueeze(1)
         return product_of_experts(loc, scale, mask)

@@ -59,6 +59,9 @@ class FusionModule(nn.Module):
         self.decoders = nn.ModuleDict({m: Decoder(latent_dim, f, likelihoods[m], hidden)
                                        for m, f in modality_dims.items()})
         self.heads = nn.ModuleDict(heads)
+        # per-modality multiplier of each expert's precision (M,): 1 while training; fitted after SVI on
+        # held-out patients by bayesfuse.model.modality_reliability (a buffer: saved with the weights)
+        self.register_buffer("reliability", torch.ones(len(self.modalities)))
 
     # ------------------------------------------------------------- inference
     def experts(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,11 +73,12 @@ class FusionModule(nn.Module):
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Fused posterior of z: loc, scale (B, D) and expert precisions (M, B, D).
 
-        ``modality_mask`` (M, B) multiplies the presence mask (used to hide modalities).
+        ``modality_mask`` (M, B) multiplies the presence mask (used to hide modalities), and so
+        does :attr:`reliability` (M,), each expert's precision multiplier (1 unless fitted).
         """
         loc, scale = self.experts(batch)
         mask = batch.presence if modality_mask is None else batch.presence * modality_mask
-        return product_of_experts(loc, scale, mask)
+        return product_of_experts(loc, scale, mask * self.reliability.to(mask.dtype).unsqueeze(-1))
 
     # ------------------------------------------------------------- Pyro model
     def model(self, batch: Batch, n_total: int, kl_scale: float = 1.0,
