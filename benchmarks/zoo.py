@@ -73,8 +73,9 @@ def _sim_rows() -> list[Row]:
     vary = {"base": {}, "sep1.5": {"class_separation": 1.5}, "sep4": {"class_separation": 4.0},
             "n150": {"n_patients": 150}, "n1000": {"n_patients": 1000}, "p50": {"modalities": p_mods[50]},
             "p2000": {"modalities": p_mods[2000]}, "imbalance": {"n_patients": 600, "imbalance": 0.1},
-            "missing0.3": {"missing_rate": 0.3}}
-    return [Row(f"cls:sim/{k}", "classification", "sim", "subtype", sim={**base, **v}) for k, v in vary.items()]
+            "missing0.3": {"missing_rate": 0.3}, "binary": {"n_subtypes": 2}}
+    rows = [Row(f"cls:sim/{k}", "classification", "sim", "subtype", sim={**base, **v}) for k, v in vary.items()]
+    return rows + [Row("cls:sim/noise", "classification", "sim", "subtype", sim=base, noise="expression")]
 
 
 def all_rows() -> list[Row]:
@@ -151,11 +152,11 @@ def load_gse7390():
     return bf.MultiModalData({"expression": expr, "clinical": clin}, targets=targets, name="gse7390")
 
 
-def load_sim(seed: int, imbalance: float | None = None, **kwargs):
+def load_sim(seed: int, imbalance: float | None = None, n_subtypes: int = 3, **kwargs):
     """A simulated subtype cohort (redrawn per seed); ``imbalance``: class S1 subsampled to that share."""
     from bayesfuse.datasets import simulate
 
-    data, _ = simulate(n_subtypes=3, n_origins=0, seed=1000 + seed, **kwargs)
+    data, _ = simulate(n_subtypes=n_subtypes, n_origins=0, seed=1000 + seed, **kwargs)
     if imbalance:
         y = data.targets["subtype"]
         rare, rest = y.index[y == "S1"], y.index[y != "S1"]
