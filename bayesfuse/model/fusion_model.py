@@ -278,7 +278,7 @@ class FusionModel:
 
     # -------------------------------------------------------------------- fit
     def fit(self, max_epochs: int = 300, batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
-            validation_fraction: float | str = "auto", patience: int = 30, kl_warmup_epochs: int = 30,
+            validation_fraction: float = 0.1, patience: int = 30, kl_warmup_epochs: int = 30,
             modality_dropout: float = 0.25, num_particles: int = 1, weight_decay: float = 0.0,
             progress: bool = True, elbo: str = "fused", modality_dropout_mode: str = "both",
             calibrate: bool = True, early_stopping: str = "auto", checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
@@ -291,11 +291,9 @@ class FusionModel:
         seed : int
             Seeds initialisation, minibatch order, the validation split and every draw;
             two CPU runs with the same seed are bit-identical.
-        validation_fraction : float or "auto"
+        validation_fraction : float
             Share of training patients held out (stratified by the first categorical head)
-            for early stopping and the post-hoc calibration; 0 trains on all for ``max_epochs``.
-            ``"auto"`` (default): 0.2 for a model with a categorical head, 0.1 otherwise (chosen on
-            the cohort zoo, docs/model.md "Validation share").
+            for early stopping on the validation ELBO; 0 trains on all for ``max_epochs``.
         patience : int
             Epochs without validation improvement before stopping (best weights restored).
         kl_warmup_epochs : int
@@ -371,10 +369,8 @@ class FusionModel:
         if data is None:
             raise DataError("This model was loaded from disk and keeps no training data, so fit() has nothing to "
                             "train on. Build a new bf.FusionModel(train_data, heads=...) and fit that.")
-        if validation_fraction == "auto":
-            validation_fraction = 0.2 if any(isinstance(spec, Categorical) for spec in self.heads.values()) else 0.1
-        if isinstance(validation_fraction, str) or not 0 <= validation_fraction < 1:
-            raise ArgumentError(f"validation_fraction={validation_fraction!r} must be 'auto' or a number in [0, 1).")
+        if not 0 <= validation_fraction < 1:
+            raise ArgumentError(f"validation_fraction={validation_fraction} must be in [0, 1).")
         if modality_dropout_mode not in ("both", "guide"):
             raise ArgumentError(f"modality_dropout_mode={modality_dropout_mode!r} is not supported; use 'both' "
                              "(hide a dropped modality from the guide and the likelihood) or 'guide' (guide only).")
