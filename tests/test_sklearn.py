@@ -46,6 +46,21 @@ def test_sklearn_compatible(estimator, check):
         check(estimator)
 
 
+def test_sklearn_checks_fail_on_a_broken_estimator():
+    """Negative control for test_sklearn_compatible: the checks it runs raise on an estimator that breaks
+    scikit-learn's conventions (here: an attribute set in ``__init__``)."""
+    from sklearn.utils.estimator_checks import check_no_attributes_set_in_init
+
+    class Broken(FusionClassifier):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.fitted_thing_ = 1
+
+    check_no_attributes_set_in_init("FusionClassifier", FusionClassifier(**FAST))   # the real one passes
+    with pytest.raises(AssertionError, match="fitted_thing_"):
+        check_no_attributes_set_in_init("Broken", Broken(**FAST))
+
+
 def test_shared_noise_makes_rows_independent_of_the_batch():
     """Common random numbers: a row's draws depend only on that row (subset / permutation invariance);
     negative control: the default per-patient noise does depend on the row position."""

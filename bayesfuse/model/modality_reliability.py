@@ -53,7 +53,7 @@ def _nll(model, data: MultiModalData, heads: list[str], codes: dict[str, np.ndar
 
 
 def fit_modality_reliability(model, data: MultiModalData, num_samples: int = 100, seed: int = 0,
-                    prior_sd: float = PRIOR_SD, sweeps: int = 2) -> np.ndarray:
+                             prior_sd: float = PRIOR_SD, sweeps: int = 2) -> np.ndarray:
     """Fit and set ``model.module.reliability`` (M,) on labelled held-out ``data``.
 
     Parameters
@@ -93,20 +93,24 @@ def fit_modality_reliability(model, data: MultiModalData, num_samples: int = 100
             rel.copy_(torch.as_tensor(np.exp(values), dtype=rel.dtype))
         return _nll(model, data, heads, codes, num_samples, seed) + 0.5 * float(((values / prior_sd) ** 2).sum())
 
-    best = objective(log_r)
-    for _ in range(int(sweeps)):
-        moved = False
-        for m in range(len(mods)):
-            for v in LOG_GRID:
-                if v == log_r[m]:
-                    continue
-                trial = log_r.copy()
-                trial[m] = v
-                f = objective(trial)
-                if f < best - 1e-9:
-                    best, log_r, moved = f, trial, True
-        if not moved:
-            break
+    try:
+        best = objective(log_r)
+        for _ in range(int(sweeps)):
+            moved = False
+            for m in range(len(mods)):
+                for v in LOG_GRID:
+                    if v == log_r[m]:
+                        continue
+                    trial = log_r.copy()
+                    trial[m] = v
+                    f = objective(trial)
+                    if f < best - 1e-9:
+                        best, log_r, moved = f, trial, True
+            if not moved:
+                break
+    except BaseException:
+        rel.fill_(1.0)    # never leave a half-searched multiplier in the model
+        raise
     with torch.no_grad():
         rel.copy_(torch.as_tensor(np.exp(log_r), dtype=rel.dtype))
     return np.exp(log_r)
