@@ -99,8 +99,42 @@ def test_ltt_validity_over_resplits_with_negative_control(heldout):
     assert cov["plugin_overconfident"] > cov["ltt"], cov
 
 
+def _starts_by_hand(n, max_risk, delta, starts):
+    """Largest k <= starts whose last start point (2**(k-1) * n_min(delta / k) patients) exists."""
+    while starts > 1 and n < 2 ** (starts - 1) * bf.calibration.min_certifiable(max_risk, delta / starts):
+        starts -= 1
+    return starts
+
+
 def _fixed_sequence_by_hand(scores, errors, max_risk, delta, grid, starts):
-    """Literal multi-start fixed-sequence LTT (loops, no vectorisation)."""
+    """Literal fallback procedure (Wiens 2003) over the multi-start points (loops, no vectorisation)."""
+    starts = _starts_by_hand(len(scores), max_risk, delta, starts)
+    n_min = bf.calibration.min_certifiable(max_risk, delta / starts)
+    grid = sorted(set(grid), reverse=True)
+    acc = [int((scores >= g).sum()) for g in grid]
+    err = [int(errors[scores >= g].sum()) for g in grid]
+    weight = [0.0] * len(grid)
+    for j in range(starts):
+        idx = [i for i, a in enumerate(acc) if a >= n_min * 2**j]
+        if not idx:
+            break
+        weight[idx[0]] += delta / starts
+    cert, level = set(), 0.0
+    for i in range(len(grid)):
+        level = weight[i] + level
+        if level > 0 and binom.cdf(err[i], acc[i], max_risk) <= level:
+            cert.add(i)
+        else:
+            level = 0.0
+    if not cert:
+        return np.inf
+    best = max(acc[i] for i in cert)
+    return grid[min(i for i in cert if acc[i] == best)]
+
+
+def _separate_sequences(scores, errors, max_risk, delta, grid, starts):
+    """The Bonferroni union of ``starts`` separate fixed sequences at ``delta / starts`` (the fallback's floor)."""
+    starts = _starts_by_hand(len(scores), max_risk, delta, starts)
     n_min = bf.calibration.min_certifiable(max_risk, delta / starts)
     grid = sorted(set(grid), reverse=True)
     acc = [int((scores >= g).sum()) for g in grid]
@@ -114,10 +148,7 @@ def _fixed_sequence_by_hand(scores, errors, max_risk, delta, grid, starts):
             if binom.cdf(err[i], acc[i], max_risk) > delta / starts:
                 break
             cert.add(i)
-    if not cert:
-        return np.inf
-    best = max(acc[i] for i in cert)
-    return grid[min(i for i in cert if acc[i] == best)]
+    return {grid[i] for i in cert}
 
 
 @pytest.mark.parametrize("starts", [1, 2, 4])
@@ -130,6 +161,22 @@ def test_multi_start_ltt_matches_literal_implementation(starts):
         grid = np.r_[np.linspace(0.3, 1, 141), 0.0]
         res = bf.calibration.ltt_fixed_sequence(scores, errors, 0.1, 0.1, grid=grid, starts=starts)
         assert res.threshold == _fixed_sequence_by_hand(scores, errors, 0.1, 0.1, grid, starts), rep
+        # the fallback certifies every threshold the separate sequences at delta / starts certify
+        assert _separate_sequences(scores, errors, 0.1, 0.1, grid, starts) <= set(res.grid[res.certified]), rep
+
+
+def test_fallback_continues_a_running_sequence_at_the_accumulated_level():
+    """A sequence still running at the second start point is tested at 2 delta / starts from there on, so it
+    certifies a threshold that two separate sequences at delta / 2 each cannot (and plain LTT at delta can)."""
+    n, max_risk, delta = 600, 0.1, 0.1
+    scores = np.linspace(1.0, 0.0, n)
+    errors = np.zeros(n, dtype=bool)
+    errors[60:] = np.arange(n - 60) % 8 == 0       # 12.5% errors beyond the 60 most confident
+    grid = np.r_[np.linspace(0.0, 1.0, 301)]
+    fb = bf.calibration.ltt_fixed_sequence(scores, errors, max_risk, delta, grid=grid, starts=2)
+    sep = _separate_sequences(scores, errors, max_risk, delta, grid, 2)
+    assert set(fb.grid[fb.certified]) > sep
+    assert fb.threshold == _fixed_sequence_by_hand(scores, errors, max_risk, delta, grid, 2)
 
 
 def test_multi_start_survives_an_early_confident_error():
@@ -180,11 +227,11 @@ def _assert_real_validity(name, target, log_cpm, drop):
     # negative control, same check, at the largest target below the base error (where the selection matters)
     r_neg = max(r for r in risks if r < st["base_error"])
     assert rows.loc[("over-confident plug-in (self-reported risk)", r_neg), "pool_violation_share"] > 0.5
-    # usefulness: same LTT procedure on logistic-regression probabilities. Only at 0.05, where every documented
-    # cross-fit agrees (+0.12 to +0.48 on gbmlgg); at 0.02 one of three gbmlgg cross-fits favours logistic
+    # usefulness: the default procedure (Abstainer(starts=4)) on logistic-regression probabilities. Only at 0.05,
+    # where every documented cross-fit agrees; at 0.02 one of three gbmlgg cross-fits favours logistic
     # regression (docs/studies/calibration.md), so a single cross-fit cannot carry that claim.
     cov = rows["mean_coverage"]
-    assert cov[("bayesfuse LTT", 0.05)] >= cov[("logistic regression LTT", 0.05)] - 0.01
+    assert cov[("bayesfuse LTT, 4 starts", 0.05)] >= cov[("logistic regression LTT, 4 starts", 0.05)] - 0.01
     for c in st["conformal"]:
         assert c["within_binomial_error"], c
 

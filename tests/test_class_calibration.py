@@ -157,3 +157,23 @@ def test_calibrate_false_and_explicit_calibrate(overconfident):
     with pytest.raises(bf.exceptions.DataError, match="No held-out patients"):
         bf.FusionModel(train, heads={"subtype": "categorical"}, latent_dim=4, hidden=32).fit(
             max_epochs=5, validation_fraction=0.0, progress=False, seed=0).calibrate()
+
+
+def test_auto_validation_share_gives_small_cohorts_enough_calibration_patients():
+    from bayesfuse.model.fusion_model import MIN_CALIBRATION_PATIENTS, auto_validation_fraction
+
+    assert auto_validation_fraction(100, True) == 0.2          # capped at 0.2: 20 patients, not 10
+    assert auto_validation_fraction(250, True) == pytest.approx(MIN_CALIBRATION_PATIENTS / 250)
+    assert auto_validation_fraction(1000, True) == 0.1
+    assert auto_validation_fraction(100, False) == 0.1         # survival-only models lost with more held out
+    torch.set_num_threads(1)
+    data, _ = bf.datasets.simulate(n_patients=150, seed=3)
+    model = bf.FusionModel(data, heads={"subtype": "categorical"}, latent_dim=2, hidden=16)
+    model.fit(max_epochs=3, seed=0, progress=False)
+    cfg = model.train_config_
+    assert cfg["validation_fraction"] == pytest.approx(min(0.2, MIN_CALIBRATION_PATIENTS / 150))
+    assert cfg["n_validation"] >= 0.19 * 150 and model.class_calibration_["subtype"].n_calibration == cfg["n_validation"]
+    model.fit(max_epochs=3, seed=0, progress=False, validation_fraction=0.1)   # an explicit share is kept
+    assert model.train_config_["validation_fraction"] == 0.1 and model.train_config_["n_validation"] <= 16
+    with pytest.raises(bf.exceptions.ArgumentError, match="'auto' or a number"):
+        model.fit(max_epochs=1, validation_fraction="big", progress=False)

@@ -84,8 +84,8 @@ def test_cli_evaluate_renders_report(saved, capsys):
         assert f"]({name})" in md, f"report.md does not embed {name}"
     assert "### Guarantee" in md
     assert re.search(r"With probability at least 90% over the draw of the \d+ calibration patients, the error "
-                     r"rate among accepted patients is at most 10% \(Learn-then-Test, exact binomial p-values, 4 fixed "
-                     r"sequences at delta/4 each", md), "guarantee statement missing"
+                     r"rate among accepted patients is at most 10% \(Learn-then-Test, exact binomial p-values, fallback "
+                     r"procedure from [1-4] start points at delta/[1-4] each \(Wiens 2003\)", md), "guarantee statement missing"
     assert "I don't know" in md
 
     # tables: consistent with each other and with the held-out cohort (350 + 350 labelled patients)

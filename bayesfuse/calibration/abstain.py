@@ -35,6 +35,7 @@ from bayesfuse.calibration.ltt import (
     default_grid,
     ltt_fixed_sequence,
     min_certifiable,
+    procedure_text,
 )
 from bayesfuse.calibration.selective_risk import ABSTAIN, RiskCoverage, clopper_pearson
 from bayesfuse.exceptions import DataError, NotFittedError
@@ -105,10 +106,14 @@ class Abstainer:
         Several heads: candidate ``kappa`` values (default: every head's default grid on its
         ``(1 - confidence) / max_risk`` scale).
     starts : int
-        Fixed sequences run at level ``delta / starts`` from label-free start points (see
-        :func:`~bayesfuse.calibration.ltt.ltt_fixed_sequence`). ``1`` (default): plain fixed
-        sequence, which certifies nothing when one of the ~``n_min`` most confident calibration
-        patients is wrong; ``4`` is robust to such an early error (measured in docs/calibration.md).
+        Largest number of label-free start points of the fallback procedure (see
+        :func:`~bayesfuse.calibration.ltt.ltt_fixed_sequence`); each carries ``delta / k`` and a
+        certified threshold passes its level on to the next, with ``k <= starts`` the number of
+        start points the calibration set can reach (``starts_``; a small set gets ``k = 1``, plain
+        fixed-sequence testing at the full ``delta``). ``4`` (default) keeps certifying when one of
+        the few most confident calibration patients is wrong, where ``1`` stops for good; it answered
+        as many or more patients in every categorical cell of the validity study and in all but the
+        near-empty survival cells (docs/calibration.md, "Start points").
     risk_threshold : float in (0, 1)
         Survival heads: the call is ``"high"`` when the predictive risk at the horizon is >= this.
     survival_score : {"predictive", "band"}
@@ -135,6 +140,9 @@ class Abstainer:
         Calibration patients used.
     n_min_ : int
         ``ceil(log(delta) / log(1 - max_risk))``: fewest acceptances that can be certified.
+    starts_ : int
+        Start points the pooled test used (:func:`~bayesfuse.calibration.ltt.effective_starts`:
+        at most ``starts``, fewer for a small calibration set).
     ltt_ : LTTResult
         Full pooled LTT record (accepted counts, errors, certified mask).
     ood_threshold_ : float or None
@@ -172,7 +180,7 @@ class Abstainer:
 
     def __init__(self, max_risk: float | dict = 0.05, delta: float = 0.1, *,
                  ood_score: str | Callable | None = None, ood_quantile: float = 0.95,
-                 per_pattern: bool = False, grid=None, starts: int = 1, risk_threshold: float = 0.5,
+                 per_pattern: bool = False, grid=None, starts: int = 4, risk_threshold: float = 0.5,
                  survival_score: str = "predictive", seed: int = 0) -> None:
         from bayesfuse.calibration.survival_abstain import SURVIVAL_SCORES
 
@@ -293,7 +301,8 @@ class Abstainer:
         self.classes_ = list(classes)
         self.grid_full_ = default_grid(len(classes)) if self.grid is None else np.asarray(self.grid, float)
         self.n_calibration_ = int(len(codes))
-        self.n_min_ = min_certifiable(self.max_risk, self.delta / self.starts)
+        # smallest certifiable count (a calibration set this small gets one start point at the full delta)
+        self.n_min_ = min_certifiable(self.max_risk, self.delta)
 
         ood = self._ood(post, head)
         if ood is None:
@@ -305,6 +314,7 @@ class Abstainer:
         self.n_gate_passed_ = int(eligible.sum())
 
         self.ltt_ = self._ltt(scores, errors, eligible)
+        self.starts_ = self.ltt_.starts
         self.threshold_ = self.ltt_.threshold
         self.certified_ = self.ltt_.any_certified
         self.p_values_ = self.ltt_.p_values
@@ -357,6 +367,7 @@ class Abstainer:
         self.horizon_ = None if horizon is None else float(horizon)
         self.censoring_ = joint.censoring_
         self.ltt_ = joint.ltt_
+        self.starts_ = joint.ltt_.starts
         self.threshold_ = joint.threshold_
         self.certified_ = joint.certified_
         self.p_values_ = joint.ltt_.p_joint
@@ -375,9 +386,7 @@ class Abstainer:
                 "OOD gate). Use more calibration patients, a larger max_risk or delta, or a better model.")
 
     def _procedure(self) -> str:
-        if self.starts == 1:
-            return "fixed-sequence testing"
-        return f"{self.starts} fixed sequences at delta/{self.starts} each"
+        return procedure_text(self.starts_)
 
     def _guarantee_text(self) -> str:
         conf = f"{100 * (1 - self.delta):.4g}%"

@@ -3,7 +3,8 @@
 Pure numpy / scipy. The risk controlled is the *error rate among accepted patients*
 (1 - selective precision); the hypotheses are ``H_j: R(lambda_j) > max_risk`` on a
 threshold grid that does not depend on the labels, tested by exact binomial tail
-p-values with fixed-sequence testing from the most conservative threshold.
+p-values with fixed-sequence testing from the most conservative threshold, or (``starts > 1``)
+by Wiens' fallback procedure from several label-free start points.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import binom
 
-__all__ = ["LTTResult", "MultiLTTResult", "binomial_p_values", "default_grid", "ltt_fixed_sequence", "ltt_multi_risk",
-           "min_certifiable"]
+__all__ = ["LTTResult", "MultiLTTResult", "binomial_p_values", "default_grid", "effective_starts", "ltt_fixed_sequence",
+           "ltt_multi_risk", "min_certifiable", "procedure_text"]
 
 
 def _check_levels(max_risk: float, delta: float) -> None:
@@ -119,9 +120,11 @@ class LTTResult(_Certified):
         Chosen certified threshold (most acceptances, the higher threshold on ties);
         ``inf`` when nothing is certified (abstain on everyone).
     n_min : int
-        Smallest certifiable number of accepted patients.
+        Smallest certifiable number of accepted patients (at level ``delta / starts``).
     max_risk, delta : float
         Levels.
+    starts : int
+        Start points used (:func:`effective_starts`; 1 = plain fixed-sequence testing).
     """
 
     grid: np.ndarray
@@ -133,6 +136,7 @@ class LTTResult(_Certified):
     n_min: int
     max_risk: float
     delta: float
+    starts: int = 1
 
 
 def ltt_fixed_sequence(scores, errors, max_risk: float, delta: float, grid=None,
@@ -156,12 +160,15 @@ def ltt_fixed_sequence(scores, errors, max_risk: float, delta: float, grid=None,
         Patients passing an earlier label-free gate (e.g. an OOD filter); the others are
         never accepted.
     starts : int
-        Number of fixed sequences (Bonferroni: each at level ``delta / starts``). Sequence
-        ``j`` starts at the most conservative threshold accepting at least
-        ``2**j * n_min(delta / starts)`` calibration patients; the certified set is the union.
-        ``1`` (default) is plain fixed-sequence testing, which stops for good when the few
-        most confident calibration patients contain an error; ``starts=4`` is robust to
-        that at the price of a larger ``n_min`` (studies/abstention_validity/calibration.py, docs/calibration.md).
+        Largest number of label-free start points. Start point ``j`` is the most conservative
+        threshold accepting at least ``2**j * n_min(delta / k)`` calibration patients, each carries
+        ``delta / k``, and the thresholds are tested by the fallback procedure (Wiens 2003): a
+        certified threshold passes its level on to the next, so a sequence still running at the next
+        start point continues at the summed level. ``k`` is :func:`effective_starts` (fewer start
+        points when the calibration set is too small to reach the last one; chosen from the number
+        of patients only). ``1`` (default) is plain fixed-sequence testing, which stops for good when
+        the few most confident calibration patients contain an error; ``starts=4`` is robust to that
+        (studies/abstention_validity/calibration.py, docs/calibration.md).
 
     Returns
     -------
@@ -190,6 +197,7 @@ def ltt_fixed_sequence(scores, errors, max_risk: float, delta: float, grid=None,
         keep = np.asarray(eligible, dtype=bool).ravel()
         s, e = s[keep], e[keep]
     g = default_grid(2) if grid is None else np.unique(np.asarray(grid, dtype=float))[::-1]
+    starts = effective_starts(len(s), max_risk, delta, starts)
     n_min = min_certifiable(max_risk, delta / starts)
 
     n_acc, n_err = _counts(s, e, g)
@@ -198,7 +206,7 @@ def ltt_fixed_sequence(scores, errors, max_risk: float, delta: float, grid=None,
         empty = np.array([], dtype=float)
         return LTTResult(grid=empty, n_accepted=empty.astype(int), n_errors=empty.astype(int),
                          p_values=empty, certified=empty.astype(bool), threshold=float("inf"),
-                         n_min=n_min, max_risk=float(max_risk), delta=float(delta))
+                         n_min=n_min, max_risk=float(max_risk), delta=float(delta), starts=starts)
     sl = slice(start[0], None)
     g, n_acc, n_err = g[sl], n_acc[sl], n_err[sl]
     p = binomial_p_values(n_err, n_acc, max_risk)
@@ -206,7 +214,42 @@ def ltt_fixed_sequence(scores, errors, max_risk: float, delta: float, grid=None,
     thr = _most_accepting(g, n_acc, certified)
     return LTTResult(grid=g, n_accepted=n_acc.astype(int), n_errors=n_err.astype(int), p_values=p,
                      certified=certified, threshold=thr, n_min=n_min,
-                     max_risk=float(max_risk), delta=float(delta))
+                     max_risk=float(max_risk), delta=float(delta), starts=starts)
+
+
+def effective_starts(n_eligible, max_risks, delta: float, starts: int) -> int:
+    """Number of start points that exist: the largest ``k <= starts`` whose last start point can be reached.
+
+    Start point ``j`` (``j = 0..k-1``) needs ``2**j * n_min(max_risk, delta / k)`` accepted calibration
+    patients, so it exists only when there are that many (eligible) patients at all. Counting only
+    patients, never labels, this keeps the choice label-free; a start point that could not exist would
+    waste its share ``delta / starts`` of the level. Small calibration sets therefore get plain
+    fixed-sequence testing at the full ``delta``.
+
+    Parameters
+    ----------
+    n_eligible : int or sequence of int
+        Calibration patients that count for each risk.
+    max_risks : float or sequence of float
+        The level of each risk (same length as ``n_eligible``).
+    delta : float
+    starts : int
+        The largest number of start points wanted.
+    """
+    n = np.atleast_1d(np.asarray(n_eligible, dtype=float))
+    r = np.atleast_1d(np.asarray(max_risks, dtype=float))
+    for k in range(int(starts), 1, -1):
+        need = np.array([min_certifiable(float(x), delta / k) for x in r]) * 2 ** (k - 1)
+        if np.all(n >= need):
+            return k
+    return 1
+
+
+def procedure_text(starts: int) -> str:
+    """How the thresholds were tested, in words (``starts`` = the start points used)."""
+    if starts == 1:
+        return "fixed-sequence testing"
+    return f"fallback procedure from {starts} start points at delta/{starts} each (Wiens 2003)"
 
 
 def _counts(s: np.ndarray, e: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -218,19 +261,30 @@ def _counts(s: np.ndarray, e: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np
 
 
 def _fixed_sequences(p: np.ndarray, n_acc: np.ndarray, n_min: np.ndarray, level: float, starts: int) -> np.ndarray:
-    """Thresholds certified by ``starts`` fixed sequences at ``level`` each (bool, shape of ``p``).
+    """Thresholds certified by the fallback procedure over ``starts`` label-free start points (bool, shape of ``p``).
 
-    ``n_acc`` (n_risks, n_grid) and ``n_min`` (n_risks,): sequence ``j`` starts at the first
-    threshold where every risk has at least ``2**j * n_min`` accepted patients (label-free) and
-    certifies until the first ``p > level``.
+    ``n_acc`` (n_risks, n_grid) and ``n_min`` (n_risks,): start point ``j`` is the first threshold where
+    every risk has at least ``2**j * n_min`` accepted patients (label-free) and carries the weight
+    ``level`` (``= delta / starts``); every other threshold carries 0. Thresholds are tested in grid order
+    (most conservative first) by Wiens' fallback procedure (Wiens 2003, *Pharm. Stat.* 2:211; Wiens &
+    Dmitrienko 2005): threshold ``i`` is tested at its own weight plus, when threshold ``i - 1`` was
+    certified, the level it was tested at. This controls the family-wise error at ``starts * level`` under
+    any dependence (a shortcut of a closed Bonferroni test), reduces to fixed-sequence testing for
+    ``starts=1`` and certifies a superset of ``starts`` separate fixed sequences at ``level`` each
+    (a sequence that is still running at the next start point continues at twice the level).
     """
-    certified = np.zeros(len(p), dtype=bool)
+    weight = np.zeros(len(p))
     for j in range(starts):  # label-free start points: the n_acc counts use scores only
         first = np.flatnonzero(np.all(n_acc >= n_min[:, None] * 2**j, axis=0))
         if len(first) == 0:
             break
-        fails = np.flatnonzero(p[first[0]:] > level)
-        certified[first[0]:first[0] + (fails[0] if len(fails) else len(p) - first[0])] = True
+        weight[first[0]] += level
+    certified = np.zeros(len(p), dtype=bool)
+    carried = 0.0
+    for i in range(len(p)):
+        alpha_i = weight[i] + carried
+        certified[i] = alpha_i > 0 and p[i] <= alpha_i
+        carried = alpha_i if certified[i] else 0.0
     return certified
 
 
@@ -264,6 +318,8 @@ class MultiLTTResult(_Certified):
     n_min : dict[str, int]
     max_risks : dict[str, float]
     delta : float
+    starts : int
+        Start points used (:func:`effective_starts`).
     """
 
     grid: np.ndarray
@@ -277,6 +333,7 @@ class MultiLTTResult(_Certified):
     n_min: dict
     max_risks: dict
     delta: float
+    starts: int = 1
 
 
 def ltt_multi_risk(scores, errors: dict, eligible: dict, max_risks: dict, delta: float, grid=None,
@@ -336,6 +393,9 @@ def ltt_multi_risk(scores, errors: dict, eligible: dict, max_risks: dict, delta:
         if e.shape != s.shape or keep.shape != s.shape:
             raise ValueError(f"risk {h!r}: errors {e.shape} / eligible {keep.shape} must match scores {s.shape}.")
         acc[h], err[h] = _counts(s[keep], e[keep], g)
+    starts = effective_starts([int(np.asarray(eligible[h], dtype=bool).sum()) for h in names],
+                              [max_risks[h] for h in names], delta, starts)
+    for h in names:
         n_min[h] = min_certifiable(max_risks[h], delta / starts)
     n_acc = np.stack([acc[h] for h in names])
     mins = np.array([n_min[h] for h in names])
@@ -351,4 +411,4 @@ def ltt_multi_risk(scores, errors: dict, eligible: dict, max_risks: dict, delta:
     thr = _most_accepting(g, n_joint, certified)
     return MultiLTTResult(grid=g, n_accepted=acc, n_errors=err, p_values=pv, p_joint=p_joint, n_joint=n_joint,
                           certified=certified, threshold=thr, n_min=n_min,
-                          max_risks={h: float(max_risks[h]) for h in names}, delta=float(delta))
+                          max_risks={h: float(max_risks[h]) for h in names}, delta=float(delta), starts=starts)

@@ -29,7 +29,7 @@ from bayesfuse.calibration._common import (
     mean_probs,
 )
 from bayesfuse.calibration.censoring import KaplanMeierCensoring, describe_censoring, make_censoring
-from bayesfuse.calibration.ltt import MultiLTTResult, default_grid, ltt_multi_risk
+from bayesfuse.calibration.ltt import MultiLTTResult, default_grid, ltt_multi_risk, procedure_text
 from bayesfuse.calibration.selective_risk import ABSTAIN, RiskCoverage, clopper_pearson
 from bayesfuse.calibration.survival_abstain import (
     HIGH,
@@ -277,8 +277,8 @@ class JointAbstention:
         procedure = (" over several risks (the largest per-head exact binomial p-value, fixed-sequence testing: "
                      "family-wise, no Bonferroni split)" if several
                      else " (exact binomial p-values, fixed-sequence testing)")
-        if self.starts > 1:
-            procedure += f", {self.starts} fixed sequences at delta/{self.starts}"
+        if self.ltt_.starts > 1:
+            procedure += f", {procedure_text(self.ltt_.starts)}"
         if several:
             counted = (". Counted per head: " + ", ".join(f"{h} {n}" for h, n in self.n_eligible_.items())
                        + " calibration patients (a patient missing one head's target still counts for the others; "

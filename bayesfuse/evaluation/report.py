@@ -398,7 +398,7 @@ def _multitask_markdown(table: pd.DataFrame, guarantee: str) -> list[str]:
 # ---------------------------------------------------------------------------- public
 def build_report(model, data, out, head: str | None = None, max_risk: float = 0.05, delta: float = 0.1,
                  calibration_fraction: float = 0.5, seed: int = 0, num_samples: int = 200,
-                 starts: int = 1, survival_max_risk: float = 0.2, horizon: float | None = None,
+                 starts: int = 4, survival_max_risk: float = 0.2, horizon: float | None = None,
                  alpha: float = 0.1) -> Report:
     """Calibrate an "I don't know" rule on half of the labelled patients and report on the other half.
 
@@ -422,8 +422,8 @@ def build_report(model, data, out, head: str | None = None, max_risk: float = 0.
     num_samples : int
         Posterior draws per patient.
     starts : int
-        Fixed sequences of the Abstainer (``Abstainer(starts=...)``; 4 is more robust to an error
-        among the most confident calibration patients).
+        Start points of the Abstainer's fallback procedure (``Abstainer(starts=...)``; 1 = plain
+        fixed-sequence testing).
     survival_max_risk : float in (0, 1)
         Survival heads: tolerated share of wrong high / low calls at the horizon among accepted patients.
     horizon : float, optional
@@ -545,7 +545,7 @@ def build_report(model, data, out, head: str | None = None, max_risk: float = 0.
         f"the test half. Posterior draws per patient: {num_samples}. Target: error among accepted patients "
         f"<= {max_risk:g} with probability >= {1 - delta:g} over the calibration draw (Learn-then-Test, "
         "exact binomial p-values, " + ("fixed-sequence testing" if starts == 1 else
-                                       f"{starts} fixed sequences at delta/{starts} each") + ")"
+                                       f"fallback procedure from up to {starts} start points") + ")"
         + (f"; survival heads: wrong high / low calls at the horizon <= {survival_max_risk:g}, and a lower "
            f"bound on the survival time covering >= {1 - alpha:g} (patients are split stratified by event)"
            if any(r.kind == "survival" for r in heads.values()) else "") + ".", "",
