@@ -175,7 +175,7 @@ def test_multi_head_joint_guarantee_and_missing_targets():
     both = (dec["subtype_score"] >= th["subtype"] - 1e-12) & (dec["survival_score"] >= th["survival"] - 1e-12)
     assert (dec["accepted"] == both).all() or not ma.certified_
     assert "simultaneously for every head" in certified.guarantee_ and "subtype" in certified.guarantee_
-    assert "fallback procedure from 4 start points" in certified.guarantee_
+    assert certified.starts_ >= 2 and f"fallback procedure from {certified.starts_} start points" in certified.guarantee_
     rc = ma.risk_coverage(pop.post, pop.targets)
     assert set(rc) == {"subtype", "survival"} and rc["subtype"].n_accepted == int(acc.sum())
 

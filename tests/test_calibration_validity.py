@@ -100,8 +100,8 @@ def test_ltt_validity_over_resplits_with_negative_control(heldout):
 
 
 def _starts_by_hand(n, max_risk, delta, starts):
-    """Largest k <= starts whose last start point (2**(k-1) * n_min(delta / k) patients) exists."""
-    while starts > 1 and n < 2 ** (starts - 1) * bf.calibration.min_certifiable(max_risk, delta / starts):
+    """Largest k <= starts whose last start point (2**(k-1) * n_min(delta / k) patients) needs at most n / 2."""
+    while starts > 1 and n < 2 ** starts * bf.calibration.min_certifiable(max_risk, delta / starts):
         starts -= 1
     return starts
 
@@ -246,3 +246,21 @@ def test_gbmlgg_subtype_ltt_validity_crossfit():
 @pytest.mark.realdata
 def test_rare6_origin_ltt_validity_crossfit():
     _assert_real_validity("tcga_rare6", "origin", True, None)
+
+
+def test_effective_starts_drops_start_points_a_small_calibration_set_cannot_use():
+    es = bf.calibration.effective_starts
+    n_min = bf.calibration.min_certifiable
+    # 0.05 / 0.1: one start point needs 45 patients; k start points need 2 * 2**(k-1) * n_min(0.1 / k) patients
+    assert es(177, 0.05, 0.1, 4) == 1                      # tcga_rare6's calibration halves: plain fixed sequence
+    assert es(2 * 2 * n_min(0.05, 0.05), 0.05, 0.1, 4) == 2
+    assert es(2 * 8 * n_min(0.05, 0.025), 0.05, 0.1, 4) == 4
+    assert es(10**6, 0.05, 0.1, 1) == 1                    # never more than asked for
+    assert es([10**4, 100], [0.05, 0.2], 0.1, 4) == 2        # several risks: every one must afford it
+    # a small set gets exactly plain fixed-sequence LTT at the full delta, whatever starts says
+    rng = np.random.default_rng(5)
+    scores = rng.uniform(0.5, 1, 150)
+    errors = rng.random(150) < 0.3 * (1 - scores)
+    one = bf.calibration.ltt_fixed_sequence(scores, errors, 0.05, 0.1, starts=1)
+    four = bf.calibration.ltt_fixed_sequence(scores, errors, 0.05, 0.1, starts=4)
+    assert four.starts == 1 and four.threshold == one.threshold and four.n_min == one.n_min == 45

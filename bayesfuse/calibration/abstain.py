@@ -109,11 +109,12 @@ class Abstainer:
         Largest number of label-free start points of the fallback procedure (see
         :func:`~bayesfuse.calibration.ltt.ltt_fixed_sequence`); each carries ``delta / k`` and a
         certified threshold passes its level on to the next, with ``k <= starts`` the number of
-        start points the calibration set can reach (``starts_``; a small set gets ``k = 1``, plain
-        fixed-sequence testing at the full ``delta``). ``4`` (default) keeps certifying when one of
-        the few most confident calibration patients is wrong, where ``1`` stops for good; it answered
-        as many or more patients in every categorical cell of the validity study and in all but the
-        near-empty survival cells (docs/calibration.md, "Start points").
+        start points the calibration set affords (``starts_``; the last one may need at most half of the
+        patients, so a small set gets ``k = 1``, plain fixed-sequence testing at the full ``delta``).
+        ``4`` (default) keeps certifying when one of the few most confident calibration patients is
+        wrong, where ``1`` stops for good; it answered as many or more patients than ``1`` on every
+        categorical cell of the validity study and every survival cell except those where almost nothing
+        is certified (docs/calibration.md, "Start points").
     risk_threshold : float in (0, 1)
         Survival heads: the call is ``"high"`` when the predictive risk at the horizon is >= this.
     survival_score : {"predictive", "band"}

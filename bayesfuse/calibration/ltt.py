@@ -165,8 +165,8 @@ def ltt_fixed_sequence(scores, errors, max_risk: float, delta: float, grid=None,
         ``delta / k``, and the thresholds are tested by the fallback procedure (Wiens 2003): a
         certified threshold passes its level on to the next, so a sequence still running at the next
         start point continues at the summed level. ``k`` is :func:`effective_starts` (fewer start
-        points when the calibration set is too small to reach the last one; chosen from the number
-        of patients only). ``1`` (default) is plain fixed-sequence testing, which stops for good when
+        points when the last one would need more than half of the calibration patients; chosen from
+        the number of patients only). ``1`` (default) is plain fixed-sequence testing, which stops for good when
         the few most confident calibration patients contain an error; ``starts=4`` is robust to that
         (studies/abstention_validity/calibration.py, docs/calibration.md).
 
@@ -218,13 +218,15 @@ def ltt_fixed_sequence(scores, errors, max_risk: float, delta: float, grid=None,
 
 
 def effective_starts(n_eligible, max_risks, delta: float, starts: int) -> int:
-    """Number of start points that exist: the largest ``k <= starts`` whose last start point can be reached.
+    """Number of start points worth their share of ``delta``: the largest ``k <= starts`` whose last start point
+    leaves at least as many calibration patients beyond it as before it.
 
-    Start point ``j`` (``j = 0..k-1``) needs ``2**j * n_min(max_risk, delta / k)`` accepted calibration
-    patients, so it exists only when there are that many (eligible) patients at all. Counting only
-    patients, never labels, this keeps the choice label-free; a start point that could not exist would
-    waste its share ``delta / starts`` of the level. Small calibration sets therefore get plain
-    fixed-sequence testing at the full ``delta``.
+    Start point ``j`` (``j = 0..k-1``) is the first threshold accepting ``2**j * n_min(max_risk, delta / k)``
+    calibration patients; ``k`` is the largest value for which the last one needs at most half of the
+    (eligible) patients. A start point that cannot be reached would waste its share ``delta / k``, and one
+    that leaves little room after it costs the first sequence more level than it gives back (measured in
+    docs/calibration.md, "Start points"). Counting patients only, never labels, keeps the choice label-free.
+    Small calibration sets therefore get plain fixed-sequence testing at the full ``delta``.
 
     Parameters
     ----------
@@ -240,7 +242,7 @@ def effective_starts(n_eligible, max_risks, delta: float, starts: int) -> int:
     r = np.atleast_1d(np.asarray(max_risks, dtype=float))
     for k in range(int(starts), 1, -1):
         need = np.array([min_certifiable(float(x), delta / k) for x in r]) * 2 ** (k - 1)
-        if np.all(n >= need):
+        if np.all(n >= 2 * need):
             return k
     return 1
 

@@ -5,7 +5,8 @@
 
 Prints, in order: violation share on the test halves, against the simulator population, test halves / pool
 (real data), base error, the paired usefulness table, the unseen-class tables (AUROC, refusal per gate at
-each gate quantile) and the conformal table. Cells above the allowed share are bold. The
+each gate quantile) and the conformal table; with ``--only survival`` output, the survival tables of
+docs/calibration.md (lower bound, abstainer with both start-point rules, multi-task). Cells above the allowed share are bold. The
 tables are pasted into docs/studies/calibration.md as they are, so the docs show the numbers of one run.
 """
 
@@ -150,6 +151,62 @@ def conformal_table(studies) -> str:
     return "\n".join(out)
 
 
+def _survival_name(dataset: str) -> str:
+    """'simulator: fresh calibration draws, censoring = Kaplan-Meier of ...' -> 'simulator, fresh draws, G = KM(train)'."""
+    name = dataset.replace("simulator: fresh calibration draws, censoring = Kaplan-Meier of the 600 training patients",
+                           "simulator, fresh draws, G = KM(train)")
+    name = name.replace("simulator: fresh calibration draws, censoring = true censoring law",
+                        "simulator, fresh draws, G = true")
+    return name.replace(": re-splits of the pool", "")
+
+
+def survival_tables(res: dict, allowed: float = 0.164) -> str:
+    """The lower-bound, abstainer and multi-task tables of docs/calibration.md from ``--only survival`` output.
+
+    Simulator: violations against the true event times (and, for the fresh draws, bound coverage too); real
+    cohorts: known-status coverage and IPCW violations. Bold: coverage below the floor, violation share above ``allowed``.
+    """
+    out = ["| dataset | c0 | n known | floor | bf conformal: known / IPCW / worst | true T | CoxPH conformal | "
+           "over-conf. conformal | over-conf. plug-in | bf plug-in | mean bound bf / CoxPH |", "|" + "---|" * 11]
+    for st in res["survival"]:
+        b = {r["method"]: r for r in st["bound"]}
+        fresh = "fresh" in st["dataset"]
+        key = "coverage_true" if fresh else "coverage_known"
+        floor = b["bayesfuse conformal"]["floor (1-alpha-3sd)"]
+
+        def cov(m, b=b, key=key, floor=floor):
+            v = b[m][key]
+            return f"**{v:.3f}**" if v < floor else f"{v:.3f}"
+        bc = b["bayesfuse conformal"]
+        true = f"{bc['coverage_true']:.3f}" if bc.get("coverage_true") is not None else "-"
+        out.append(f"| {_survival_name(st['dataset'])} | {bc['c0']:.4g} | {bc['mean_n_known']:.0f} | {floor:.3f} | "
+                   f"{bc['coverage_known']:.3f} / {bc['coverage_ipcw']:.3f} / {bc['coverage_worst']:.3f} | {true} | "
+                   f"{cov('CoxPH conformal')} | {cov('over-confident conformal')} | {cov('over-confident plug-in')} | "
+                   f"{cov('bayesfuse plug-in')} | {bc['mean_bound']:.4g} / {b['CoxPH conformal']['mean_bound']:.4g} |")
+    rules = ["bayesfuse LTT, 4 starts", "bayesfuse LTT", "CoxPH LTT, 4 starts", "CoxPH LTT", "over-confident LTT",
+             "bayesfuse plug-in (empirical risk)", "over-confident plug-in (self-reported risk)"]
+    heads = ["bf default", "bf `starts=1`", "CoxPH default", "CoxPH `starts=1`", "over-conf. LTT", "bf plug-in (no LTT)",
+             "over-conf. plug-in self"]
+    out += ["", "| dataset | tau | max_risk | violation share: " + " / ".join(heads)
+            + " | answered: bf default / bf `starts=1` / CoxPH default / CoxPH `starts=1` | certifying nothing: bf "
+              "default / `starts=1` |", "|" + "---|" * 6]
+    for st in res["survival"]:
+        a = {(r["method"], r["max_risk"]): r for r in st["abstain"]}
+        for risk in sorted({r for _, r in a}):
+            v = " / ".join(_cell(a[(m, risk)]["violation_share"] if a[(m, risk)].get("violation_share_true") is None
+                                 else a[(m, risk)]["violation_share_true"], allowed) for m in rules)
+            c = " / ".join(f"{a[(m, risk)]['mean_coverage']:.3f}" for m in rules[:4])
+            n = " / ".join(f"{a[(m, risk)]['share_nothing_certified']:.2f}" for m in rules[:2])
+            out.append(f"| {_survival_name(st['dataset'])} | {st['tau']:.4g} | {risk:g} | {v} | {c} | {n} |")
+    out += ["", "| dataset | levels | starts | joint coverage | violation subtype | violation survival (IPCW) | any head "
+                "| allowed |", "|" + "---|" * 8]
+    for m in res.get("multitask", []):
+        out.append(f"| {m['dataset']} | {m['levels']} | {m.get('starts', 1)} | {m['mean_coverage']:.3f} | "
+                   f"{_cell(m['viol_subtype'], allowed)} | {_cell(m['viol_survival'], allowed)} | "
+                   f"{_cell(m['viol_joint'], allowed)} | {m['allowed (delta+3sd)']:.3f} |")
+    return "\n".join(out)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("json", help="output of studies/abstention_validity/calibration.py --json")
@@ -157,6 +214,10 @@ def main(argv=None) -> None:
     with open(args.json) as fh:
         res = json.load(fh)
     print(f"<!-- {res.get('date')} {res.get('machine')}, {res.get('seconds', float('nan')):.0f} s -->\n")
+    if res.get("survival"):
+        print(survival_tables(res) + "\n")
+    if not res.get("studies"):
+        return
     print(violation_tables(res["studies"]))
     print("\nUsefulness (paired):\n")
     print(paired_table(res["paired"]))
