@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-risk", type=float, default=0.05, help="tolerated error among accepted patients")
     p.add_argument("--delta", type=float, default=0.1, help="tolerated failure probability of the guarantee")
     p.add_argument("--calibration-fraction", type=float, default=0.5)
-    p.add_argument("--starts", type=int, default=4, help="LTT start points (fallback procedure; 1 = plain fixed sequence)")
+    p.add_argument("--starts", type=int, default=4, help="LTT start points, default 4 (fallback procedure; 1 = plain fixed sequence)")
     p.add_argument("--survival-max-risk", type=float, default=0.2,
                    help="survival heads: tolerated share of wrong high/low calls at the horizon among accepted")
     p.add_argument("--horizon", type=float, default=None,

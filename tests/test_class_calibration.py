@@ -175,5 +175,8 @@ def test_auto_validation_share_gives_small_cohorts_enough_calibration_patients()
     assert cfg["n_validation"] >= 0.19 * 150 and model.class_calibration_["subtype"].n_calibration == cfg["n_validation"]
     model.fit(max_epochs=3, seed=0, progress=False, validation_fraction=0.1)   # an explicit share is kept
     assert model.train_config_["validation_fraction"] == 0.1 and model.train_config_["n_validation"] <= 16
-    with pytest.raises(bf.exceptions.ArgumentError, match="'auto' or a number"):
-        model.fit(max_epochs=1, validation_fraction="big", progress=False)
+    model.fit(max_epochs=1, seed=0, progress=False, validation_fraction=np.float32(0.25))   # numpy numbers work
+    assert type(model.train_config_["validation_fraction"]) is float
+    for bad in ("big", True, 1.0, -0.1):
+        with pytest.raises(bf.exceptions.ArgumentError, match="'auto' or a number"):
+            model.fit(max_epochs=1, validation_fraction=bad, progress=False)

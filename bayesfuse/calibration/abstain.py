@@ -139,8 +139,10 @@ class Abstainer:
         Tested thresholds (most conservative first) and their binomial p-values.
     n_calibration_ : int
         Calibration patients used.
-    n_min_ : int
-        ``ceil(log(delta) / log(1 - max_risk))``: fewest acceptances that can be certified.
+    n_min_ : int or dict
+        Fewest acceptances that can be certified. Categorical head: ``ceil(log(delta) / log(1 -
+        max_risk))``, the plain procedure's (the gate of ``per_pattern``). Survival head (int) or several
+        heads (dict per head): the fitted test's, at level ``delta / starts_``.
     starts_ : int
         Start points the pooled test used (:func:`~bayesfuse.calibration.ltt.effective_starts`:
         at most ``starts``, fewer for a small calibration set).

@@ -359,7 +359,8 @@ def ltt_multi_risk(scores, errors: dict, eligible: dict, max_risks: dict, delta:
     grid : array-like, optional
         Label-free candidate thresholds; default :func:`default_grid` ``(2)``.
     starts : int
-        Fixed sequences at ``delta / starts`` each, as in :func:`ltt_fixed_sequence`.
+        Largest number of start points of the fallback procedure, as in :func:`ltt_fixed_sequence`
+        (``k`` from :func:`effective_starts` over every risk's eligible count).
 
     Returns
     -------

@@ -274,11 +274,9 @@ class JointAbstention:
         several = len(self.max_risks) > 1
         score = ("posterior-predictive probability of the call" if self.survival_score == "predictive"
                  else "categorical: max class probability; survival: share of posterior draws on the called side")
-        procedure = (" over several risks (the largest per-head exact binomial p-value, fixed-sequence testing: "
-                     "family-wise, no Bonferroni split)" if several
-                     else " (exact binomial p-values, fixed-sequence testing)")
-        if self.ltt_.starts > 1:
-            procedure += f", {procedure_text(self.ltt_.starts)}"
+        test = procedure_text(self.ltt_.starts)
+        procedure = (f" over several risks (the largest per-head exact binomial p-value, {test}: family-wise, no "
+                     "Bonferroni split across heads)" if several else f" (exact binomial p-values, {test})")
         if several:
             counted = (". Counted per head: " + ", ".join(f"{h} {n}" for h, n in self.n_eligible_.items())
                        + " calibration patients (a patient missing one head's target still counts for the others; "

@@ -8,6 +8,7 @@ plain-array :class:`bayesfuse.Posterior` objects.
 from __future__ import annotations
 
 import contextlib
+import numbers
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,10 +37,10 @@ from bayesfuse.train.svi import COMPILE_MODES, MONITORS, TrainConfig, train_svi
 
 __all__ = ["FusionModel"]
 
-#: ``survival_refit`` option -> keyword arguments of :func:`refit_module_survival_heads`
-#: with ``fit(validation_fraction="auto")`` a model with a categorical head holds out at least this many
-#: patients (if that is at most ``MAX_AUTO_VALIDATION`` of them): they fit the modality reliabilities and
-#: the temperatures, which 10 patients (0.1 of a 100-patient cohort) cannot pin down
+#: with ``fit(validation_fraction="auto")`` a model with a categorical head holds out about this many
+#: patients (if that is at most ``MAX_AUTO_VALIDATION`` of them; the stratified split rounds per class): they
+#: fit the modality reliabilities and the temperatures, which 10 patients (0.1 of a 100-patient cohort)
+#: cannot pin down
 MIN_CALIBRATION_PATIENTS = 40
 #: the largest share ``"auto"`` holds out
 MAX_AUTO_VALIDATION = 0.2
@@ -60,6 +61,7 @@ def auto_validation_fraction(n_patients: int, has_categorical: bool) -> float:
     return float(np.clip(MIN_CALIBRATION_PATIENTS / n_patients, BASE_VALIDATION, MAX_AUTO_VALIDATION))
 
 
+#: ``survival_refit`` option -> keyword arguments of :func:`refit_module_survival_heads`
 _SURVIVAL_REFIT_ARGS = {"laplace": {"family": "laplace", "center": "fitted"},
                         "laplace_mode": {"family": "laplace", "center": "mode", "steps": 600},
                         "meanfield": {"family": "meanfield", "steps": 600}}
@@ -318,8 +320,8 @@ class FusionModel:
             Share of training patients held out (stratified by the first categorical head)
             for early stopping and, with ``calibrate=True``, for the calibration map; 0 trains
             on all for ``max_epochs``. ``"auto"`` (default): 0.1, and for a model with a
-            categorical head at least ``MIN_CALIBRATION_PATIENTS`` (40) patients as long as
-            that is at most 0.2 of them (``bayesfuse.model.fusion_model.auto_validation_fraction``;
+            categorical head about ``MIN_CALIBRATION_PATIENTS`` (40) patients (the stratified
+            split rounds per class) as long as that is at most 0.2 of them (``bayesfuse.model.fusion_model.auto_validation_fraction``;
             chosen on the cohort zoo, docs/model.md "Validation share").
         patience : int
             Epochs without validation improvement before stopping (best weights restored).
@@ -396,8 +398,12 @@ class FusionModel:
         if data is None:
             raise DataError("This model was loaded from disk and keeps no training data, so fit() has nothing to "
                             "train on. Build a new bf.FusionModel(train_data, heads=...) and fit that.")
-        if validation_fraction != "auto" and not (isinstance(validation_fraction, (int, float))
-                                                   and 0 <= validation_fraction < 1):
+        if isinstance(validation_fraction, str) and validation_fraction == "auto":
+            pass
+        elif isinstance(validation_fraction, numbers.Real) and not isinstance(validation_fraction, (bool, np.bool_)) \
+                and 0 <= validation_fraction < 1:
+            validation_fraction = float(validation_fraction)
+        else:
             raise ArgumentError(f"validation_fraction={validation_fraction!r} must be 'auto' or a number in [0, 1), "
                                 "e.g. 0.1.")
         if modality_dropout_mode not in ("both", "guide"):
