@@ -106,19 +106,29 @@ def _starts_by_hand(n, max_risk, delta, starts):
     return starts
 
 
-def _fixed_sequence_by_hand(scores, errors, max_risk, delta, grid, starts):
-    """Literal fallback procedure (Wiens 2003) over the multi-start points (loops, no vectorisation)."""
+def _literal_setup(scores, errors, max_risk, delta, grid, starts):
+    """Shared by the literal implementations: the descending grid, accepted / error counts per threshold, the
+    start points' grid indices and the per-start level (plain loops, no vectorisation)."""
     starts = _starts_by_hand(len(scores), max_risk, delta, starts)
     n_min = bf.calibration.min_certifiable(max_risk, delta / starts)
     grid = sorted(set(grid), reverse=True)
     acc = [int((scores >= g).sum()) for g in grid]
     err = [int(errors[scores >= g].sum()) for g in grid]
-    weight = [0.0] * len(grid)
+    start_idx = []
     for j in range(starts):
         idx = [i for i, a in enumerate(acc) if a >= n_min * 2**j]
         if not idx:
             break
-        weight[idx[0]] += delta / starts
+        start_idx.append(idx[0])
+    return grid, acc, err, start_idx, delta / starts
+
+
+def _fixed_sequence_by_hand(scores, errors, max_risk, delta, grid, starts):
+    """Literal fallback procedure (Wiens 2003) over the multi-start points."""
+    grid, acc, err, start_idx, share = _literal_setup(scores, errors, max_risk, delta, grid, starts)
+    weight = [0.0] * len(grid)
+    for i in start_idx:
+        weight[i] += share
     cert, level = set(), 0.0
     for i in range(len(grid)):
         level = weight[i] + level
@@ -134,18 +144,11 @@ def _fixed_sequence_by_hand(scores, errors, max_risk, delta, grid, starts):
 
 def _separate_sequences(scores, errors, max_risk, delta, grid, starts):
     """The Bonferroni union of ``starts`` separate fixed sequences at ``delta / starts`` (the fallback's floor)."""
-    starts = _starts_by_hand(len(scores), max_risk, delta, starts)
-    n_min = bf.calibration.min_certifiable(max_risk, delta / starts)
-    grid = sorted(set(grid), reverse=True)
-    acc = [int((scores >= g).sum()) for g in grid]
-    err = [int(errors[scores >= g].sum()) for g in grid]
+    grid, acc, err, start_idx, share = _literal_setup(scores, errors, max_risk, delta, grid, starts)
     cert = set()
-    for j in range(starts):
-        idx = [i for i, a in enumerate(acc) if a >= n_min * 2**j]
-        if not idx:
-            break
-        for i in range(idx[0], len(grid)):
-            if binom.cdf(err[i], acc[i], max_risk) > delta / starts:
+    for first in start_idx:
+        for i in range(first, len(grid)):
+            if binom.cdf(err[i], acc[i], max_risk) > share:
                 break
             cert.add(i)
     return {grid[i] for i in cert}
