@@ -78,6 +78,16 @@ def _sim_rows() -> list[Row]:
     return rows + [Row("cls:sim/noise", "classification", "sim", "subtype", sim=base, noise="expression")]
 
 
+def _sim_survival_rows() -> list[Row]:
+    """Simulator survival rows (Weibull times driven by the latent, 30% censoring), 80 or 150 features, 400 or 150
+    patients (more features make the CoxPH baseline's inner cross-validation take minutes per fit)."""
+    p80 = {"expression": ("gaussian", 40), "protein": ("gaussian", 40)}
+    p150 = {"expression": ("gaussian", 100), "protein": ("gaussian", 50)}
+    vary = {"p80": {"modalities": p80}, "p80-n150": {"n_patients": 150, "modalities": p80},
+            "p150": {"modalities": p150}, "p150-n150": {"n_patients": 150, "modalities": p150}}
+    return [Row(f"surv:sim/{k}", "survival", "sim", "survival", sim={"n_patients": 400, **v}) for k, v in vary.items()]
+
+
 def all_rows() -> list[Row]:
     """Every zoo row, classification first."""
     rows = (_variants("cls", "tcga_gbmlgg", "subtype", "classification", noise="protein")
@@ -93,6 +103,7 @@ def all_rows() -> list[Row]:
              Row("surv:cll/drugs-only", "survival", "cll", "survival", modalities=("drugs",)),
              Row("surv:gse7390/full", "survival", "gse7390", "survival"),
              Row("surv:gse7390/n100", "survival", "gse7390", "survival", n_train=100)]
+    rows += _sim_survival_rows()
     return rows
 
 

@@ -285,6 +285,10 @@ def test_per_pattern_thresholds_and_fallback():
     np.testing.assert_array_equal(dec.threshold.to_numpy()[1280:], abst.threshold_)
     assert (dec.threshold.to_numpy()[:1000] == abst.pattern_thresholds_[("mrna", "methyl")]).all()
     assert "Per missingness pattern" in abst.guarantee_
+    # each pattern's statement names its own procedure when its start points differ from the pooled one
+    for pat, res in abst.pattern_ltt_.items():
+        assert res.starts < abst.starts_
+        assert f"{'+'.join(pat)}: threshold {res.threshold:.4g} (fallback procedure from {res.starts} " in abst.guarantee_
 
 
 # --------------------------------------------------------------- input errors

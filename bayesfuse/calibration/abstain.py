@@ -419,6 +419,8 @@ class Abstainer:
         if self.per_pattern:
             parts = [f"{'+'.join(p) or 'no modality'}: threshold {t:.4g}"
                      + ("" if np.isfinite(t) else " (nothing certified, abstain)")
+                     + ("" if self.pattern_ltt_[p].starts == self.starts_
+                        else f" ({procedure_text(self.pattern_ltt_[p].starts)})")
                      for p, t in self.pattern_thresholds_.items()]
             text += (" Per missingness pattern (each at the same max_risk/delta, separately; jointly over "
                      f"{len(parts)} patterns with probability >= 1 - {len(parts)}*delta): " + "; ".join(parts) + ".")
