@@ -17,6 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from bayesfuse._cli_types import latent_dim_arg
+
 __all__ = ["main"]
 
 
@@ -238,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nonpositive-times", choices=("error", "shift", "drop"), default="error",
                    help="survival heads: follow-up times <= 0 are an error (default), 'shift'ed to half the "
                         "smallest positive time, or 'drop'ped (survival label unknown)")
-    p.add_argument("--latent-dim", type=int, default=16)
+    p.add_argument("--latent-dim", type=latent_dim_arg, default="auto",
+                   help="size of the shared latent; auto (default) = 16, 32 for a survival-only model with >= 64 features")
     p.add_argument("--max-epochs", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=128, help="minibatch (global over ranks with --distributed)")
     p.add_argument("--seed", type=int, default=0)

@@ -56,7 +56,7 @@ class _FusionBase(BaseEstimator):
 
     _HEAD = "y"
 
-    def __init__(self, modalities: Mapping[str, Any] | None = None, latent_dim: int = 16, hidden: int = 128,
+    def __init__(self, modalities: Mapping[str, Any] | None = None, latent_dim: int | str = "auto", hidden: int = 128,
                  max_epochs: int = 300, batch_size: int = 128, lr: float = 2e-3, validation_fraction: float | str = "auto",
                  patience: int = 30, kl_warmup_epochs: int = 30, modality_dropout: float = 0.25,
                  bayesian: str = "none", likelihoods: Mapping[str, str] | None = None,

@@ -178,7 +178,8 @@ def bayesfuse_classification(train, test, target: str, seed: int, model_kwargs: 
     post = model.predict(test, num_samples=num_samples, seed=seed)
     rows, y = aligned_labels(post, test.targets[target], target)
     return {**class_metrics(post.probs(target).mean(axis=0)[rows], y), "fit_s": fit_s,
-            "predict_s": time.perf_counter() - t0 - fit_s, "epochs": int(len(model.history_))}
+            "predict_s": time.perf_counter() - t0 - fit_s, "epochs": int(len(model.history_)),
+            "latent_dim": int(model.latent_dim)}
 
 
 def eval_setup(train, test):

@@ -291,7 +291,7 @@ def survival_records(row: Row, train, test, seed: int, model_kwargs: dict, fit_k
     # the band widened by the KM estimate's own Greenwood error
     band = {f"band_coverage{k}": interval_coverage(t, e, surv_draws, grid, np.quantile(t, [0.25, 0.5, 0.75]), groups=3,
                                                    prob=0.9, km_error=bool(k)).coverage for k in ("", "_pred")}
-    out = {"bayesfuse": {**score(risk, surv_draws.mean(0), s_own), **band, "fit_s": fit_s,
+    out = {"bayesfuse": {**score(risk, surv_draws.mean(0), s_own), **band, "fit_s": fit_s, "latent_dim": int(model.latent_dim),
                          "epochs": int(len(model.history_))}}
     xtr, xte = C.baseline_features(train.subset(ids=train.sample_ids[tr_ok]), test_eval)
     t0 = time.perf_counter()

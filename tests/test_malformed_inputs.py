@@ -113,7 +113,7 @@ API = {
     "num_samples negative": (lambda tmp: _model().predict(_data(), num_samples=-5), "num_samples=-5"),
     "impute num_samples 0": (lambda tmp: _model().impute(_data(), num_samples=0), "num_samples"),
     "impute unknown modality": (lambda tmp: _model().impute(_data(), modalities=["rna"]), "rna"),
-    "latent_dim 0": (lambda tmp: bf.FusionModel(_data(), latent_dim=0), "latent_dim=0 must be >= 1"),
+    "latent_dim 0": (lambda tmp: bf.FusionModel(_data(), latent_dim=0), "latent_dim=0 must be .auto. or an integer >= 1"),
     "unknown bayesian mode": (lambda tmp: bf.FusionModel(_data(), bayesian="yes"), "bayesian='yes'"),
     "likelihood for unknown modality": (lambda tmp: bf.FusionModel(_data(), likelihoods={"rna": "gaussian"}),
                                         "unknown modalities"),

@@ -251,3 +251,37 @@ def test_cuda_fit_predict(cohort):
     m.fit(max_epochs=3, progress=False)
     post = m.predict(data.subset(split="test"), num_samples=5)
     assert np.isfinite(post.probs("subtype")).all()
+
+
+def test_auto_latent_dim_is_32_only_for_survival_models_with_many_features(tmp_path):
+    from bayesfuse.cli import build_parser
+    from bayesfuse.model.fusion_model import BASE_LATENT_DIM, SURVIVAL_LATENT_DIM, auto_latent_dim
+
+    assert (BASE_LATENT_DIM, SURVIVAL_LATENT_DIM) == (16, 32)
+    assert auto_latent_dim(64, has_categorical=False, has_survival=True) == 32
+    assert auto_latent_dim(63, has_categorical=False, has_survival=True) == 16   # clinical cohorts keep 16
+    assert auto_latent_dim(400, has_categorical=True, has_survival=True) == 16   # a categorical head: 16
+    assert auto_latent_dim(400, has_categorical=False, has_survival=False) == 16  # unsupervised: 16
+    torch.set_num_threads(1)
+    data, _ = bf.datasets.simulate(n_patients=120, seed=5)                     # 390 features
+    surv = bf.heads.Survival(time="time", event="event")
+    assert bf.FusionModel(data, heads={"survival": surv}).latent_dim == 32
+    assert bf.FusionModel(data, heads={"survival": surv, "subtype": "categorical"}).latent_dim == 16
+    assert bf.FusionModel(data.select_modalities(["protein"]), heads={"survival": surv}).latent_dim == 16  # 40
+    assert bf.FusionModel(data, max_features=10, heads={"survival": surv}).latent_dim == 16   # 40 after selection
+    assert bf.FusionModel(data).latent_dim == 16                                           # unsupervised
+    from bayesfuse.sklearn import FusionSurvival
+    assert FusionSurvival().get_params()["latent_dim"] == "auto"
+    assert bf.FusionModel(data, heads={"survival": surv}, latent_dim=np.int64(3)).latent_dim == 3
+    for bad in (0, True, 2.5, "big"):
+        with pytest.raises(bf.exceptions.ArgumentError, match="'auto' or an integer"):
+            bf.FusionModel(data, latent_dim=bad)
+    model = bf.FusionModel(data, heads={"survival": surv}, hidden=8).fit(max_epochs=2, seed=0, progress=False)
+    model.save(tmp_path / "m")
+    assert bf.FusionModel.load(tmp_path / "m").latent_dim == 32                  # saved as the resolved size
+    parse = build_parser().parse_args
+    assert parse(["fit", "d", "--out", "o"]).latent_dim == "auto"
+    assert parse(["fit", "d", "--out", "o", "--latent-dim", "8"]).latent_dim == 8
+    assert parse(["fit", "d", "--out", "o", "--latent-dim", "auto"]).latent_dim == "auto"
+    with pytest.raises(SystemExit):
+        parse(["fit", "d", "--out", "o", "--latent-dim", "0"])

@@ -16,6 +16,7 @@ import os
 import torch
 import torch.distributed as dist
 
+from bayesfuse._cli_types import latent_dim_arg
 from bayesfuse.train.distributed import init_from_env, train_distributed
 from bayesfuse.train.svi import TrainConfig
 
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--split", default=None, help="train on this split only (e.g. train)")
     ap.add_argument("--head", action="append", default=[], help="COLUMN=KIND, repeatable")
     ap.add_argument("--drop", action="append", default=[], help="MODALITY:FEATURE to drop (leakage), repeatable")
-    ap.add_argument("--latent-dim", type=int, default=16)
+    ap.add_argument("--latent-dim", type=latent_dim_arg, default="auto")
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--batch-size", type=int, default=256, help="global minibatch")

@@ -156,7 +156,7 @@ def cox_predictive(train: bf.MultiModalData, pool: bf.MultiModalData, c0: float,
 
 # ------------------------------------------------------------------------------------------ setup
 def setup_cohort(name: str, data: bf.MultiModalData, heads: dict, epochs: int, num_samples: int,
-                 train_ids=None, pool_ids=None, latent_dim: int = 16) -> dict:
+                 train_ids=None, pool_ids=None, latent_dim: int | str = "auto") -> dict:
     t0 = time.perf_counter()
     if train_ids is None:
         ids = data.sample_ids
