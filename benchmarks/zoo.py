@@ -508,6 +508,9 @@ def main(argv=None) -> dict | None:
     rows = select_rows(all_rows(), list(QUICK) if args.quick and not args.rows else args.rows, args.task)
     if args.list:
         return print("\n".join(r.name for r in rows))
+    if not rows:
+        raise SystemExit(f"No zoo row matches --rows {args.rows} with --task {args.task} (a pattern with * ? [ is a "
+                         "glob, e.g. 'surv:*n100'; otherwise a regex, e.g. 'n100$'). List the rows with --list.")
     seeds, fit_kwargs = args.seeds, dict(args.fit_kwargs)
     if args.quick:
         seeds = [0]

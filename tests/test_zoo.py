@@ -113,3 +113,14 @@ def test_table_reports_margins_and_comparison(zoo):
     row = next(ln for ln in two.splitlines() if ln.startswith("| cls:hand/miss"))
     assert "bf[a] / bf[b]" in two and row.rstrip(" |").endswith("pass") and "**miss**" in row
     assert np.isclose(float(row.split(" | ")[3].split(" / ")[1]), 0.99)   # accuracy of tag b in its column
+
+
+def test_row_selection_globs_regexes_and_an_empty_selection_says_how(zoo):
+    rows = zoo.all_rows()
+    names = [r.name for r in zoo.select_rows(rows, ["surv:*n100"], "survival")]
+    assert names and all(n.startswith("surv:") and n.endswith("n100") for n in names)
+    assert [r.name for r in zoo.select_rows(rows, ["n100$"], "survival")] == names
+    assert {r.name for r in zoo.select_rows(rows, ["surv:sim*"], "all")} == {
+        "surv:sim/p80", "surv:sim/p80-n150", "surv:sim/p150", "surv:sim/p150-n150"}
+    with pytest.raises(SystemExit, match="No zoo row matches.*glob"):
+        zoo.main(["--task", "survival", "--rows", "surv:.*n100"])
