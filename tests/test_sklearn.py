@@ -41,9 +41,13 @@ class _SurvivalCheckTarget(FusionSurvival):
 # unless SCIPY_ARRAY_API=1 is set.
 @parametrize_with_checks([FusionClassifier(**FAST), _SurvivalCheckTarget(**FAST)])
 def test_sklearn_compatible(estimator, check):
+    before = repr(sorted(estimator.get_params(deep=False).items()))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        check(estimator)
+        check(estimator)   # raises on a broken convention (negative control below)
+    # the constructor parameters stay what the user set, whatever the checks fitted (scikit-learn's contract;
+    # e.g. fit must not write the resolved latent_dim="auto" back)
+    assert repr(sorted(estimator.get_params(deep=False).items())) == before
 
 
 def test_sklearn_checks_fail_on_a_broken_estimator():
