@@ -31,7 +31,10 @@ ECE_FLOOR, ACC_SLACK, C_SLACK, DCAL_ALPHA = 0.03, 0.01, 0.01, 0.05
 BASELINES = {"classification": ("LR", "RF"), "survival": ("CoxPH", "RSF")}
 FOOTNOTE = ("Cohorts: ../shared/data (tcga_gbmlgg Apache-2.0, tcga_rare6 MIT, cll LGPL-3, metabric/support/gbsg/"
             "whas MIT); wdbc = scikit-learn load_breast_cancer (UCI WDBC, CC BY 4.0); gse7390 = scikit-survival "
-            "load_breast_cancer (GEO GSE7390, Desmedt et al. 2007). Data are read from the installed packages / "
+            "load_breast_cancer (GEO GSE7390, Desmedt et al. 2007); dlbcl / chop / dbcd / aml_bull / nsbcd / nki70 = the "
+            "SurvSet package (GPL-3; its sources: DLBCL Rosenwald et al. 2002, chop = R bujar, DBCD = Sorlie / van de "
+            "Vijver breast cohort, AML_Bull Bullinger et al. 2004, NSBCD Sorlie et al. 2003, nki70 = R penalized), rows "
+            "'*/resplit' draw a new stratified 75/25 split per seed. Data are read from the installed packages / "
             "shared folder, never committed.")
 
 
@@ -52,6 +55,7 @@ class Row:
     counts: tuple = ()
     seeds: tuple | None = None
     sim: dict = field(default_factory=dict)
+    resplit: bool = False
 
 def _variants(prefix: str, cohort: str, target: str, task: str, noise: str | None, counts: tuple = (),
               missing: bool = True) -> list[Row]:
@@ -104,6 +108,7 @@ def all_rows() -> list[Row]:
              Row("surv:gse7390/full", "survival", "gse7390", "survival"),
              Row("surv:gse7390/n100", "survival", "gse7390", "survival", n_train=100)]
     rows += _sim_survival_rows()
+    rows += [Row(f"surv:{c}/resplit", "survival", c, "survival", resplit=True) for c in SURVSET]
     return rows
 
 
@@ -127,6 +132,15 @@ def shared_split(labels: pd.Series, test_share: float = 0.2) -> pd.Series:
         perm = rs.permutation(len(idx))
         split.loc[np.asarray(idx)[perm[: int(np.floor(test_share * len(idx) + 0.5))]]] = "test"
     return split
+
+
+def resplit(labels: pd.Series, seed: int, test_share: float = 0.25) -> pd.Series:
+    """A stratified ``1 - test_share`` / ``test_share`` train / test split drawn with ``seed``."""
+    from sklearn.model_selection import train_test_split
+
+    _, te = train_test_split(labels.index.to_numpy(), test_size=test_share, random_state=seed,
+                             stratify=labels.astype(str).to_numpy())
+    return pd.Series(np.where(labels.index.isin(te), "test", "train"), index=labels.index, dtype=object)
 
 
 def load_wdbc():
@@ -163,6 +177,34 @@ def load_gse7390():
     return bf.MultiModalData({"expression": expr, "clinical": clin}, targets=targets, name="gse7390")
 
 
+#: SurvSet cohort -> zoo cohort name (gene-expression survival cohorts of 115-414 patients, 71-7,399 genes)
+SURVSET = {"dlbcl": "DLBCL", "chop": "chop", "dbcd": "DBCD", "aml_bull": "AML_Bull", "nsbcd": "NSBCD",
+           "nki70": "nki70"}
+
+
+def load_survset(cohort: str):
+    """A SurvSet gene-expression survival cohort (``pip install SurvSet``): ``num_*`` genes as ``expression``, the
+    ``fac_*`` columns and ``num_Age`` (nki70) one-hot as ``clinical``; time, event; ``split`` is redrawn per seed."""
+    from SurvSet.data import SurvLoader
+
+    import bayesfuse as bf
+
+    df = SurvLoader().load_dataset(ds_name=SURVSET[cohort])["df"]
+    df.index = pd.Index([f"{cohort}-{i}" for i in df["pid"]], name="sample_id")
+    clin_num = [c for c in df if c.startswith("num_") and c.lower() in ("num_age",)]
+    genes = [c for c in df if c.startswith("num_") and c not in clin_num]
+    fac = [c for c in df if c.startswith("fac_")]
+    mods = {"expression": df[genes].astype(float).rename(columns=lambda c: c[4:])}
+    if fac or clin_num:
+        clin = pd.concat([df[clin_num].astype(float), pd.get_dummies(df[fac].astype(str), drop_first=True,
+                                                                       dtype=float)], axis=1)
+        mods["clinical"] = clin
+    ev = df["event"].astype(int)
+    targets = pd.DataFrame({"time": df["time"].astype(float), "event": ev, "split": shared_split(ev)},
+                           index=df.index)
+    return bf.MultiModalData(mods, targets=targets, name=cohort)
+
+
 def load_sim(seed: int, imbalance: float | None = None, n_subtypes: int = 3, **kwargs):
     """A simulated subtype cohort (redrawn per seed); ``imbalance``: class S1 subsampled to that share."""
     from bayesfuse.datasets import simulate
@@ -184,6 +226,8 @@ def load_cohort(row: Row, seed: int, data_root: Path):
         return load_sim(seed, **row.sim)
     if row.cohort in ("wdbc", "gse7390"):
         return load_wdbc() if row.cohort == "wdbc" else load_gse7390()
+    if row.cohort in SURVSET:
+        return load_survset(row.cohort)
     drop = C.LEAKAGE.get(row.cohort) if row.task == "classification" else None
     return C.read_cached(Path(data_root) / row.cohort, drop)
 
@@ -232,12 +276,22 @@ def drop_one_modality(data, seed: int, share: float = 0.5):
 
 def make_split(row: Row, seed: int, data_root: Path):
     """Train / test of ``row`` for ``seed`` and a dict of notes (or a skip reason)."""
+    import importlib.util
+
+    import bayesfuse as bf
+
+    if row.cohort in SURVSET and importlib.util.find_spec("SurvSet") is None:
+        return None, None, {"skipped": "needs the SurvSet package (benchmark only, GPL-3): pip install SurvSet"}
     data = load_cohort(row, seed, data_root)
     if row.modalities:
         data = data.select_modalities(list(row.modalities))
         data = data.subset(ids=[i for i, p in zip(data.sample_ids, data.presence.any(axis=1)) if p])
     if row.noise:
         data = add_noise(data, row.noise, seed)
+    if row.resplit:
+        strata = data.targets["event"] if row.task == "survival" else data.targets[row.target]
+        data = bf.MultiModalData({m: data.modality(m) for m in data.modality_names},
+                                 targets=data.targets.assign(split=resplit(strata, seed)), name=data.name, copy=False)
     train, test = data.subset(split="train"), data.subset(split="test")
     info: dict = {}
     if row.n_train:
@@ -258,10 +312,13 @@ def make_split(row: Row, seed: int, data_root: Path):
 
 
 def classification_records(row: Row, train, test, seed: int, model_kwargs: dict, fit_kwargs: dict,
-                           head_kwargs: dict) -> dict[str, dict]:
-    """bayesfuse, logistic regression and random forest metrics of one row and seed."""
+                           head_kwargs: dict, baselines: bool = True) -> dict[str, dict]:
+    """bayesfuse, logistic regression and random forest metrics of one row and seed (bayesfuse only when
+    ``baselines`` is false)."""
     out = {"bayesfuse": C.bayesfuse_classification(train, test, row.target, seed, model_kwargs, fit_kwargs,
                                                  head_kwargs.get("categorical", {}))}
+    if not baselines:
+        return out
     xtr, xte = C.baseline_features(train, test, row.counts)
     for meth in ("LR", "RF"):
         out[meth] = C.sklearn_classifier(meth, xtr, train.targets[row.target], xte, test.targets[row.target],
@@ -270,8 +327,9 @@ def classification_records(row: Row, train, test, seed: int, model_kwargs: dict,
 
 
 def survival_records(row: Row, train, test, seed: int, model_kwargs: dict, fit_kwargs: dict,
-                     head_kwargs: dict) -> dict[str, dict]:
-    """bayesfuse, penalised CoxPH and RSF metrics (Harrell C, Uno C, IBS, D-cal p) of one row and seed."""
+                     head_kwargs: dict, baselines: bool = True) -> dict[str, dict]:
+    """bayesfuse, penalised CoxPH and RSF metrics (Harrell C, Uno C, IBS, D-cal p) of one row and seed (bayesfuse
+    only when ``baselines`` is false)."""
     import bayesfuse as bf
     from bayesfuse.metrics import interval_coverage
 
@@ -293,6 +351,9 @@ def survival_records(row: Row, train, test, seed: int, model_kwargs: dict, fit_k
                                                    prob=0.9, km_error=bool(k)).coverage for k in ("", "_pred")}
     out = {"bayesfuse": {**score(risk, surv_draws.mean(0), s_own), **band, "fit_s": fit_s, "latent_dim": int(model.latent_dim),
                          "epochs": int(len(model.history_))}}
+    out["bayesfuse"]["n_events_train"], out["bayesfuse"]["n_events_test"] = int(tr_e.sum()), int(e.sum())
+    if not baselines:
+        return out
     xtr, xte = C.baseline_features(train.subset(ids=train.sample_ids[tr_ok]), test_eval)
     t0 = time.perf_counter()
     cr, cs, co, pen = C.run_cox(xtr, xte, tr_t, tr_e, grid, t, seed=seed)
@@ -306,7 +367,7 @@ def survival_records(row: Row, train, test, seed: int, model_kwargs: dict, fit_k
 
 
 def run_one(row: Row, seed: int, model_kwargs: dict, fit_kwargs: dict, head_kwargs: dict | None = None,
-            data_root: Path | str | None = None) -> list[dict]:
+            data_root: Path | str | None = None, baselines: bool = True) -> list[dict]:
     """All records (one per method, or one ``skipped`` / ``error`` record) of ``row`` and ``seed``."""
     C.quiet()
     base = {"row": row.name, "task": row.task, "cohort": row.cohort, "variant": row.name.split("/", 1)[1],
@@ -317,7 +378,7 @@ def run_one(row: Row, seed: int, model_kwargs: dict, fit_kwargs: dict, head_kwar
         if train is None:
             return [{**base, "method": None, **info}]
         runner = classification_records if row.task == "classification" else survival_records
-        res = runner(row, train, test, seed, model_kwargs, fit_kwargs, head_kwargs or {})
+        res = runner(row, train, test, seed, model_kwargs, fit_kwargs, head_kwargs or {}, baselines)
     except Exception as exc:  # noqa: BLE001  (one failed row must not end the zoo)
         return [{**base, "method": None, "error": f"{type(exc).__name__}: {exc}"}]
     sizes = {"n_train": int(train.n_samples), "n_test": int(test.n_samples),
@@ -336,11 +397,12 @@ def git_commit() -> str | None:
 
 
 def run_zoo(rows: list[Row], seeds: list[int], model_kwargs: dict, fit_kwargs: dict, head_kwargs: dict,
-            data_root, tag: str, out: Path | None, jobs: int = 1, log=print) -> dict:
-    """Run every (row, seed), writing the JSON after each so an interrupted run keeps what it measured."""
+            data_root, tag: str, out: Path | None, jobs: int = 1, log=print, baselines: bool = True) -> dict:
+    """Run every (row, seed), writing the JSON after each so an interrupted run keeps what it measured;
+    ``baselines=False`` fits bayesfuse only (render it beside a run that has the baselines)."""
     doc = {"schema": SCHEMA, "tag": tag, "created": time.strftime("%Y-%m-%d %H:%M:%S"), "git_commit": git_commit(),
            "argv": sys.argv[1:], "model_kwargs": model_kwargs, "fit_kwargs": fit_kwargs, "head_kwargs": head_kwargs,
-           "seeds": list(seeds), "rows": [r.name for r in rows], "records": []}
+           "seeds": list(seeds), "rows": [r.name for r in rows], "baselines": baselines, "records": []}
     tasks = [(r, s) for r in rows for s in (r.seeds if r.seeds is not None else seeds)]
     done = [0]
 
@@ -356,12 +418,12 @@ def run_zoo(rows: list[Row], seeds: list[int], model_kwargs: dict, fit_kwargs: d
 
     if jobs <= 1:
         for r, s in tasks:
-            collect(r, s, run_one(r, s, model_kwargs, fit_kwargs, head_kwargs, data_root))
+            collect(r, s, run_one(r, s, model_kwargs, fit_kwargs, head_kwargs, data_root, baselines))
     else:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(jobs) as ex:
-            futs = [(r, s, ex.submit(run_one, r, s, model_kwargs, fit_kwargs, head_kwargs, data_root))
+            futs = [(r, s, ex.submit(run_one, r, s, model_kwargs, fit_kwargs, head_kwargs, data_root, baselines))
                     for r, s in tasks]
             for r, s, f in futs:
                 collect(r, s, f.result())
@@ -500,6 +562,8 @@ def main(argv=None) -> dict | None:
     ap.add_argument("--data-root", default=str(C.DATA))
     ap.add_argument("--task", choices=["classification", "survival", "all"], default="all")
     ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--bayesfuse-only", action="store_true",
+                    help="skip the baselines (compare with --table BASELINE_RUN.json THIS_RUN.json)")
     ap.add_argument("--list", action="store_true", help="print the selected row names and exit")
     ap.add_argument("--table", nargs="+", metavar="JSON", help="re-render the table from saved results (no fitting)")
     args = ap.parse_args(argv)
@@ -519,10 +583,13 @@ def main(argv=None) -> dict | None:
     out = C.RESULTS / f"zoo_{args.tag}.json"
     t0 = time.perf_counter()
     doc = run_zoo(rows, seeds, args.model_kwargs, fit_kwargs, args.head_kwargs, args.data_root, args.tag, out,
-                  args.jobs, log=lambda m: print(m, file=sys.stderr, flush=True))
+                  args.jobs, log=lambda m: print(m, file=sys.stderr, flush=True), baselines=not args.bayesfuse_only)
     doc["total_s"] = time.perf_counter() - t0
     C.write_json(doc, out)
-    print(render_table([doc]))
+    if args.bayesfuse_only:
+        print(f"bayesfuse only: compare with `python benchmarks/zoo.py --table BASELINE_RUN.json {out}`")
+    else:
+        print(render_table([doc]))
     print(f"\nJSON: {out} ({doc['total_s'] / 60:.1f} min)")
     return doc
 

@@ -253,6 +253,31 @@ def test_cuda_fit_predict(cohort):
     assert np.isfinite(post.probs("subtype")).all()
 
 
+def test_auto_early_stopping_monitors_the_survival_head_only_when_features_outnumber_patients_twice():
+    from bayesfuse.model.fusion_model import WIDE_SURVIVAL_RATIO, auto_early_stopping
+
+    assert WIDE_SURVIVAL_RATIO == 2
+    assert auto_early_stopping(200, 100, has_categorical=False, has_survival=True) == "heads"
+    assert auto_early_stopping(199, 100, has_categorical=False, has_survival=True) == "elbo"   # below 2 x n
+    assert auto_early_stopping(9, 1500, has_categorical=False, has_survival=True) == "elbo"    # clinical cohort
+    assert auto_early_stopping(9, 1500, has_categorical=True, has_survival=True) == "heads"    # categorical head
+    assert auto_early_stopping(5000, 100, has_categorical=False, has_survival=False) == "elbo"  # unsupervised
+    assert auto_early_stopping(5000, 0, has_categorical=False, has_survival=True) == "elbo"
+    torch.set_num_threads(1)
+    data, _ = bf.datasets.simulate(n_patients=120, seed=5)                     # 390 features, 120 patients
+    surv = bf.heads.Survival(time="time", event="event")
+
+    def monitor(d, **kw):
+        m = bf.FusionModel(d, heads={"survival": surv}, hidden=8).fit(max_epochs=2, seed=0, progress=False, **kw)
+        return m.train_config_["monitor"]
+
+    assert monitor(data) == "heads"
+    assert monitor(data.select_modalities(["protein"])) == "elbo"              # 40 features
+    assert monitor(data, early_stopping="elbo") == "elbo"                      # an explicit choice is kept
+    with pytest.raises(bf.exceptions.ArgumentError, match="needs a model with heads"):
+        bf.FusionModel(data, hidden=8).fit(max_epochs=1, early_stopping="heads", progress=False)
+
+
 def test_auto_latent_dim_is_32_only_for_survival_models_with_many_features(tmp_path):
     from bayesfuse.cli import build_parser
     from bayesfuse.model.fusion_model import BASE_LATENT_DIM, SURVIVAL_LATENT_DIM, auto_latent_dim

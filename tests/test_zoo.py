@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 pytest.importorskip("sklearn")
@@ -50,6 +51,12 @@ def test_tiny_simulator_row_end_to_end(zoo, tmp_path):
     assert recs[0]["epochs"] <= 4
     table = zoo.render_table([doc])
     assert "cls:sim/tiny" in table and table.count("\n|") >= 2
+    # a bayesfuse-only run (a variant) is rendered beside the run that has the baselines
+    alone = zoo.run_zoo([row], [0], {"latent_dim": 4, "hidden": 16}, {"max_epochs": 2}, {}, None, "v", None,
+                        log=lambda m: None, baselines=False)
+    assert [r["method"] for r in alone["records"]] == ["bayesfuse"] and alone["baselines"] is False
+    both = next(ln for ln in zoo.render_table([doc, alone]).splitlines() if ln.startswith("| cls:sim/tiny"))
+    assert both.count("pass") + both.count("**miss**") == 2, both
 
 
 def _cls(row, method, seed, acc, nll, ece):
@@ -124,3 +131,29 @@ def test_row_selection_globs_regexes_and_an_empty_selection_says_how(zoo):
         "surv:sim/p80", "surv:sim/p80-n150", "surv:sim/p150", "surv:sim/p150-n150"}
     with pytest.raises(SystemExit, match="No zoo row matches.*glob"):
         zoo.main(["--task", "survival", "--rows", "surv:.*n100"])
+
+
+def test_resplit_rows_redraw_a_stratified_split_per_seed_and_skip_without_survset(zoo, monkeypatch):
+    labels = pd.Series(np.r_[np.ones(40, int), np.zeros(120, int)], index=[f"p{i}" for i in range(160)])
+    a, b = zoo.resplit(labels, 0), zoo.resplit(labels, 1)
+    assert (a == "test").sum() == 40 and labels[a == "test"].sum() == 10      # 25 % test, event share kept
+    assert not a.equals(b) and a.equals(zoo.resplit(labels, 0))
+    rows = [r for r in zoo.all_rows() if r.resplit]
+    assert {r.cohort for r in rows} == set(zoo.SURVSET) and all(r.task == "survival" for r in rows)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "SurvSet" else real(name, *a))
+    train, test, info = zoo.make_split(rows[0], 0, zoo.C.DATA)
+    assert train is None and "pip install SurvSet" in info["skipped"]
+
+
+def test_survset_cohort_loads_as_expression_plus_clinical(zoo):
+    pytest.importorskip("SurvSet")
+    assert zoo.load_survset("chop").modality_names == ["expression"]
+    row = next(r for r in zoo.all_rows() if r.cohort == "nki70")
+    train, test, _ = zoo.make_split(row, 0, zoo.C.DATA)
+    assert set(train.modality_names) == {"expression", "clinical"}
+    assert train.modality("clinical").notna().all().all()
+    assert train.n_samples + test.n_samples > 100 and test.n_samples > 0
+    assert set(train.sample_ids).isdisjoint(test.sample_ids)
+    assert train.modality("expression").shape[1] == 70
+    assert set(train.targets["event"].unique()) <= {0, 1}
