@@ -191,7 +191,7 @@ def load_survset(cohort: str):
 
     df = SurvLoader().load_dataset(ds_name=SURVSET[cohort])["df"]
     df.index = pd.Index([f"{cohort}-{i}" for i in df["pid"]], name="sample_id")
-    clin_num = [c for c in df if c.startswith("num_") and c.lower() in ("num_age",)]
+    clin_num = [c for c in df if c.lower() == "num_age"]
     genes = [c for c in df if c.startswith("num_") and c not in clin_num]
     fac = [c for c in df if c.startswith("fac_")]
     mods = {"expression": df[genes].astype(float).rename(columns=lambda c: c[4:])}
@@ -349,20 +349,18 @@ def survival_records(row: Row, train, test, seed: int, model_kwargs: dict, fit_k
     # the band widened by the KM estimate's own Greenwood error
     band = {f"band_coverage{k}": interval_coverage(t, e, surv_draws, grid, np.quantile(t, [0.25, 0.5, 0.75]), groups=3,
                                                    prob=0.9, km_error=bool(k)).coverage for k in ("", "_pred")}
+    events = {"n_events_train": int(tr_e.sum()), "n_events_test": int(e.sum())}
     out = {"bayesfuse": {**score(risk, surv_draws.mean(0), s_own), **band, "fit_s": fit_s, "latent_dim": int(model.latent_dim),
-                         "epochs": int(len(model.history_))}}
-    out["bayesfuse"]["n_events_train"], out["bayesfuse"]["n_events_test"] = int(tr_e.sum()), int(e.sum())
+                         "epochs": int(len(model.history_)), **events}}
     if not baselines:
         return out
     xtr, xte = C.baseline_features(train.subset(ids=train.sample_ids[tr_ok]), test_eval)
     t0 = time.perf_counter()
     cr, cs, co, pen = C.run_cox(xtr, xte, tr_t, tr_e, grid, t, seed=seed)
-    out["CoxPH"] = {**score(cr, cs, co), "fit_s": time.perf_counter() - t0, "penalizer": pen}
+    out["CoxPH"] = {**score(cr, cs, co), "fit_s": time.perf_counter() - t0, "penalizer": pen, **events}
     t0 = time.perf_counter()
     rr, rs, ro = C.run_rsf(xtr, xte, tr_t, tr_e, grid, t, seed)
-    out["RSF"] = {**score(rr, rs, ro), "fit_s": time.perf_counter() - t0}
-    for m in out.values():
-        m["n_events_train"], m["n_events_test"] = int(tr_e.sum()), int(e.sum())
+    out["RSF"] = {**score(rr, rs, ro), "fit_s": time.perf_counter() - t0, **events}
     return out
 
 
