@@ -517,6 +517,9 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default="benchmarks/results/calibration.json")
     ap.add_argument("--skip", default="", help="comma-separated sections to skip: simulator, real, unseen, survival")
     ap.add_argument("--only", default="", help="comma-separated sections to run (the others are skipped)")
+    ap.add_argument("--fit-seeds", type=int, nargs="+", default=[0],
+                    help="survival section: one model fit per cohort and seed (training half and model seed)")
+    ap.add_argument("--cohorts", default="", help="survival section: comma-separated cohorts (default: all)")
     args = ap.parse_args(argv)
     if args.quick:
         args.n_splits, args.epochs, args.cv_epochs, args.folds, args.unseen = 20, 30, 30, 2, "CHOL"
@@ -611,8 +614,14 @@ def main(argv=None) -> int:
 
     if "survival" not in skip:
         log("survival: lower bound, survival abstainer, multi-task (one model per cohort)")
-        results.update(calibration_survival.run(DATA_ROOT, args.n_splits, args.epochs, args.num_samples, delta,
-                                                args.quick, GBMLGG_LEAKAGE))
+        surv: dict = {}
+        for fs in args.fit_seeds:
+            part = calibration_survival.run(DATA_ROOT, args.n_splits, args.epochs, args.num_samples, delta, args.quick,
+                                            GBMLGG_LEAKAGE, fit_seed=fs,
+                                            cohorts_only=tuple(c for c in args.cohorts.split(",") if c))
+            for k, v in part.items():
+                surv[k] = surv.get(k, 0.0) + v if k == "survival_seconds" else surv.get(k, []) + v
+        results.update(surv)
         log(f"survival done ({results['survival_seconds']:.0f} s)")
     results["seconds"] = time.perf_counter() - t_start
     if "survival" in results:

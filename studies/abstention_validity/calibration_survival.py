@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -156,16 +157,19 @@ def cox_predictive(train: bf.MultiModalData, pool: bf.MultiModalData, c0: float,
 
 # ------------------------------------------------------------------------------------------ setup
 def setup_cohort(name: str, data: bf.MultiModalData, heads: dict, epochs: int, num_samples: int,
-                 train_ids=None, pool_ids=None, latent_dim: int | str = "auto") -> dict:
+                 train_ids=None, pool_ids=None, latent_dim: int | str = "auto", fit_seed: int = 0) -> dict:
+    """Fit one model on the training half (random half of ``data``, drawn with ``fit_seed``, unless
+    ``train_ids`` / ``pool_ids`` are given) with ``seed=fit_seed``, predict the pool once, and set up the
+    censoring model, horizon, cut-off and the CoxPH / over-confident comparators."""
     t0 = time.perf_counter()
     if train_ids is None:
         ids = data.sample_ids
-        perm = np.random.default_rng(0).permutation(len(ids))
+        perm = np.random.default_rng(fit_seed).permutation(len(ids))
         train_ids, pool_ids = ids[np.sort(perm[: len(ids) // 2])], ids[np.sort(perm[len(ids) // 2:])]
     train, pool = data.subset(ids=train_ids), data.subset(ids=pool_ids)
     model = bf.FusionModel(train, heads=heads, latent_dim=latent_dim)
-    model.fit(max_epochs=epochs, seed=0, progress=False)
-    post, tg = _usable(model.predict(pool, num_samples=num_samples, seed=0), pool)
+    model.fit(max_epochs=epochs, seed=fit_seed, progress=False)
+    post, tg = _usable(model.predict(pool, num_samples=num_samples, seed=fit_seed), pool)
     trt = train.targets
     trt = trt[trt["time"] > 0]
     km = KaplanMeierCensoring.from_targets(trt)
@@ -464,8 +468,17 @@ def multi_study(st: dict, n_splits: int, levels: dict, delta: float, split_seed:
 
 # ------------------------------------------------------------------------------------------ driver
 def run(data_root, n_splits: int, epochs: int, num_samples: int, delta: float, quick: bool,
-        gbmlgg_leakage: dict) -> dict:
+        gbmlgg_leakage: dict, fit_seed: int = 0, cohorts_only: tuple[str, ...] = ()) -> dict:
+    """The survival section for one model fit per cohort. ``fit_seed`` 0 is the documented run; another seed
+    draws another training half (simulator: another 600 of its first 3,000 patients) and model seed, with
+    ", fit seed N" appended to every dataset label. ``cohorts_only``: names to run ("simulator",
+    "tcga_gbmlgg", ...), all when empty."""
     t_start = time.perf_counter()
+    tag = f", fit seed {fit_seed}" if fit_seed else ""
+
+    def wanted(name: str) -> bool:
+        return not cohorts_only or name in cohorts_only
+
     risks = (0.1, 0.2)
     res = {"survival": [], "survival_paired": [], "multitask": []}
     cohorts = []
@@ -473,33 +486,39 @@ def run(data_root, n_splits: int, epochs: int, num_samples: int, delta: float, q
     # patients, for the multi-task table): 600 train, 2400 pool; 8,000 further patients for fresh calibration
     # draws checked against their true event times
     n_pop = 2000 if quick else 8000
-    data, truth = bf.datasets.simulate(n_patients=3000 + n_pop, missing_rate=0.2, class_separation=4.0, seed=0)
-    ids = data.sample_ids
-    st = setup_cohort("simulator", data.subset(ids=ids[:3000]),
-                      {"subtype": "categorical", "survival": bf.heads.Survival()}, epochs, num_samples,
-                      train_ids=ids[:600], pool_ids=ids[600:3000], latent_dim=8)
-    st["true_t"] = truth.event_time[pd.Index(ids).get_indexer(st["post"].sample_ids)]
-    cohorts.append(st)
-    popd = data.subset(ids=ids[3000:])
-    pop_post, pop_tg = _usable(st["model"].predict(popd, num_samples=num_samples, seed=1), popd)
-    pop_true = truth.event_time[pd.Index(ids).get_indexer(pop_post.sample_ids)]
-    pop_models = {"bayesfuse": bf_predictive(pop_post, st["c0"], st["tau"]),
-                  "over-confident": bf_predictive(pop_post, st["c0"], st["tau"], SHRINK),
-                  "CoxPH": cox_predictive(st["train"], popd.subset(ids=np.asarray(pop_post.sample_ids, dtype=object)),
-                                          st["c0"], st["tau"])}
-    pt, pe = pop_tg["time"].to_numpy(float), pop_tg["event"].to_numpy(float).astype(bool)
-    for label, cens in (("Kaplan-Meier of the 600 training patients", st["km"]),
-                        ("true censoring law", EmpiricalCensoring(truth.censor_time))):
-        t0 = time.perf_counter()
-        study = fresh_study(f"simulator: fresh calibration draws, censoring = {label}", pop_models, pt, pe, pop_true,
-                            st["c0"], st["tau"], cens, n_splits, risks, delta, n_bound=n_pop // 2)
-        res["survival"].append(study)
-        res["survival_paired"] += paired(study)
-        log(f"simulator fresh draws ({label}): {n_splits} splits in {time.perf_counter() - t0:.0f} s")
+    if wanted("simulator"):
+        data, truth = bf.datasets.simulate(n_patients=3000 + n_pop, missing_rate=0.2, class_separation=4.0, seed=0)
+        ids = data.sample_ids
+        order = np.sort(np.random.default_rng(fit_seed).permutation(3000)[:600]) if fit_seed else np.arange(600)
+        train_ids = ids[order]
+        st = setup_cohort("simulator" + tag, data.subset(ids=ids[:3000]),
+                          {"subtype": "categorical", "survival": bf.heads.Survival()}, epochs, num_samples,
+                          train_ids=train_ids, pool_ids=ids[:3000][~np.isin(np.arange(3000), order)], latent_dim=8,
+                          fit_seed=fit_seed)
+        st["true_t"] = truth.event_time[pd.Index(ids).get_indexer(st["post"].sample_ids)]
+        cohorts.append(st)
+        popd = data.subset(ids=ids[3000:])
+        pop_post, pop_tg = _usable(st["model"].predict(popd, num_samples=num_samples, seed=1), popd)
+        pop_true = truth.event_time[pd.Index(ids).get_indexer(pop_post.sample_ids)]
+        pop_models = {"bayesfuse": bf_predictive(pop_post, st["c0"], st["tau"]),
+                      "over-confident": bf_predictive(pop_post, st["c0"], st["tau"], SHRINK),
+                      "CoxPH": cox_predictive(st["train"], popd.subset(ids=np.asarray(pop_post.sample_ids, dtype=object)),
+                                              st["c0"], st["tau"])}
+        pt, pe = pop_tg["time"].to_numpy(float), pop_tg["event"].to_numpy(float).astype(bool)
+        for label, cens in (("Kaplan-Meier of the 600 training patients", st["km"]),
+                            ("true censoring law", EmpiricalCensoring(truth.censor_time))):
+            t0 = time.perf_counter()
+            study = fresh_study(f"simulator: fresh calibration draws, censoring = {label}{tag}", pop_models, pt, pe,
+                                pop_true, st["c0"], st["tau"], cens, n_splits, risks, delta, n_bound=n_pop // 2)
+            res["survival"].append(study)
+            res["survival_paired"] += paired(study)
+            log(f"simulator fresh draws ({label}): {n_splits} splits in {time.perf_counter() - t0:.0f} s")
     real = [("tcga_gbmlgg", gbmlgg_leakage), ("metabric", None), ("support", None), ("whas", None)]
     if quick:
         real = real[:2]
     for name, drop in real:
+        if not wanted(name):
+            continue
         path = data_root / name
         if not path.is_dir():
             log(f"{name}: not found at {path}; skipped")
@@ -508,7 +527,7 @@ def run(data_root, n_splits: int, epochs: int, num_samples: int, delta: float, q
         heads = {"survival": bf.heads.Survival(nonpositive_times="drop")}
         if "subtype" in d.targets.columns:
             heads = {"subtype": "categorical", **heads}
-        cohorts.append(setup_cohort(name, d, heads, epochs, num_samples))
+        cohorts.append(setup_cohort(name + tag, d, heads, epochs, num_samples, fit_seed=fit_seed))
     for st in cohorts:
         t0 = time.perf_counter()
         study = survival_study(st, n_splits, risks, delta)
@@ -520,6 +539,24 @@ def run(data_root, n_splits: int, epochs: int, num_samples: int, delta: float, q
         log(f"{st['name']}: {n_splits} re-splits in {time.perf_counter() - t0:.0f} s")
     res["survival_seconds"] = time.perf_counter() - t_start
     return res
+
+
+def across_fits(paired_rows: list[dict]) -> list[dict]:
+    """Usefulness rows of several fit seeds pooled: per (dataset, what) the mean over fits of bayesfuse,
+    CoxPH and their difference, and in how many fits bayesfuse is ahead / level / behind."""
+    groups: dict = {}
+    for r in paired_rows:
+        base = re.sub(r", fit seed \d+", "", r["dataset"])
+        groups.setdefault((base, r["what"]), []).append(r)
+    out = []
+    for (base, what), rows in groups.items():
+        d = np.array([r["bayesfuse"] - r["CoxPH"] for r in rows])
+        out.append({"dataset": base, "what": what, "n_fits": len(rows),
+                    "bayesfuse": float(np.mean([r["bayesfuse"] for r in rows])),
+                    "CoxPH": float(np.mean([r["CoxPH"] for r in rows])), "mean_diff": float(d.mean()),
+                    "fits_ahead / level / behind": f"{(d > 0).sum()} / {(d == 0).sum()} / {(d < 0).sum()}",
+                    "per_fit_diff": " ".join(f"{x:+.4g}" for x in d)})
+    return out
 
 
 def print_tables(res: dict, print_table) -> None:
@@ -536,6 +573,10 @@ def print_tables(res: dict, print_table) -> None:
                    else []))
     print_table("Survival usefulness: bayesfuse vs CoxPH (same splits)", res["survival_paired"],
                 ["dataset", "what", "bayesfuse", "CoxPH", "mean_diff"])
+    if any(", fit seed " in r["dataset"] for r in res["survival_paired"]):
+        print_table("Survival usefulness over model fits (mean over fit seeds)", across_fits(res["survival_paired"]),
+                    ["dataset", "what", "n_fits", "bayesfuse", "CoxPH", "mean_diff", "fits_ahead / level / behind",
+                     "per_fit_diff"])
     if res["multitask"]:
         print_table("Multi-task abstainer (joint)", res["multitask"],
                     ["dataset", "levels", "starts", "tau", "mean_coverage", "viol_subtype", "viol_survival", "viol_joint",
