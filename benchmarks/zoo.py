@@ -376,6 +376,9 @@ def run_one(row: Row, seed: int, model_kwargs: dict, fit_kwargs: dict, head_kwar
         if train is None:
             return [{**base, "method": None, **info}]
         runner = classification_records if row.task == "classification" else survival_records
+        if isinstance(model_kwargs.get("advanced"), dict):   # JSON {"advanced": {...}} -> bf.AdvancedConfig
+            import bayesfuse as bf
+            model_kwargs = {**model_kwargs, "advanced": bf.AdvancedConfig(**model_kwargs["advanced"])}
         res = runner(row, train, test, seed, model_kwargs, fit_kwargs, head_kwargs or {}, baselines)
     except Exception as exc:  # noqa: BLE001  (one failed row must not end the zoo)
         return [{**base, "method": None, "error": f"{type(exc).__name__}: {exc}"}]
@@ -551,7 +554,7 @@ def main(argv=None) -> dict | None:
     ap.add_argument("--rows", nargs="*", help="glob or regex filters on row names (e.g. 'cls:tcga_*' 'n100$')")
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--tag", default="run")
-    ap.add_argument("--model-kwargs", type=json.loads, default={}, help="JSON passed to bf.FusionModel")
+    ap.add_argument("--model-kwargs", type=json.loads, default={}, help='JSON passed to bf.FusionModel; "advanced": {...} becomes bf.AdvancedConfig(...)')
     ap.add_argument("--fit-kwargs", type=json.loads, default={}, help="JSON passed to FusionModel.fit")
     ap.add_argument("--head-kwargs", type=json.loads, default={},
                     help='JSON {"categorical": {...}, "survival": {...}} passed to the head specs')
