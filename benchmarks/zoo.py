@@ -364,6 +364,15 @@ def survival_records(row: Row, train, test, seed: int, model_kwargs: dict, fit_k
     return out
 
 
+def model_kwargs_from_json(model_kwargs: dict) -> dict:
+    """``--model-kwargs`` as ``bf.FusionModel`` takes them: an ``"advanced"`` dict becomes ``bf.AdvancedConfig``."""
+    import bayesfuse as bf
+
+    if isinstance(model_kwargs.get("advanced"), dict):
+        return {**model_kwargs, "advanced": bf.AdvancedConfig(**model_kwargs["advanced"])}
+    return dict(model_kwargs)
+
+
 def run_one(row: Row, seed: int, model_kwargs: dict, fit_kwargs: dict, head_kwargs: dict | None = None,
             data_root: Path | str | None = None, baselines: bool = True) -> list[dict]:
     """All records (one per method, or one ``skipped`` / ``error`` record) of ``row`` and ``seed``."""
@@ -376,10 +385,8 @@ def run_one(row: Row, seed: int, model_kwargs: dict, fit_kwargs: dict, head_kwar
         if train is None:
             return [{**base, "method": None, **info}]
         runner = classification_records if row.task == "classification" else survival_records
-        if isinstance(model_kwargs.get("advanced"), dict):   # JSON {"advanced": {...}} -> bf.AdvancedConfig
-            import bayesfuse as bf
-            model_kwargs = {**model_kwargs, "advanced": bf.AdvancedConfig(**model_kwargs["advanced"])}
-        res = runner(row, train, test, seed, model_kwargs, fit_kwargs, head_kwargs or {}, baselines)
+        res = runner(row, train, test, seed, model_kwargs_from_json(model_kwargs), fit_kwargs, head_kwargs or {},
+                     baselines)
     except Exception as exc:  # noqa: BLE001  (one failed row must not end the zoo)
         return [{**base, "method": None, "error": f"{type(exc).__name__}: {exc}"}]
     sizes = {"n_train": int(train.n_samples), "n_test": int(test.n_samples),

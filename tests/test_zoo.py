@@ -157,3 +157,14 @@ def test_survset_cohort_loads_as_expression_plus_clinical(zoo):
     assert set(train.sample_ids).isdisjoint(test.sample_ids)
     assert train.modality("expression").shape[1] == 70
     assert set(train.targets["event"].unique()) <= {0, 1}
+
+
+def test_model_kwargs_advanced_dict_becomes_config(zoo):
+    import bayesfuse as bf
+
+    out = zoo.model_kwargs_from_json({"latent_dim": 8, "advanced": {"survival_refit": "none"}})
+    assert isinstance(out["advanced"], bf.AdvancedConfig) and out["advanced"].survival_refit == "none"
+    assert out["latent_dim"] == 8
+    assert zoo.model_kwargs_from_json({"latent_dim": 8}) == {"latent_dim": 8}
+    with pytest.raises(TypeError):
+        zoo.model_kwargs_from_json({"advanced": {"no_such_option": 1}})
