@@ -561,7 +561,8 @@ def main(argv=None) -> dict | None:
     ap.add_argument("--rows", nargs="*", help="glob or regex filters on row names (e.g. 'cls:tcga_*' 'n100$')")
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--tag", default="run")
-    ap.add_argument("--model-kwargs", type=json.loads, default={}, help='JSON passed to bf.FusionModel; "advanced": {...} becomes bf.AdvancedConfig(...)')
+    ap.add_argument("--model-kwargs", type=json.loads, default={},
+                    help='JSON passed to bf.FusionModel; "advanced": {...} becomes bf.AdvancedConfig(...)')
     ap.add_argument("--fit-kwargs", type=json.loads, default={}, help="JSON passed to FusionModel.fit")
     ap.add_argument("--head-kwargs", type=json.loads, default={},
                     help='JSON {"categorical": {...}, "survival": {...}} passed to the head specs')

@@ -614,13 +614,13 @@ def main(argv=None) -> int:
 
     if "survival" not in skip:
         log("survival: lower bound, survival abstainer, multi-task (one model per cohort)")
-        surv: dict = {}
-        for fs in args.fit_seeds:
+        surv: dict = {"survival": [], "survival_paired": [], "multitask": [], "survival_seconds": 0.0}
+        for fs in args.fit_seeds:   # one model per cohort and fit seed; lists concatenated, seconds summed
             part = calibration_survival.run(DATA_ROOT, args.n_splits, args.epochs, args.num_samples, delta, args.quick,
                                             GBMLGG_LEAKAGE, fit_seed=fs,
                                             cohorts_only=tuple(c for c in args.cohorts.split(",") if c))
-            for k, v in part.items():
-                surv[k] = surv.get(k, 0.0) + v if k == "survival_seconds" else surv.get(k, []) + v
+            for k in surv:
+                surv[k] += part[k]
         results.update(surv)
         log(f"survival done ({results['survival_seconds']:.0f} s)")
     results["seconds"] = time.perf_counter() - t_start
